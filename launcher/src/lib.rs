@@ -1,0 +1,4 @@
+pub mod gate;
+pub mod hooks;
+pub mod timeline;
+pub mod timeline_report;
