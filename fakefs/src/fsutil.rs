@@ -1,0 +1,424 @@
+//! File operations confined to the state directory.
+//!
+//! Why: backing files are handed to traced programs and written on their
+//! behalf, so a symlink planted inside the state directory must never make
+//! fakefs read or write outside it. Every operation starts from the state
+//! directory's fd and never follows a symlink: openat2(RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS) where the kernel has it, else a component-by-component
+//! walk with O_NOFOLLOW (gVisor 2022 has no openat2).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+/// 0 = not probed, 1 = openat2 works, 2 = use the walk.
+static OPENAT2: AtomicU8 = AtomicU8::new(0);
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+const RESOLVE_NO_XDEV: u64 = 0x01;
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const RESOLVE_BENEATH: u64 = 0x08;
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Splits a relative path into clean components (no empty, `.` or `..`).
+fn components(rel: &str) -> io::Result<Vec<&str>> {
+    if rel.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parts: Vec<&str> = rel.split('/').collect();
+    if rel.starts_with('/') || parts.iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(parts)
+}
+
+/// A directory handle from which all relative operations stay beneath it.
+pub(crate) struct Root {
+    fd: OwnedFd,
+}
+
+impl Root {
+    pub fn open(path: &Path) -> io::Result<Root> {
+        let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: c is a valid NUL-terminated string.
+        let fd = check(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+        // SAFETY: fd was just returned by open and is owned by nobody else.
+        Ok(Root { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    fn openat2(&self, rel: &str, flags: i32, mode: u32) -> Option<io::Result<OwnedFd>> {
+        if OPENAT2.load(Ordering::Relaxed) == 2 {
+            return None;
+        }
+        let c = match cstr(rel) {
+            Ok(c) => c,
+            Err(e) => return Some(Err(e)),
+        };
+        let how = OpenHow {
+            flags: (flags | libc::O_CLOEXEC) as u64,
+            mode: if flags & libc::O_CREAT != 0 { mode as u64 } else { 0 },
+            resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+        };
+        // SAFETY: arguments follow the openat2(2) ABI; how outlives the call.
+        let r = unsafe {
+            libc::syscall(libc::SYS_openat2, self.fd.as_raw_fd(), c.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
+        };
+        if r >= 0 {
+            OPENAT2.store(1, Ordering::Relaxed);
+            // SAFETY: r is a new fd owned by us.
+            return Some(Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) }));
+        }
+        let e = io::Error::last_os_error();
+        let code = e.raw_os_error().unwrap_or(0);
+        let unsupported = code == libc::ENOSYS
+            || (OPENAT2.load(Ordering::Relaxed) == 0 && matches!(code, libc::EPERM | libc::E2BIG | libc::EINVAL));
+        if unsupported {
+            OPENAT2.store(2, Ordering::Relaxed);
+            return None;
+        }
+        Some(Err(e))
+    }
+
+    /// Opens (and with `create`, makes) the directory `rel` beneath the root.
+    pub fn open_dir(&self, rel: &str, create: bool) -> io::Result<OwnedFd> {
+        let parts = components(rel)?;
+        if !create {
+            if let Some(r) = self.openat2(if rel.is_empty() { "." } else { rel }, libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+                return r;
+            }
+        }
+        let mut cur = self.fd.try_clone()?;
+        for c in parts {
+            let name = cstr(c)?;
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            // SAFETY: valid fd and C string.
+            let mut r = unsafe { libc::openat(cur.as_raw_fd(), name.as_ptr(), flags) };
+            if r < 0 && create && io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
+                // SAFETY: valid fd and C string.
+                let m = unsafe { libc::mkdirat(cur.as_raw_fd(), name.as_ptr(), 0o755) };
+                if m < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
+                    return Err(io::Error::last_os_error());
+                }
+                // SAFETY: as above.
+                r = unsafe { libc::openat(cur.as_raw_fd(), name.as_ptr(), flags) };
+            }
+            let fd = check(r)?;
+            // SAFETY: fd is new and ours.
+            cur = unsafe { OwnedFd::from_raw_fd(fd) };
+        }
+        Ok(cur)
+    }
+
+    /// Opens the file `rel` beneath the root without following symlinks.
+    pub fn open_file(&self, rel: &str, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+        let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        if flags & libc::O_CREAT == 0 {
+            if let Some(r) = self.openat2(rel, flags, mode) {
+                return r;
+            }
+        }
+        let (dir, leaf) = split(rel)?;
+        let d = self.open_dir(dir, false)?;
+        let name = cstr(leaf)?;
+        // SAFETY: valid fd and C string.
+        let fd = check(unsafe { libc::openat(d.as_raw_fd(), name.as_ptr(), flags, mode as libc::c_uint) })?;
+        // SAFETY: fd is new and ours.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// Reads a whole regular file beneath the root.
+    pub fn read(&self, rel: &str) -> io::Result<Vec<u8>> {
+        let fd = self.open_file(rel, libc::O_RDONLY, 0)?;
+        let mut f = std::fs::File::from(fd);
+        let mut v = Vec::new();
+        io::Read::read_to_end(&mut f, &mut v)?;
+        Ok(v)
+    }
+
+    /// lstat of `rel` beneath the root; None when it does not exist.
+    pub fn lstat(&self, rel: &str) -> io::Result<Option<libc::stat>> {
+        let (dir, leaf) = split(rel)?;
+        let d = match self.open_dir(dir, false) {
+            Ok(d) => d,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let name = cstr(leaf)?;
+        // SAFETY: st is plain data filled by the kernel.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd, C string and out pointer.
+        let r = unsafe { libc::fstatat(d.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+        Ok(Some(st))
+    }
+
+    /// Replaces `rel` atomically: a new file in `tmp/` is written, given
+    /// `mode`, optionally fsynced, then renamed over the target. Readers see
+    /// the old or the new content, never a mix; a symlink at the target is
+    /// replaced, never followed.
+    pub fn write_atomic(&self, rel: &str, data: &[u8], mode: u32, durable: bool) -> io::Result<()> {
+        let (dir, leaf) = split(rel)?;
+        let target = self.open_dir(dir, true)?;
+        let tmp = self.open_dir("tmp", true)?;
+        let name = format!(
+            "{}.{}.{}.tmp",
+            std::process::id(),
+            // SAFETY: gettid has no preconditions.
+            unsafe { libc::syscall(libc::SYS_gettid) },
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let cname = cstr(&name)?;
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: valid fd and C string.
+        let fd = check(unsafe { libc::openat(tmp.as_raw_fd(), cname.as_ptr(), flags, 0o600 as libc::c_uint) })?;
+        // SAFETY: fd is new and ours.
+        let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let res = (|| {
+            io::Write::write_all(&mut f, data)?;
+            // SAFETY: valid fd.
+            check(unsafe { libc::fchmod(f.as_raw_fd(), mode) })?;
+            if durable {
+                f.sync_data()?;
+            }
+            let cleaf = cstr(leaf)?;
+            // SAFETY: valid fds and C strings.
+            check(unsafe { libc::renameat(tmp.as_raw_fd(), cname.as_ptr(), target.as_raw_fd(), cleaf.as_ptr()) })?;
+            Ok(())
+        })();
+        if res.is_err() {
+            // SAFETY: valid fd and C string; failure is irrelevant.
+            unsafe { libc::unlinkat(tmp.as_raw_fd(), cname.as_ptr(), 0) };
+        }
+        res
+    }
+
+    /// Creates `rel` with `data` unless it exists; true when created.
+    pub fn create_new(&self, rel: &str, data: &[u8], mode: u32) -> io::Result<bool> {
+        let (dir, _) = split(rel)?;
+        self.open_dir(dir, true)?;
+        match self.open_file(rel, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, mode) {
+            Ok(fd) => {
+                let mut f = std::fs::File::from(fd);
+                io::Write::write_all(&mut f, data)?;
+                // SAFETY: valid fd.
+                check(unsafe { libc::fchmod(f.as_raw_fd(), mode) })?;
+                Ok(true)
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Appends one record with a single write(2) on an O_APPEND fd, so
+    /// concurrent appenders never interleave within a line.
+    pub fn append(&self, rel: &str, data: &[u8]) -> io::Result<()> {
+        let fd = self.open_file(rel, libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT, 0o644)?;
+        let f = std::fs::File::from(fd);
+        let n = io::Write::write(&mut &f, data)?;
+        if n != data.len() {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "short append"));
+        }
+        Ok(())
+    }
+
+    /// Removes a file (or, with `dir`, a directory tree) beneath the root;
+    /// a missing one is fine. Never follows symlinks.
+    pub fn remove(&self, rel: &str, dir: bool) -> io::Result<()> {
+        let (parent, leaf) = split(rel)?;
+        let p = match self.open_dir(parent, false) {
+            Ok(p) => p,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        remove_at(&p, leaf, dir)
+    }
+}
+
+/// Removes `name` in `dir` (recursively when it is a directory).
+pub(crate) fn remove_at(dir: &OwnedFd, name: &str, recursive: bool) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid fd and C string.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => Ok(()),
+        Some(libc::EISDIR) | Some(libc::EPERM) if recursive => {
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            // SAFETY: valid fd and C string.
+            let sub = check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
+            // SAFETY: new fd, ours.
+            let sub = unsafe { OwnedFd::from_raw_fd(sub) };
+            // SAFETY: valid fd; a 0555 view must become writable to empty it.
+            unsafe { libc::fchmod(sub.as_raw_fd(), 0o755) };
+            for (n, _) in list(&sub)? {
+                remove_at(&sub, &n, true)?;
+            }
+            // SAFETY: valid fd and C string.
+            check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) })?;
+            Ok(())
+        }
+        _ => Err(e),
+    }
+}
+
+/// Lists a directory fd: (name, is_dir), without `.` and `..`.
+pub(crate) fn list(dir: &OwnedFd) -> io::Result<Vec<(String, bool)>> {
+    let dup = check(unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
+    // SAFETY: dup is a fresh fd; fdopendir takes ownership on success.
+    let d = unsafe { libc::fdopendir(dup) };
+    if d.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so dup is still ours.
+        unsafe { libc::close(dup) };
+        return Err(e);
+    }
+    // SAFETY: rewind so a reused fd lists from the start.
+    unsafe { libc::rewinddir(d) };
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: d is a valid DIR*.
+        let ent = unsafe { libc::readdir(d) };
+        if ent.is_null() {
+            break;
+        }
+        // SAFETY: readdir returned a valid dirent with a NUL-terminated name.
+        let (name, dtype) = unsafe { (std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()), (*ent).d_type) };
+        let name = name.to_string_lossy().into_owned();
+        if name == "." || name == ".." {
+            continue;
+        }
+        let is_dir = if dtype == libc::DT_UNKNOWN {
+            let c = cstr(&name)?;
+            // SAFETY: st is plain data.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: valid fd, C string, out pointer.
+            let r = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+            r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+        } else {
+            dtype == libc::DT_DIR
+        };
+        out.push((name, is_dir));
+    }
+    // SAFETY: d is valid; closes dup.
+    unsafe { libc::closedir(d) };
+    Ok(out)
+}
+
+/// Creates an empty file `name` in `dir` with `mode` unless it exists.
+pub(crate) fn touch_at(dir: &OwnedFd, name: &str, mode: u32) -> io::Result<()> {
+    let c = cstr(name)?;
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: valid fd and C string.
+    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, mode as libc::c_uint) })?;
+    // SAFETY: new fd; fchmod fixes the umask.
+    unsafe {
+        libc::fchmod(fd, mode);
+        libc::close(fd);
+    }
+    Ok(())
+}
+
+/// Creates directory `name` in `dir` unless it exists.
+pub(crate) fn mkdir_at(dir: &OwnedFd, name: &str) -> io::Result<()> {
+    let c = cstr(name)?;
+    // SAFETY: valid fd and C string.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), 0o755) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn fchmod(fd: &OwnedFd, mode: u32) {
+    // SAFETY: valid fd.
+    unsafe { libc::fchmod(fd.as_raw_fd(), mode) };
+}
+
+/// Splits `a/b/c` into (`a/b`, `c`); the leaf must be a clean name.
+fn split(rel: &str) -> io::Result<(&str, &str)> {
+    let parts = components(rel)?;
+    if parts.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    Ok(match rel.rfind('/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => ("", rel),
+    })
+}
+
+/// Whether the probe found openat2 usable (for `k3shim doctor`).
+pub fn openat2_in_use() -> Option<bool> {
+    match OPENAT2.load(Ordering::Relaxed) {
+        1 => Some(true),
+        2 => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_never_follow_a_symlink_out_of_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("f")).unwrap();
+        let r = Root::open(root.path()).unwrap();
+        assert!(r.read("link/secret").is_err());
+        assert!(r.read("f").is_err());
+        assert!(r.write_atomic("link/secret", b"x", 0o644, false).is_err());
+        assert_eq!(std::fs::read_to_string(outside.path().join("secret")).unwrap(), "s");
+        // A symlink as the final component is replaced, not followed.
+        r.write_atomic("f", b"new", 0o644, false).unwrap();
+        assert_eq!(std::fs::read_to_string(outside.path().join("secret")).unwrap(), "s");
+        assert_eq!(r.read("f").unwrap(), b"new");
+        assert!(r.read("../x").is_err());
+    }
+
+    #[test]
+    fn the_walk_fallback_behaves_like_openat2() {
+        let root = tempfile::tempdir().unwrap();
+        let r = Root::open(root.path()).unwrap();
+        let saved = OPENAT2.swap(2, Ordering::Relaxed);
+        r.write_atomic("a/b/c", b"1\n", 0o444, false).unwrap();
+        assert_eq!(r.read("a/b/c").unwrap(), b"1\n");
+        std::os::unix::fs::symlink("/etc", root.path().join("a/l")).unwrap();
+        assert!(r.read("a/l/hostname").is_err());
+        OPENAT2.store(saved, Ordering::Relaxed);
+        let st = r.lstat("a/b/c").unwrap().unwrap();
+        assert_eq!(st.st_mode & 0o777, 0o444);
+    }
+}

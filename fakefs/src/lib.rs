@@ -1,0 +1,1294 @@
+//! fakefs: the fake /proc/sys tree that k3s's components meet under k3shim.
+//!
+//! fakefs knows nothing of ptrace. The launcher asks [`FakeFs::covers`] on
+//! every path syscall, [`FakeFs::decide`] for the covered ones, and carries
+//! out the returned [`Outcome`]; writes on fds opened through a write token
+//! are emulated through [`FakeFs::write`], which validates like procfs,
+//! stores atomically and journals.
+//!
+//! State directory layout (version [`LAYOUT_VERSION`]):
+//!
+//! ```text
+//! DIR/k3shim-state.toml  layout version and creator; marks DIR as ours
+//! DIR/index.json         fake entries: source (profile|real|written), seed, rule, readonly
+//! DIR/values/<rel>       fake /proc/sys/<rel>: value + "\n", mode 0644 or 0444
+//! DIR/views/<rel>/       directory views (names only; dirs 0555) for getdents/stat
+//! DIR/files/<abs>        stand-ins outside /proc/sys (files/dev/kmsg)
+//! DIR/journal.jsonl      one JSON line per write(2) attempt
+//! DIR/tmp/               temp files renamed into values/ (same filesystem)
+//! DIR/lock               flock(2) guarding index.json updates across processes
+//! ```
+
+mod fsutil;
+pub mod profile;
+pub mod rules;
+
+pub use profile::{Dynamic, Profile, ProfileEntry};
+pub use rules::Rule;
+
+/// Whether fakefs's own file operations use openat2 (Some(true)), the
+/// O_NOFOLLOW walk (Some(false)), or have not probed yet: for `k3shim doctor`.
+pub use fsutil::openat2_in_use;
+
+use fsutil::Root;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Version of the state directory layout this crate writes and reads.
+pub const LAYOUT_VERSION: u32 = 1;
+/// The file that marks a directory as a k3shim state directory.
+pub const STATE_FILE: &str = "k3shim-state.toml";
+const INDEX_FILE: &str = "index.json";
+const JOURNAL_FILE: &str = "journal.jsonl";
+
+/// Where /proc/sys accesses go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// A real entry that exists and answers is used; the rest is fake.
+    #[default]
+    Overlay,
+    /// Every /proc/sys path is fake (seeded from the real value when readable).
+    Shadow,
+}
+
+/// How to open a fake tree.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// State directory: created and seeded if absent or empty.
+    pub state: PathBuf,
+    /// "k3s", "none", or a .toml/.tsv path; layered, later wins. Empty = ["k3s"].
+    pub profiles: Vec<String>,
+    pub mode: Mode,
+    /// Overlay only: writes to real, writable entries go to the kernel.
+    pub write_through: bool,
+    /// Where the real /proc/sys is ("/proc/sys"; tests use a temp dir so
+    /// that nothing ever writes the host's).
+    pub proc_root: PathBuf,
+    /// (src on host, dst in guest), from [`parse_bind`].
+    pub binds: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Options {
+    /// Defaults: k3s profile, overlay, no write-through, the real /proc/sys.
+    pub fn new(state: impl Into<PathBuf>) -> Options {
+        Options {
+            state: state.into(),
+            profiles: Vec::new(),
+            mode: Mode::Overlay,
+            write_through: false,
+            proc_root: PathBuf::from("/proc/sys"),
+            binds: Vec::new(),
+        }
+    }
+}
+
+/// The operation a path syscall performs, as the launcher classifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// open O_RDONLY (of a file or, without O_DIRECTORY, of a directory).
+    Read,
+    /// open O_WRONLY; `trunc` = O_TRUNC (procfs ignores it: a write replaces the value anyway).
+    Write { trunc: bool },
+    /// open O_RDWR.
+    ReadWrite,
+    /// open with O_CREAT (or symlink(2)); fakefs decides whether the target exists.
+    CreateFile,
+    /// stat family, statfs.
+    Stat,
+    /// access family; `mode` is R_OK|W_OK|X_OK bits (F_OK = 0).
+    Access { mode: i32 },
+    Readlink,
+    /// open O_DIRECTORY, chdir.
+    OpenDir,
+    Mkdir,
+    /// unlink, rmdir.
+    Remove,
+    /// rename family: ask for the source first (see [`FakeFs::decide`]).
+    Rename,
+    /// link family.
+    Link,
+    /// chmod, chown, utime(s).
+    Modify,
+    /// truncate(2) on a path.
+    Truncate,
+    Exec,
+}
+
+/// What the launcher does with the syscall.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Pass the syscall through untouched.
+    Real,
+    /// Use `backing` instead of the guest path. For open-family syscalls,
+    /// flags become `(flags & !clear_flags) | add_flags`; other syscalls
+    /// ignore the flags. With a `write_token`, every write(2)/pwrite/writev
+    /// on the resulting fd must be emulated through [`FakeFs::write`]: the fd
+    /// itself is opened read-only (clear_flags has O_ACCMODE), so a write the
+    /// tracer misses fails with EBADF instead of tearing the value.
+    Fake { backing: PathBuf, add_flags: i32, clear_flags: i32, write_token: Option<u64> },
+    /// Fail the syscall with this errno, as procfs would.
+    Error(i32),
+}
+
+/// Where an entry's current value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The real /proc/sys (live in overlay, or copied into the fake tree).
+    Real,
+    /// The profile's default, never written.
+    Profile,
+    /// Written by a traced program or `k3shim fakefs set`.
+    Written,
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::Real => "real",
+            Source::Profile => "profile",
+            Source::Written => "written",
+        })
+    }
+}
+
+/// One line of `k3shim fakefs show`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntryInfo {
+    /// Absolute guest path, e.g. /proc/sys/vm/panic_on_oom.
+    pub path: String,
+    /// Value without the trailing newline.
+    pub value: String,
+    pub source: Source,
+    pub rule: String,
+    pub readonly: bool,
+}
+
+/// One line of `k3shim fakefs diff`: a written entry whose value differs
+/// from the profile (or, for entries outside the profile, from its seed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiffLine {
+    pub path: String,
+    pub baseline: String,
+    pub current: String,
+}
+
+/// A write attempt, for the timeline and DIR/journal.jsonl.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// Unix time in milliseconds.
+    pub t_ms: u64,
+    pub pid: i32,
+    pub comm: String,
+    /// Absolute guest path.
+    pub path: String,
+    /// Value before the write (None if there was none).
+    pub old: Option<String>,
+    /// Normalized value when accepted; what was written (lossy, trimmed) when rejected.
+    pub new: String,
+    pub accepted: bool,
+    /// errno name when rejected, e.g. "EINVAL".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+}
+
+/// fakefs errors: one line naming the file or path and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("state directory {0} is not a k3shim state directory (no k3shim-state.toml) and is not empty: pick an empty or new directory")]
+    ForeignDir(PathBuf),
+    #[error("state directory {0} exists but is not a directory: pick an empty or new directory")]
+    NotADir(PathBuf),
+    #[error("state directory {dir}: {file} is corrupt ({reason}); nothing was changed: repair or move that file away, or pick a new state directory")]
+    Corrupt { dir: PathBuf, file: String, reason: String },
+    #[error("state directory {dir} has layout version {found} but this k3shim reads version {supported}: use a matching k3shim or a new state directory")]
+    Layout { dir: PathBuf, found: i64, supported: u32 },
+    #[error("profile {file} line {line}: {msg}")]
+    Profile { file: String, line: usize, msg: String },
+    #[error("profile {name}: {reason} (use k3s, none, or a path to a .toml or .tsv file)")]
+    ProfileRead { name: String, reason: String },
+    #[error("{path}: {what}: {source}")]
+    Io { path: PathBuf, what: &'static str, source: std::io::Error },
+    #[error("{0}: no such entry in the fake tree or the real one: check the path (relative to /proc/sys, e.g. vm/panic_on_oom)")]
+    NoEntry(String),
+    #[error("{0}: not a /proc/sys entry or a profile file: give a path relative to /proc/sys, e.g. vm/panic_on_oom")]
+    NotAnEntry(String),
+    #[error("{path}: value {value:?} rejected with {errno} (rule: {rule}): give a value the rule accepts")]
+    Rejected { path: String, value: String, errno: String, rule: String },
+    #[error("{0} is read-only (0444): it cannot be set")]
+    ReadOnly(String),
+    #[error("bind {spec:?}: {why} (expected SRC:DST with absolute paths, as proot -b)")]
+    Bind { spec: String, why: String },
+}
+
+fn io_err(path: impl Into<PathBuf>, what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io { path, what, source }
+}
+
+/// Parses proot's `-b` syntax: `SRC:DST`, or `PATH` for the same path on
+/// both sides. A relative SRC is taken from the current directory; DST must
+/// be absolute. Both are normalized lexically.
+pub fn parse_bind(spec: &str) -> Result<(PathBuf, PathBuf), Error> {
+    let bad = |why: &str| Error::Bind { spec: spec.to_string(), why: why.to_string() };
+    let (src, dst) = match spec.split_once(':') {
+        Some((s, d)) => (s, d),
+        None => (spec, spec),
+    };
+    if src.is_empty() || dst.is_empty() {
+        return Err(bad("empty path"));
+    }
+    if !dst.starts_with('/') {
+        return Err(bad("DST must be an absolute guest path"));
+    }
+    let src = if src.starts_with('/') {
+        PathBuf::from(src)
+    } else {
+        std::env::current_dir().map_err(|_| bad("cannot resolve relative SRC"))?.join(src)
+    };
+    Ok((normalize(&src), normalize(Path::new(dst))))
+}
+
+/// Lexical normalization: drops `.`, empty parts, resolves `..`.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for c in p.as_os_str().as_bytes().split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    let mut s = Vec::new();
+    for c in out {
+        s.push(b'/');
+        s.extend_from_slice(c);
+    }
+    if s.is_empty() {
+        s.push(b'/');
+    }
+    PathBuf::from(std::ffi::OsStr::from_bytes(&s))
+}
+
+/// `b` equals `prefix` or lies beneath it (component-wise).
+fn is_under(b: &[u8], prefix: &[u8]) -> bool {
+    b.starts_with(prefix) && (b.len() == prefix.len() || prefix == b"/" || b[prefix.len()] == b'/')
+}
+
+/// The part of `b` below `prefix` ("" for `prefix` itself), if under it.
+fn below<'a>(b: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    if !is_under(b, prefix) {
+        return None;
+    }
+    let rest = &b[prefix.len()..];
+    Some(rest.strip_prefix(b"/").unwrap_or(rest))
+}
+
+fn errno_name(e: i32) -> String {
+    match e {
+        libc::EINVAL => "EINVAL",
+        libc::EACCES => "EACCES",
+        libc::EPERM => "EPERM",
+        libc::EBADF => "EBADF",
+        libc::EIO => "EIO",
+        libc::ENOENT => "ENOENT",
+        _ => return format!("errno {e}"),
+    }
+    .to_string()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn parent_of(rel: &str) -> &str {
+    rel.rfind('/').map(|i| &rel[..i]).unwrap_or("")
+}
+
+fn strip_nl(mut s: String) -> String {
+    if s.ends_with('\n') {
+        s.pop();
+    }
+    s
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct IndexEntry {
+    source: Source,
+    /// The value the entry started from (profile default or real value).
+    seed: String,
+    rule: String,
+    readonly: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct IndexFile {
+    layout: u32,
+    entries: BTreeMap<String, IndexEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFile {
+    layout: u32,
+    created_by: String,
+    created_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RealKind {
+    Missing,
+    Dir,
+    File { mode: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    File,
+    Dir,
+    Missing { parent_exists: bool },
+    NotDir,
+}
+
+const READ_CLEAR: i32 = libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_APPEND;
+const WRITE_CLEAR: i32 = libc::O_ACCMODE | READ_CLEAR;
+
+/// The fake tree of one state directory.
+pub struct FakeFs {
+    root: Root,
+    state: PathBuf,
+    profile: Profile,
+    profile_dirs: HashSet<String>,
+    mode: Mode,
+    write_through: bool,
+    proc_root: PathBuf,
+    binds: Vec<(PathBuf, PathBuf)>,
+    /// Guest paths of the profile's stand-in files, as bytes, for covers().
+    file_paths: Vec<Vec<u8>>,
+    index: BTreeMap<String, IndexEntry>,
+    index_dirs: HashSet<String>,
+    index_stamp: Option<(u64, i64, i64, i64)>,
+    real_kind: RefCell<HashMap<String, RealKind>>,
+    real_readable: RefCell<HashMap<String, bool>>,
+    tokens: Vec<String>,
+    token_of: HashMap<String, u64>,
+    journal_new: Vec<JournalEntry>,
+    views_built: HashSet<String>,
+}
+
+/// Holds the state directory's flock until dropped.
+struct LockGuard(std::fs::File);
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // SAFETY: valid fd.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+impl FakeFs {
+    /// Opens DIR, creating and seeding it if it is new or empty. Refuses a
+    /// non-empty directory that is not a state directory, a newer/older
+    /// layout, or a corrupt state/index file, without changing anything.
+    pub fn open(opts: Options) -> Result<FakeFs, Error> {
+        // Parse everything that can be wrong before touching the disk.
+        let profile = Profile::load(&opts.profiles)?;
+        let (state, fresh) = prepare_state_dir(&opts.state)?;
+        if !fresh {
+            // Fail on a corrupt index before creating anything.
+            read_index(&state)?;
+        }
+        let root = Root::open(&state).map_err(io_err(&state, "cannot open state directory"))?;
+        if fresh {
+            let sf = StateFile {
+                layout: LAYOUT_VERSION,
+                created_by: format!("k3shim fakefs {}", env!("CARGO_PKG_VERSION")),
+                created_unix_ms: now_ms(),
+            };
+            let text = format!(
+                "# k3shim fakefs state directory (do not edit while k3shim runs)\n{}",
+                toml::to_string(&sf).unwrap_or_default()
+            );
+            root.write_atomic(STATE_FILE, text.as_bytes(), 0o644, true)
+                .map_err(io_err(state.join(STATE_FILE), "cannot write"))?;
+        }
+        for d in ["values", "views", "tmp", "files"] {
+            root.open_dir(d, true).map_err(io_err(state.join(d), "cannot create"))?;
+        }
+        let file_paths = profile.files.keys().map(|k| k.as_bytes().to_vec()).collect();
+        let mut fs = FakeFs {
+            root,
+            profile_dirs: profile.dirs(),
+            profile,
+            mode: opts.mode,
+            write_through: opts.write_through,
+            proc_root: opts.proc_root,
+            binds: opts.binds,
+            file_paths,
+            index: BTreeMap::new(),
+            index_dirs: HashSet::new(),
+            index_stamp: None,
+            real_kind: RefCell::new(HashMap::new()),
+            real_readable: RefCell::new(HashMap::new()),
+            tokens: Vec::new(),
+            token_of: HashMap::new(),
+            journal_new: Vec::new(),
+            views_built: HashSet::new(),
+            state,
+        };
+        fs.resync_profile()?;
+        for (guest, content) in fs.profile.files.clone() {
+            let rel = format!("files{guest}");
+            fs.root
+                .create_new(&rel, content.as_bytes(), 0o644)
+                .map_err(io_err(fs.state.join(&rel), "cannot create stand-in"))?;
+        }
+        Ok(fs)
+    }
+
+    /// The canonical state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Cheap check, called on every path syscall: is `guest` under /proc/sys,
+    /// a stand-in file of the profile, or under a bind destination? No
+    /// syscalls and no allocation.
+    pub fn covers(&self, guest: &Path) -> bool {
+        let b = guest.as_os_str().as_bytes();
+        if is_under(b, b"/proc/sys") {
+            return true;
+        }
+        if self.file_paths.iter().any(|f| f.as_slice() == b) {
+            return true;
+        }
+        self.binds.iter().any(|(_, dst)| is_under(b, dst.as_os_str().as_bytes()))
+    }
+
+    /// Decides one path syscall. `guest` is absolute and normalized.
+    ///
+    /// Errnos follow this gVisor's procfs (measured): creating anything
+    /// (O_CREAT, mkdir, symlink, link/rename target) is EPERM when the parent
+    /// directory exists and ENOENT when it does not; unlink, rmdir, rename,
+    /// link, chmod/chown/utime and truncate(2) of an existing entry are
+    /// EPERM; a missing source is ENOENT. For rename/link, ask for the source
+    /// first; if only one side is covered, the launcher should answer EXDEV
+    /// (different filesystems), as the kernel does.
+    pub fn decide(&mut self, guest: &Path, op: Op) -> Outcome {
+        let b = guest.as_os_str().as_bytes();
+        if let Some(o) = self.decide_bind(b) {
+            return o;
+        }
+        if let Some(rest) = below(b, b"/proc/sys") {
+            let Ok(rel) = std::str::from_utf8(rest) else {
+                return Outcome::Error(libc::ENOENT);
+            };
+            return self.decide_sys(&rel.to_string(), op);
+        }
+        if self.file_paths.iter().any(|f| f.as_slice() == b) {
+            return self.decide_standin(b, op);
+        }
+        Outcome::Real
+    }
+
+    fn decide_bind(&self, b: &[u8]) -> Option<Outcome> {
+        let (src, rest) = self
+            .binds
+            .iter()
+            .filter_map(|(src, dst)| below(b, dst.as_os_str().as_bytes()).map(|r| (src, r)))
+            .max_by_key(|(_, r)| usize::MAX - r.len())?;
+        let backing = if rest.is_empty() { src.clone() } else { src.join(std::ffi::OsStr::from_bytes(rest)) };
+        Some(Outcome::Fake { backing, add_flags: 0, clear_flags: 0, write_token: None })
+    }
+
+    fn decide_standin(&self, guest: &[u8], op: Op) -> Outcome {
+        let backing = self.state.join("files").join(std::ffi::OsStr::from_bytes(&guest[1..]));
+        let fake = |add: i32, clear: i32| Outcome::Fake { backing: backing.clone(), add_flags: add | libc::O_NOFOLLOW, clear_flags: clear, write_token: None };
+        match op {
+            Op::Read | Op::Stat | Op::Truncate => fake(0, READ_CLEAR & !libc::O_TRUNC),
+            Op::Access { mode } if mode & libc::X_OK != 0 => Outcome::Error(libc::EACCES),
+            Op::Access { .. } => fake(0, 0),
+            // Like /dev/kmsg: what is written shows up for readers.
+            Op::Write { .. } | Op::ReadWrite | Op::CreateFile => fake(libc::O_APPEND, libc::O_TRUNC | libc::O_EXCL | libc::O_CREAT),
+            Op::OpenDir => Outcome::Error(libc::ENOTDIR),
+            Op::Readlink => Outcome::Error(libc::EINVAL),
+            Op::Mkdir => Outcome::Error(libc::EEXIST),
+            Op::Exec => Outcome::Error(libc::EACCES),
+            Op::Remove | Op::Rename | Op::Link | Op::Modify => Outcome::Error(libc::EPERM),
+        }
+    }
+
+    fn decide_sys(&mut self, rel: &str, op: Op) -> Outcome {
+        if !rel.is_empty() && profile::check_rel_path(rel).is_err() {
+            return Outcome::Error(libc::ENOENT);
+        }
+        self.refresh_index();
+        match self.node(rel) {
+            Node::NotDir => Outcome::Error(libc::ENOTDIR),
+            Node::Missing { parent_exists } => match op {
+                Op::CreateFile | Op::Mkdir => Outcome::Error(if parent_exists { libc::EPERM } else { libc::ENOENT }),
+                _ => Outcome::Error(libc::ENOENT),
+            },
+            Node::Dir => self.decide_dir(rel, op),
+            Node::File => self.decide_file(rel, op),
+        }
+    }
+
+    fn decide_dir(&mut self, rel: &str, op: Op) -> Outcome {
+        let real_dir = self.mode == Mode::Overlay && self.real(rel) == RealKind::Dir;
+        match op {
+            Op::Write { .. } | Op::ReadWrite | Op::CreateFile | Op::Truncate => Outcome::Error(libc::EISDIR),
+            Op::Modify | Op::Remove | Op::Rename | Op::Link => Outcome::Error(libc::EPERM),
+            Op::Mkdir => Outcome::Error(libc::EEXIST),
+            Op::Readlink => Outcome::Error(libc::EINVAL),
+            Op::Exec => Outcome::Error(libc::EACCES),
+            Op::Access { mode } if mode & libc::W_OK != 0 => Outcome::Error(libc::EACCES),
+            Op::Stat | Op::Access { .. } if real_dir => Outcome::Real,
+            Op::Stat | Op::Access { .. } | Op::Read | Op::OpenDir => match self.build_view(rel) {
+                Ok(backing) => Outcome::Fake { backing, add_flags: libc::O_NOFOLLOW, clear_flags: READ_CLEAR, write_token: None },
+                Err(e) => Outcome::Error(e),
+            },
+        }
+    }
+
+    fn decide_file(&mut self, rel: &str, op: Op) -> Outcome {
+        let ro = self.readonly(rel);
+        let pinned = self.pinned(rel);
+        let overlay = self.mode == Mode::Overlay;
+        match op {
+            Op::OpenDir => Outcome::Error(libc::ENOTDIR),
+            Op::Mkdir => Outcome::Error(libc::EEXIST),
+            Op::Readlink => Outcome::Error(libc::EINVAL),
+            Op::Exec => Outcome::Error(libc::EACCES),
+            Op::Remove | Op::Rename | Op::Link | Op::Modify | Op::Truncate => Outcome::Error(libc::EPERM),
+            Op::Access { mode } if mode & libc::X_OK != 0 || (mode & libc::W_OK != 0 && ro) => Outcome::Error(libc::EACCES),
+            Op::Read | Op::Stat | Op::Access { .. } => {
+                if overlay && !pinned && self.real_is_readable(rel) {
+                    return Outcome::Real;
+                }
+                match self.materialize(rel, !overlay, false) {
+                    Ok(backing) => Outcome::Fake { backing, add_flags: libc::O_NOFOLLOW, clear_flags: READ_CLEAR, write_token: None },
+                    // Nothing to serve (real but unreadable): the kernel answers.
+                    Err(_) => Outcome::Real,
+                }
+            }
+            Op::Write { .. } | Op::ReadWrite | Op::CreateFile => {
+                if ro {
+                    return Outcome::Error(libc::EACCES);
+                }
+                if overlay && self.write_through && !pinned {
+                    if let RealKind::File { mode } = self.real(rel) {
+                        if mode & 0o200 != 0 {
+                            return Outcome::Real;
+                        }
+                    }
+                }
+                match self.materialize(rel, true, true) {
+                    Ok(backing) => Outcome::Fake {
+                        backing,
+                        add_flags: libc::O_NOFOLLOW,
+                        clear_flags: WRITE_CLEAR,
+                        write_token: Some(self.token_for(rel)),
+                    },
+                    Err(e) => Outcome::Error(e),
+                }
+            }
+        }
+    }
+
+    /// Emulates one write(2) on an fd opened with `token`: offset > 0 is
+    /// ignored but reports success (sysctl_writes_strict); the value is
+    /// validated by the entry's rule, stored atomically and journaled.
+    /// Returns data.len(), or EINVAL/EACCES (old value kept), EBADF for an
+    /// unknown token, EIO if the state directory cannot be written.
+    pub fn write(&mut self, token: u64, pid: i32, comm: &str, offset: u64, data: &[u8]) -> Result<usize, i32> {
+        let rel = token
+            .checked_sub(1)
+            .and_then(|i| self.tokens.get(i as usize))
+            .cloned()
+            .ok_or(libc::EBADF)?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        if offset > 0 {
+            return Ok(data.len());
+        }
+        self.refresh_index();
+        if !self.index.contains_key(&rel) {
+            // reset() ran since the open: seed again like a fresh open.
+            self.materialize(&rel, true, true)?;
+        }
+        let old = self.root.read(&format!("values/{rel}")).ok().map(|v| strip_nl(String::from_utf8_lossy(&v).into_owned()));
+        let rule = self.rule(&rel, old.as_deref().unwrap_or(""));
+        let res = if self.readonly(&rel) { Err(libc::EACCES) } else { rule.apply(data, old.as_deref().unwrap_or("")) };
+        let res = res.and_then(|new| self.store_written(&rel, &new).map(|_| new));
+        let path = format!("/proc/sys/{rel}");
+        match res {
+            Ok(new) => {
+                self.journal(pid, comm, path, old, new, Ok(()));
+                Ok(data.len())
+            }
+            Err(e) => {
+                let attempted = String::from_utf8_lossy(data).trim_end().to_string();
+                self.journal(pid, comm, path, old, attempted, Err(e));
+                Err(e)
+            }
+        }
+    }
+
+    /// Maps a backing path (value file, directory view, stand-in, bind
+    /// source) back to the guest path it stands for. Used to resolve
+    /// dirfd-relative calls whose dirfd came from a Fake outcome.
+    pub fn untranslate(&self, host: &Path) -> Option<PathBuf> {
+        let b = host.as_os_str().as_bytes();
+        let st = self.state.as_os_str().as_bytes();
+        if let Some(inner) = below(b, st) {
+            let join = |prefix: &str, rest: &[u8]| {
+                let mut v = prefix.as_bytes().to_vec();
+                if !rest.is_empty() {
+                    v.push(b'/');
+                    v.extend_from_slice(rest);
+                }
+                PathBuf::from(std::ffi::OsStr::from_bytes(&v))
+            };
+            if let Some(r) = below(inner, b"values").or_else(|| below(inner, b"views")) {
+                return Some(join("/proc/sys", r));
+            }
+            if let Some(r) = below(inner, b"files") {
+                if !r.is_empty() {
+                    return Some(join("", r));
+                }
+            }
+            return None;
+        }
+        let (dst, rest) = self
+            .binds
+            .iter()
+            .filter_map(|(src, dst)| below(b, src.as_os_str().as_bytes()).map(|r| (dst, r)))
+            .min_by_key(|(_, r)| r.len())?;
+        Some(if rest.is_empty() { dst.clone() } else { dst.join(std::ffi::OsStr::from_bytes(rest)) })
+    }
+
+    /// Journal entries recorded since the last call (also in DIR/journal.jsonl).
+    pub fn drain_journal(&mut self) -> Vec<JournalEntry> {
+        std::mem::take(&mut self.journal_new)
+    }
+
+    /// Every profile and fake entry with its current value and source (real
+    /// entries outside the profile are listed once they became fake).
+    pub fn entries(&self) -> Vec<EntryInfo> {
+        let mut rels: BTreeSet<&String> = self.profile.entries.keys().collect();
+        rels.extend(self.index.keys());
+        let mut out = Vec::new();
+        for rel in rels {
+            if let Ok((value, source)) = self.current(rel) {
+                let rule = self.rule(rel, &value).to_string();
+                out.push(EntryInfo { path: format!("/proc/sys/{rel}"), value, source, rule, readonly: self.readonly(rel) });
+            }
+        }
+        for (guest, _) in &self.profile.files {
+            let v = self.root.read(&format!("files{guest}")).unwrap_or_default();
+            out.push(EntryInfo {
+                path: guest.clone(),
+                value: String::from_utf8_lossy(&v).into_owned(),
+                source: Source::Profile,
+                rule: "file".into(),
+                readonly: false,
+            });
+        }
+        out
+    }
+
+    /// The value a traced program would read at `guest_rel` (relative to
+    /// /proc/sys, or absolute), without the trailing newline.
+    pub fn get(&self, guest_rel: &str) -> Result<String, Error> {
+        if guest_rel.starts_with('/') && !is_under(guest_rel.as_bytes(), b"/proc/sys") {
+            if self.profile.files.contains_key(guest_rel) {
+                let v = self.root.read(&format!("files{guest_rel}")).map_err(io_err(self.state.join("files"), "cannot read"))?;
+                return Ok(String::from_utf8_lossy(&v).into_owned());
+            }
+            return Err(Error::NotAnEntry(guest_rel.into()));
+        }
+        let rel = to_rel(guest_rel)?;
+        self.current(&rel).map(|(v, _)| v)
+    }
+
+    /// Sets an entry as a traced write would (validated, stored atomically,
+    /// journaled with this process's pid and comm "k3shim"). Never writes
+    /// the real /proc/sys, even with write_through: the entry becomes fake.
+    pub fn set(&mut self, guest_rel: &str, value: &str) -> Result<(), Error> {
+        let rel = to_rel(guest_rel)?;
+        self.refresh_index();
+        let path = format!("/proc/sys/{rel}");
+        match self.node(&rel) {
+            Node::File => {}
+            _ => return Err(Error::NoEntry(path)),
+        }
+        if self.readonly(&rel) {
+            return Err(Error::ReadOnly(path));
+        }
+        self.materialize(&rel, true, true).map_err(|e| Error::Io {
+            path: self.state.join("values").join(&rel),
+            what: "cannot store",
+            source: std::io::Error::from_raw_os_error(e),
+        })?;
+        let token = self.token_for(&rel);
+        let mut data = value.to_string();
+        if !data.ends_with('\n') {
+            data.push('\n');
+        }
+        let pid = std::process::id() as i32;
+        self.write(token, pid, "k3shim", 0, data.as_bytes()).map(|_| ()).map_err(|e| Error::Rejected {
+            path: path.clone(),
+            value: value.to_string(),
+            errno: errno_name(e),
+            rule: self.rule(&rel, "").to_string(),
+        })
+    }
+
+    /// Written entries whose value differs from the profile's (or, outside
+    /// the profile, from the value they were seeded with).
+    pub fn diff(&self) -> Vec<DiffLine> {
+        let mut out = Vec::new();
+        for (rel, e) in &self.index {
+            if e.source != Source::Written {
+                continue;
+            }
+            let baseline = self.profile.entries.get(rel).map(|p| p.value.clone()).unwrap_or_else(|| e.seed.clone());
+            let current = self.fake_value(rel).unwrap_or_default();
+            if current != baseline {
+                out.push(DiffLine { path: format!("/proc/sys/{rel}"), baseline, current });
+            }
+        }
+        out
+    }
+
+    /// Forgets every written or copied value and restores the profile. The
+    /// journal is kept (it is history).
+    pub fn reset(&mut self) -> Result<(), Error> {
+        {
+            let _g = self.lock()?;
+            for d in ["values", "views"] {
+                self.root.remove(d, true).map_err(io_err(self.state.join(d), "cannot remove"))?;
+                self.root.open_dir(d, true).map_err(io_err(self.state.join(d), "cannot create"))?;
+            }
+            self.index.clear();
+            self.save_index()?;
+        }
+        self.views_built.clear();
+        self.resync_profile()
+    }
+
+    // ----- internals -----
+
+    /// Current value and source of an entry, as a traced read would see it.
+    fn current(&self, rel: &str) -> Result<(String, Source), Error> {
+        let not_found = || Error::NoEntry(format!("/proc/sys/{rel}"));
+        if self.mode == Mode::Overlay && !self.pinned(rel) {
+            if let Some(v) = self.real_value(rel) {
+                return Ok((v, Source::Real));
+            }
+        }
+        if let Some(e) = self.index.get(rel) {
+            if self.mode == Mode::Shadow && e.source == Source::Profile {
+                if let Some(v) = self.real_value(rel) {
+                    return Ok((v, Source::Real));
+                }
+            }
+            return Ok((self.fake_value(rel).ok_or_else(not_found)?, e.source));
+        }
+        if let Some(p) = self.profile.entries.get(rel) {
+            return Ok((p.value.clone(), Source::Profile));
+        }
+        if self.mode == Mode::Shadow {
+            if let Some(v) = self.real_value(rel) {
+                return Ok((v, Source::Real));
+            }
+        }
+        Err(not_found())
+    }
+
+    fn fake_value(&self, rel: &str) -> Option<String> {
+        self.root.read(&format!("values/{rel}")).ok().map(|v| strip_nl(String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Overlay: a fake entry seeded from the real tree or written stays
+    /// fake (across runs); one only seeded from the profile defers to a
+    /// working real entry.
+    fn pinned(&self, rel: &str) -> bool {
+        self.index.get(rel).is_some_and(|e| e.source != Source::Profile)
+    }
+
+    fn readonly(&self, rel: &str) -> bool {
+        if let Some(p) = self.profile.entries.get(rel) {
+            return p.readonly;
+        }
+        if let Some(e) = self.index.get(rel) {
+            return e.readonly;
+        }
+        matches!(self.real(rel), RealKind::File { mode } if mode & 0o222 == 0)
+    }
+
+    fn rule(&self, rel: &str, value: &str) -> Rule {
+        if let Some(p) = self.profile.entries.get(rel) {
+            return p.rule.clone();
+        }
+        if let Some(r) = self.index.get(rel).and_then(|e| Rule::parse(&e.rule).ok()) {
+            return r;
+        }
+        Rule::infer(value)
+    }
+
+    fn node(&self, rel: &str) -> Node {
+        if rel.is_empty() {
+            return Node::Dir;
+        }
+        if self.index.contains_key(rel) || self.profile.entries.contains_key(rel) {
+            return Node::File;
+        }
+        if self.profile_dirs.contains(rel) || self.index_dirs.contains(rel) {
+            return Node::Dir;
+        }
+        match self.real(rel) {
+            RealKind::File { .. } => return Node::File,
+            RealKind::Dir => return Node::Dir,
+            RealKind::Missing => {}
+        }
+        match self.node(parent_of(rel)) {
+            Node::Dir => Node::Missing { parent_exists: true },
+            Node::File | Node::NotDir => Node::NotDir,
+            Node::Missing { .. } => Node::Missing { parent_exists: false },
+        }
+    }
+
+    fn real(&self, rel: &str) -> RealKind {
+        if let Some(k) = self.real_kind.borrow().get(rel) {
+            return *k;
+        }
+        let k = match std::fs::symlink_metadata(self.proc_root.join(rel)) {
+            Ok(m) if m.is_dir() => RealKind::Dir,
+            Ok(m) if m.is_file() => RealKind::File { mode: m.permissions().mode() & 0o7777 },
+            _ => RealKind::Missing,
+        };
+        self.real_kind.borrow_mut().insert(rel.to_string(), k);
+        k
+    }
+
+    fn real_is_readable(&self, rel: &str) -> bool {
+        if !matches!(self.real(rel), RealKind::File { .. }) {
+            return false;
+        }
+        if let Some(r) = self.real_readable.borrow().get(rel) {
+            return *r;
+        }
+        let ok = self.read_real(rel).is_some();
+        self.real_readable.borrow_mut().insert(rel.to_string(), ok);
+        ok
+    }
+
+    fn read_real(&self, rel: &str) -> Option<String> {
+        let v = std::fs::read(self.proc_root.join(rel)).ok()?;
+        Some(strip_nl(String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn real_value(&self, rel: &str) -> Option<String> {
+        if !self.real_is_readable(rel) {
+            return None;
+        }
+        self.read_real(rel)
+    }
+
+    /// Makes sure `rel` has a value file and returns its path. With
+    /// `prefer_real`, an entry not yet copied from the real tree is seeded
+    /// from the real value when readable (overlay's first write, shadow's
+    /// first use). With `allow_empty`, a real entry that cannot be read is
+    /// seeded empty rather than refused.
+    fn materialize(&mut self, rel: &str, prefer_real: bool, allow_empty: bool) -> Result<PathBuf, i32> {
+        let backing = self.state.join("values").join(rel);
+        let existing = self.index.get(rel).map(|e| e.source);
+        let real_kind = self.real(rel);
+        let reseed = match existing {
+            Some(Source::Profile) => prefer_real && self.real_is_readable(rel),
+            Some(_) => false,
+            None => true,
+        };
+        if !reseed {
+            return Ok(backing);
+        }
+        let (value, source) = if prefer_real && self.real_is_readable(rel) {
+            (self.read_real(rel).unwrap_or_default(), Source::Real)
+        } else if let Some(p) = self.profile.entries.get(rel) {
+            (p.value.clone(), Source::Profile)
+        } else if allow_empty && matches!(real_kind, RealKind::File { .. }) {
+            (String::new(), Source::Real)
+        } else {
+            return Err(libc::ENOENT);
+        };
+        let (rule, readonly) = match self.profile.entries.get(rel) {
+            Some(p) => (p.rule.to_string(), p.readonly),
+            None => (Rule::infer(&value).to_string(), matches!(real_kind, RealKind::File { mode } if mode & 0o222 == 0)),
+        };
+        let entry = IndexEntry { source, seed: value.clone(), rule, readonly };
+        let mode = if readonly { 0o444 } else { 0o644 };
+        let _g = self.lock().map_err(|_| libc::EIO)?;
+        self.reload_index().map_err(|_| libc::EIO)?;
+        // Another process may have seeded or written it meanwhile.
+        if let Some(e) = self.index.get(rel) {
+            if e.source != Source::Profile || !(prefer_real && source == Source::Real) {
+                return Ok(backing);
+            }
+        }
+        self.root
+            .write_atomic(&format!("values/{rel}"), format!("{value}\n").as_bytes(), mode, true)
+            .map_err(|_| libc::EIO)?;
+        self.index.insert(rel.to_string(), entry);
+        self.save_index().map_err(|_| libc::EIO)?;
+        Ok(backing)
+    }
+
+    /// Stores an accepted value and marks the entry written.
+    fn store_written(&mut self, rel: &str, value: &str) -> Result<(), i32> {
+        let mode = if self.readonly(rel) { 0o444 } else { 0o644 };
+        self.root
+            .write_atomic(&format!("values/{rel}"), format!("{value}\n").as_bytes(), mode, true)
+            .map_err(|_| libc::EIO)?;
+        if self.index.get(rel).map(|e| e.source) != Some(Source::Written) {
+            let _g = self.lock().map_err(|_| libc::EIO)?;
+            self.reload_index().map_err(|_| libc::EIO)?;
+            let seed = value.to_string();
+            let rule = self.rule(rel, value).to_string();
+            let readonly = self.readonly(rel);
+            let e = self.index.entry(rel.to_string()).or_insert(IndexEntry { source: Source::Written, seed, rule, readonly });
+            e.source = Source::Written;
+            self.save_index().map_err(|_| libc::EIO)?;
+        }
+        Ok(())
+    }
+
+    fn token_for(&mut self, rel: &str) -> u64 {
+        if let Some(t) = self.token_of.get(rel) {
+            return *t;
+        }
+        self.tokens.push(rel.to_string());
+        let t = self.tokens.len() as u64;
+        self.token_of.insert(rel.to_string(), t);
+        t
+    }
+
+    fn journal(&mut self, pid: i32, comm: &str, path: String, old: Option<String>, new: String, res: Result<(), i32>) {
+        let e = JournalEntry {
+            t_ms: now_ms(),
+            pid,
+            comm: comm.to_string(),
+            path,
+            old,
+            new,
+            accepted: res.is_ok(),
+            errno: res.err().map(errno_name),
+        };
+        match serde_json::to_string(&e) {
+            Ok(mut line) => {
+                line.push('\n');
+                if let Err(err) = self.root.append(JOURNAL_FILE, line.as_bytes()) {
+                    tracing::warn!("fakefs: cannot append to {}: {err}", self.state.join(JOURNAL_FILE).display());
+                }
+            }
+            Err(err) => tracing::warn!("fakefs: cannot encode journal entry: {err}"),
+        }
+        self.journal_new.push(e);
+    }
+
+    fn lock(&self) -> Result<LockGuard, Error> {
+        let fd = self
+            .root
+            .open_file("lock", libc::O_RDWR | libc::O_CREAT, 0o644)
+            .map_err(io_err(self.state.join("lock"), "cannot open"))?;
+        let f = std::fs::File::from(fd);
+        // SAFETY: valid fd.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } < 0 {
+            return Err(Error::Io { path: self.state.join("lock"), what: "cannot lock", source: std::io::Error::last_os_error() });
+        }
+        Ok(LockGuard(f))
+    }
+
+    fn index_stamp(&self) -> Option<(u64, i64, i64, i64)> {
+        self.root.lstat(INDEX_FILE).ok().flatten().map(|st| (st.st_ino, st.st_mtime, st.st_mtime_nsec, st.st_size))
+    }
+
+    /// Picks up index changes made by another process (one lstat).
+    fn refresh_index(&mut self) {
+        if self.index_stamp() != self.index_stamp {
+            if let Err(e) = self.reload_index() {
+                tracing::warn!("fakefs: keeping the index in memory: {e}");
+            }
+        }
+    }
+
+    fn reload_index(&mut self) -> Result<(), Error> {
+        let stamp = self.index_stamp();
+        if stamp.is_some() && stamp == self.index_stamp {
+            return Ok(());
+        }
+        self.index = read_index(&self.state)?;
+        self.index_stamp = stamp;
+        self.index_changed();
+        Ok(())
+    }
+
+    fn save_index(&mut self) -> Result<(), Error> {
+        let f = IndexFile { layout: LAYOUT_VERSION, entries: self.index.clone() };
+        let text = serde_json::to_string_pretty(&f).unwrap_or_default() + "\n";
+        self.root
+            .write_atomic(INDEX_FILE, text.as_bytes(), 0o644, true)
+            .map_err(io_err(self.state.join(INDEX_FILE), "cannot write"))?;
+        self.index_stamp = self.index_stamp();
+        self.index_changed();
+        Ok(())
+    }
+
+    fn index_changed(&mut self) {
+        let mut dirs = HashSet::new();
+        for p in self.index.keys() {
+            let mut cur = p.as_str();
+            while let Some(i) = cur.rfind('/') {
+                cur = &cur[..i];
+                dirs.insert(cur.to_string());
+            }
+        }
+        self.index_dirs = dirs;
+        self.views_built.clear();
+    }
+
+    /// Brings entries still at their profile default in line with the
+    /// current profile (a state directory may be opened with other
+    /// profiles than the last time); written and copied entries are kept.
+    fn resync_profile(&mut self) -> Result<(), Error> {
+        let _g = self.lock()?;
+        self.index_stamp = None;
+        self.reload_index()?;
+        let mut changed = false;
+        let entries: Vec<(String, ProfileEntry)> = self.profile.entries.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (rel, pe) in entries {
+            let known = self.index.get(&rel).cloned();
+            if known.as_ref().is_some_and(|e| e.source != Source::Profile) {
+                continue;
+            }
+            let vrel = format!("values/{rel}");
+            let cur = self.fake_value(&rel);
+            let want = match pe.dynamic {
+                Some(Dynamic::RandomUuid) if known.is_some() && cur.is_some() => cur.clone().unwrap_or_default(),
+                Some(Dynamic::RandomUuid) => random_uuid(),
+                Some(Dynamic::UnameRelease) => uname_release().unwrap_or_else(|| pe.value.clone()),
+                None => pe.value.clone(),
+            };
+            let mode = if pe.readonly { 0o444 } else { 0o644 };
+            let entry = IndexEntry { source: Source::Profile, seed: want.clone(), rule: pe.rule.to_string(), readonly: pe.readonly };
+            let mode_ok = self.root.lstat(&vrel).ok().flatten().is_some_and(|st| st.st_mode & 0o777 == mode);
+            if cur.as_deref() != Some(want.as_str()) || !mode_ok {
+                self.root
+                    .write_atomic(&vrel, format!("{want}\n").as_bytes(), mode, false)
+                    .map_err(io_err(self.state.join(&vrel), "cannot write"))?;
+            }
+            if known.as_ref() != Some(&entry) {
+                self.index.insert(rel, entry);
+                changed = true;
+            }
+        }
+        let stale: Vec<String> = self
+            .index
+            .iter()
+            .filter(|(k, e)| e.source == Source::Profile && !self.profile.entries.contains_key(*k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for rel in stale {
+            self.root.remove(&format!("values/{rel}"), false).map_err(io_err(self.state.join("values").join(&rel), "cannot remove"))?;
+            self.index.remove(&rel);
+            changed = true;
+        }
+        if changed || self.index_stamp.is_none() {
+            self.save_index()?;
+        }
+        Ok(())
+    }
+
+    /// Builds DIR/views/<rel>/: one empty file or directory per entry that
+    /// a listing of /proc/sys/<rel> shows (real and fake merged; modes as
+    /// procfs: files 0644/0444, directories 0555). Only names matter: the
+    /// launcher resolves opens through a view back to /proc/sys paths.
+    fn build_view(&mut self, rel: &str) -> Result<PathBuf, i32> {
+        let path = if rel.is_empty() { self.state.join("views") } else { self.state.join("views").join(rel) };
+        if self.views_built.contains(rel) {
+            return Ok(path);
+        }
+        if !rel.is_empty() {
+            self.build_view(parent_of(rel))?;
+        }
+        // name -> Some(mode) for files, None for directories.
+        let mut children: BTreeMap<String, Option<u32>> = BTreeMap::new();
+        if let Ok(rd) = std::fs::read_dir(self.proc_root.join(rel)) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                match e.metadata() {
+                    Ok(m) if m.is_dir() => children.insert(name, None),
+                    Ok(m) => children.insert(name, Some(m.mode() & 0o777)),
+                    Err(_) => None,
+                };
+            }
+        }
+        let prefix = if rel.is_empty() { String::new() } else { format!("{rel}/") };
+        let fake: BTreeSet<String> = self.profile.entries.keys().chain(self.index.keys()).cloned().collect();
+        for p in fake {
+            let Some(rest) = p.strip_prefix(&prefix) else { continue };
+            match rest.split_once('/') {
+                Some((dir, _)) => {
+                    children.insert(dir.to_string(), None);
+                }
+                None => {
+                    if children.get(rest) != Some(&None) {
+                        let mode = if self.readonly(&p) { 0o444 } else { 0o644 };
+                        children.insert(rest.to_string(), Some(mode));
+                    }
+                }
+            }
+        }
+        let vrel = if rel.is_empty() { "views".to_string() } else { format!("views/{rel}") };
+        let dir = self.root.open_dir(&vrel, true).map_err(|_| libc::EIO)?;
+        fsutil::fchmod(&dir, 0o755);
+        let res = (|| -> std::io::Result<()> {
+            for (name, is_dir) in fsutil::list(&dir)? {
+                match children.get(&name) {
+                    Some(None) if is_dir => {}
+                    Some(Some(_)) if !is_dir => {}
+                    _ => fsutil::remove_at(&dir, &name, true)?,
+                }
+            }
+            for (name, kind) in &children {
+                if name.contains('/') || name == "." || name == ".." {
+                    continue;
+                }
+                match kind {
+                    Some(mode) => fsutil::touch_at(&dir, name, *mode)?,
+                    None => fsutil::mkdir_at(&dir, name)?,
+                }
+            }
+            Ok(())
+        })();
+        fsutil::fchmod(&dir, 0o555);
+        res.map_err(|_| libc::EIO)?;
+        self.views_built.insert(rel.to_string());
+        Ok(path)
+    }
+}
+
+/// `vm/x`, `/proc/sys/vm/x` -> `vm/x`, checked clean.
+fn to_rel(guest_rel: &str) -> Result<String, Error> {
+    let rel = if guest_rel.starts_with('/') {
+        match below(guest_rel.as_bytes(), b"/proc/sys") {
+            Some(r) => String::from_utf8_lossy(r).into_owned(),
+            None => return Err(Error::NotAnEntry(guest_rel.into())),
+        }
+    } else {
+        guest_rel.trim_end_matches('/').to_string()
+    };
+    profile::check_rel_path(&rel).map_err(|_| Error::NotAnEntry(guest_rel.into()))?;
+    Ok(rel)
+}
+
+/// Creates the state directory if needed; returns its canonical path and
+/// whether it must be seeded. Never modifies a directory it refuses.
+fn prepare_state_dir(path: &Path) -> Result<(PathBuf, bool), Error> {
+    let created = match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => false,
+        Ok(_) => return Err(Error::NotADir(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(path).map_err(io_err(path, "cannot create state directory"))?;
+            true
+        }
+        Err(e) => return Err(Error::Io { path: path.to_path_buf(), what: "cannot access state directory", source: e }),
+    };
+    let state = std::fs::canonicalize(path).map_err(io_err(path, "cannot resolve state directory"))?;
+    let sf = state.join(STATE_FILE);
+    match std::fs::symlink_metadata(&sf) {
+        Ok(m) if m.is_file() => {
+            check_state_file(&state)?;
+            Ok((state, false))
+        }
+        Ok(_) => Err(Error::Corrupt { dir: state, file: STATE_FILE.into(), reason: "not a regular file".into() }),
+        Err(_) => {
+            let empty = std::fs::read_dir(&state).map_err(io_err(&state, "cannot list state directory"))?.next().is_none();
+            if created || empty {
+                Ok((state, true))
+            } else {
+                Err(Error::ForeignDir(state))
+            }
+        }
+    }
+}
+
+fn check_state_file(state: &Path) -> Result<(), Error> {
+    let corrupt = |reason: String| Error::Corrupt { dir: state.to_path_buf(), file: STATE_FILE.into(), reason };
+    let text = std::fs::read_to_string(state.join(STATE_FILE)).map_err(|e| corrupt(e.to_string()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| corrupt(e.message().trim().replace('\n', " ")))?;
+    let layout = table.get("layout").and_then(|v| v.as_integer()).ok_or_else(|| corrupt("no integer `layout` key".into()))?;
+    if layout != LAYOUT_VERSION as i64 {
+        return Err(Error::Layout { dir: state.to_path_buf(), found: layout, supported: LAYOUT_VERSION });
+    }
+    Ok(())
+}
+
+fn read_index(state: &Path) -> Result<BTreeMap<String, IndexEntry>, Error> {
+    let p = state.join(INDEX_FILE);
+    let corrupt = |reason: String| Error::Corrupt { dir: state.to_path_buf(), file: INDEX_FILE.into(), reason };
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(corrupt(e.to_string())),
+    };
+    let f: IndexFile = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+    if f.layout != LAYOUT_VERSION {
+        return Err(Error::Layout { dir: state.to_path_buf(), found: f.layout as i64, supported: LAYOUT_VERSION });
+    }
+    for k in f.entries.keys() {
+        profile::check_rel_path(k).map_err(corrupt)?;
+    }
+    Ok(f.entries)
+}
+
+fn uname_release() -> Option<String> {
+    // SAFETY: utsname is plain data filled by uname(2).
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out pointer.
+    if unsafe { libc::uname(&mut u) } != 0 {
+        return None;
+    }
+    // SAFETY: the kernel NUL-terminates release.
+    let s = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy().into_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+fn random_uuid() -> String {
+    let mut b = [0u8; 16];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        b = (t ^ ((std::process::id() as u128) << 64)).to_le_bytes();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+#[cfg(test)]
+mod tests;
