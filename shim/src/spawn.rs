@@ -1,0 +1,137 @@
+//! Starting the target: fork, a stop so the tracer can PTRACE_SEIZE it, the
+//! seccomp filter, then exec. Everything the child touches between fork and
+//! exec is prepared beforehand: the parent may have other threads, so the child
+//! only makes raw syscalls.
+
+use crate::error::Error;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// What to run, prepared for the child.
+pub struct Prepared {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Option<Vec<CString>>,
+    pub filter: Option<Vec<libc::sock_filter>>,
+    pub no_new_privs: bool,
+    pub stdio: [Option<OwnedFd>; 3],
+    pub cwd: Option<CString>,
+}
+
+fn cstr(b: &[u8], what: &str) -> Result<CString, Error> {
+    CString::new(b).map_err(|_| Error::Config(format!("{what} contains a NUL byte")))
+}
+
+impl Prepared {
+    pub fn new(plan: &crate::Plan, filter: Option<Vec<libc::sock_filter>>) -> Result<Prepared, Error> {
+        let program = cstr(plan.program.as_os_str().as_bytes(), "program path")?;
+        let argv = plan.argv.iter().map(|a| cstr(a.as_bytes(), "argument")).collect::<Result<_, _>>()?;
+        let envp = match &plan.env {
+            Some(e) => Some(e.iter().map(|a| cstr(a.as_bytes(), "environment entry")).collect::<Result<_, _>>()?),
+            None => None,
+        };
+        let cwd = match &plan.cwd {
+            Some(c) => Some(cstr(c.as_os_str().as_bytes(), "working directory")?),
+            None => None,
+        };
+        Ok(Prepared { program, argv, envp, filter, no_new_privs: plan.no_new_privs, stdio: Default::default(), cwd })
+    }
+}
+
+/// The started child, stopped and seized.
+pub struct Child {
+    pub pid: i32,
+    /// Read end of the exec-error pipe: holds 4 bytes of errno if exec failed.
+    pub exec_err: OwnedFd,
+}
+
+/// Forks, seizes and releases the child; it then installs the filter and execs.
+pub fn spawn(p: &Prepared, options: i64) -> Result<Child, Error> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two fds into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::os("pipe2", "creating the exec-error pipe"));
+    }
+    let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let envp_vec: Option<Vec<*const libc::c_char>> =
+        p.envp.as_ref().map(|e| e.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect());
+    extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    let prog = p.filter.as_ref().map(|f| libc::sock_fprog { len: f.len() as u16, filter: f.as_ptr() as *mut _ });
+    let stdio: [i32; 3] = [0, 1, 2].map(|i| p.stdio[i].as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1));
+
+    // SAFETY: fork; the child below only calls async-signal-safe functions on memory
+    // prepared before the fork, then execs or _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::os("fork", "starting the target"));
+    }
+    if pid == 0 {
+        // SAFETY: child side of fork: raw syscalls only, on pre-built data.
+        unsafe {
+            libc::close(fds[0]);
+            for (i, fd) in stdio.iter().enumerate() {
+                if *fd >= 0 {
+                    libc::dup2(*fd, i as i32);
+                }
+            }
+            let fail = |stage: u8| -> ! {
+                let e = *libc::__errno_location();
+                let msg = [stage, (e & 0xff) as u8, ((e >> 8) & 0xff) as u8, 0];
+                libc::write(fds[1], msg.as_ptr().cast(), 4);
+                libc::_exit(if stage == b'X' && e == libc::ENOENT { 127 } else { 126 });
+            };
+            if let Some(c) = &p.cwd {
+                if libc::chdir(c.as_ptr()) != 0 {
+                    fail(b'C');
+                }
+            }
+            if p.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                fail(b'N');
+            }
+            // Wait here until the tracer has seized us.
+            libc::kill(libc::getpid(), libc::SIGSTOP);
+            if let Some(prog) = &prog {
+                if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, prog as *const libc::sock_fprog) != 0 {
+                    fail(b'S');
+                }
+            }
+            let envp = envp_vec.as_ref().map(|v| v.as_ptr()).unwrap_or(environ);
+            libc::execve(p.program.as_ptr(), argv.as_ptr(), envp);
+            fail(b'X');
+        }
+    }
+    // SAFETY: closing the write end we no longer need; fds[0] becomes an OwnedFd.
+    let exec_err = unsafe {
+        libc::close(fds[1]);
+        <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[0])
+    };
+    let mut st = 0;
+    // SAFETY: waiting for our own child's stop.
+    let r = unsafe { libc::waitpid(pid, &mut st, libc::WUNTRACED | libc::__WALL) };
+    if r != pid || !libc::WIFSTOPPED(st) {
+        return Err(Error::Spawn(format!("child {pid} did not stop before exec (status {st:#x}); see the exec-error pipe")));
+    }
+    // SAFETY: PTRACE_SEIZE on our stopped child with a valid options word.
+    if unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, options) } != 0 {
+        let e = Error::os("ptrace(PTRACE_SEIZE)", &format!("pid {pid}: is ptrace allowed here (CAP_SYS_PTRACE, yama ptrace_scope, seccomp of the container)?"));
+        // SAFETY: kill our own child so it does not linger stopped.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        return Err(e);
+    }
+    // SAFETY: resume our child from its self-inflicted stop.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    Ok(Child { pid, exec_err })
+}
+
+/// Reads the exec-error pipe: Some((stage, errno)) if the child failed before exec.
+pub fn exec_error(c: &Child) -> Option<(u8, i32)> {
+    let mut b = [0u8; 4];
+    // SAFETY: reading into our own buffer from our own fd (the write end is closed by
+    // exec or by _exit, so this never blocks once the child is gone).
+    let n = unsafe { libc::read(c.exec_err.as_raw_fd(), b.as_mut_ptr().cast(), 4) };
+    (n == 4).then(|| (b[0], i32::from(b[1]) | (i32::from(b[2]) << 8)))
+}

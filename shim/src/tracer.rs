@@ -1,0 +1,1030 @@
+//! The ptrace event loop: one tracer thread, every tracee SEIZEd, only
+//! seccomp-trapped syscalls stop. Per-thread state tells a syscall's entry from
+//! its exit (never the register contents alone), and a rewritten syscall always
+//! takes its exit stop, where the original registers are put back so that a
+//! restarted or interrupted syscall never sees a shim pointer.
+
+use crate::event::{Action, Event, SyscallRecord};
+use crate::filter::{FD_TRAP_BASE, FD_TRAP_END};
+use crate::mem::Mem;
+use crate::policy::{Decision, HoldRequest, PathOp, PathRequest, Policy};
+use crate::probe::Facts;
+use crate::resolve::{self, Base, Lookup};
+use crate::scratch::Area;
+use crate::sysent::{self, OpKind};
+use crate::{decode, Error, ExitStatus, FilterMode, Plan};
+use libc::user_regs_struct as Regs;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+const SYSCALL_INSN_LEN: u64 = 2;
+
+/// An fd of the tracee that holds an emulated entry open for writing.
+#[derive(Debug, Clone, Copy)]
+struct WriteFd {
+    token: u64,
+    pos: u64,
+    cloexec: bool,
+}
+
+type FdMap = Rc<RefCell<HashMap<i32, WriteFd>>>;
+type AreaRef = Rc<RefCell<Area>>;
+
+/// Per process (thread group).
+struct Proc {
+    /// Where the scratch area is mapped in this address space, if it is.
+    scratch: Option<(u64, AreaRef)>,
+    /// Mapping failed once here: do not try again (the syscall is then passed through).
+    scratch_failed: bool,
+    write_fds: FdMap,
+}
+
+impl Proc {
+    fn new() -> Proc {
+        Proc { scratch: None, scratch_failed: false, write_fds: Rc::new(RefCell::new(HashMap::new())) }
+    }
+}
+
+/// Work waiting for a syscall's exit stop.
+struct ExitWork {
+    /// Registers to put back (all but the result).
+    saved: Option<Regs>,
+    /// The result the syscall reports instead of its own.
+    set_ret: Option<i64>,
+    slot: Option<(AreaRef, u32)>,
+    /// A syscall-enter stop comes first (gVisor's order); skip it.
+    skip_enter: bool,
+    /// The opened fd is a writable emulated entry: move it into the trapped range.
+    write_token: Option<(u64, bool)>,
+    /// fcntl(F_DUPFD) of a trapped fd: register the copy.
+    dup_of: Option<WriteFd>,
+    rec: Option<SyscallRecord>,
+    t0: Instant,
+}
+
+enum Pending {
+    None,
+    Exit(Box<ExitWork>),
+    Held { since: Instant, what: String, comm: String },
+}
+
+struct Thread {
+    tgid: i32,
+    started: bool,
+    pending: Pending,
+    /// Step mode: inside a syscall (between its enter and exit stops).
+    in_syscall: bool,
+}
+
+/// The tracer. Create with [`Tracer::start`], then [`Tracer::run`] on the same thread.
+pub struct Tracer {
+    root: i32,
+    child: crate::spawn::Child,
+    facts: Facts,
+    mode: FilterMode,
+    report: bool,
+    trap_connect: bool,
+    statx_fix: bool,
+    mem: Mem,
+    threads: HashMap<i32, Thread>,
+    procs: HashMap<i32, Proc>,
+    root_status: Option<ExitStatus>,
+    next_area: u64,
+    held: usize,
+    fixes_logged: bool,
+}
+
+fn ptrace_raw(req: libc::c_uint, tid: i32, addr: u64, data: u64) -> i64 {
+    // SAFETY: ptrace requests used here take integer addr/data, or a pointer to a
+    // buffer the caller owns (GETREGS/SETREGS/GETEVENTMSG pass &mut locals).
+    unsafe { libc::ptrace(req, tid, addr, data) }
+}
+
+fn getregs(tid: i32) -> Option<Regs> {
+    // SAFETY: zeroed is a valid user_regs_struct; GETREGS fills it.
+    let mut r: Regs = unsafe { std::mem::zeroed() };
+    (ptrace_raw(libc::PTRACE_GETREGS, tid, 0, &mut r as *mut Regs as u64) == 0).then_some(r)
+}
+
+fn setregs(tid: i32, r: &Regs) -> bool {
+    ptrace_raw(libc::PTRACE_SETREGS, tid, 0, r as *const Regs as u64) == 0
+}
+
+fn eventmsg(tid: i32) -> u64 {
+    let mut m: libc::c_ulong = 0;
+    ptrace_raw(libc::PTRACE_GETEVENTMSG, tid, 0, &mut m as *mut libc::c_ulong as u64);
+    m
+}
+
+fn args_of(r: &Regs) -> [u64; 6] {
+    [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9]
+}
+
+fn set_arg(r: &mut Regs, i: usize, v: u64) {
+    match i {
+        0 => r.rdi = v,
+        1 => r.rsi = v,
+        2 => r.rdx = v,
+        3 => r.r10 = v,
+        4 => r.r8 = v,
+        _ => r.r9 = v,
+    }
+}
+
+fn readlink_bytes(p: &str) -> Option<Vec<u8>> {
+    std::fs::read_link(p).ok().map(|p| p.into_os_string().into_vec())
+}
+
+use std::os::unix::ffi::OsStringExt;
+
+/// cwd and fd lookups through /proc, mapped back through the policy's untranslate
+/// so that a dirfd on a fake directory resolves as the program believes.
+struct ProcLookup<'a> {
+    policy: &'a dyn Policy,
+}
+
+impl ProcLookup<'_> {
+    fn back(&self, b: Vec<u8>) -> Vec<u8> {
+        match self.policy.untranslate(Path::new(OsStr::from_bytes(&b))) {
+            Some(p) => p.into_os_string().into_vec(),
+            None => b,
+        }
+    }
+}
+
+impl Lookup for ProcLookup<'_> {
+    fn cwd(&mut self, pid: i32) -> Option<Vec<u8>> {
+        readlink_bytes(&format!("/proc/{pid}/cwd")).map(|b| self.back(b))
+    }
+    fn fd_path(&mut self, pid: i32, fd: i32) -> Option<Vec<u8>> {
+        readlink_bytes(&format!("/proc/{pid}/fd/{fd}")).map(|b| self.back(b))
+    }
+}
+
+fn comm_of(tid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{tid}/comm")).map(|s| s.trim_end().to_string()).unwrap_or_default()
+}
+
+fn tgid_of(tid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Tgid:").map(|v| v.trim().parse().unwrap_or(tid))))
+        .unwrap_or(tid)
+}
+
+fn is_stop_signal(sig: i32) -> bool {
+    matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+}
+
+/// Outcome of waiting on one thread during an injection.
+enum Step {
+    /// Reached the next syscall stop.
+    Syscall,
+    /// The thread is gone; its wait status is returned for the main loop.
+    Gone(i32),
+}
+
+impl Tracer {
+    /// Spawns `plan` stopped under the tracer. The target has not run yet.
+    pub fn start(mut plan: Plan, facts: Facts) -> Result<Tracer, Error> {
+        let statx_fix = plan.fixes.statx_no_automount && facts.statx_no_automount_broken;
+        let filter = match plan.filter {
+            FilterMode::Paths => Some(crate::filter::build(&crate::filter::FilterSpec {
+                connect: plan.trap_connect,
+                write_fds: true,
+                statx_no_automount: statx_fix,
+            })?),
+            FilterMode::Everything => None,
+        };
+        // seccompiler's sock_filter has libc's layout; convert field by field.
+        let filter = filter.map(|f| f.iter().map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect());
+        let mut prep = crate::spawn::Prepared::new(&plan, filter)?;
+        prep.stdio = std::mem::take(&mut plan.stdio);
+        let mut opts = libc::PTRACE_O_TRACEFORK
+            | libc::PTRACE_O_TRACEVFORK
+            | libc::PTRACE_O_TRACECLONE
+            | libc::PTRACE_O_TRACEEXEC
+            | libc::PTRACE_O_TRACESYSGOOD
+            | libc::PTRACE_O_EXITKILL;
+        if plan.filter == FilterMode::Paths {
+            opts |= libc::PTRACE_O_TRACESECCOMP;
+        }
+        let child = crate::spawn::spawn(&prep, opts as i64)?;
+        drop(prep);
+        let root = child.pid;
+        let mut t = Tracer {
+            root,
+            child,
+            mem: Mem::new(facts.read_mode),
+            facts,
+            mode: plan.filter,
+            report: plan.report_syscalls,
+            trap_connect: plan.trap_connect,
+            statx_fix,
+            threads: HashMap::new(),
+            procs: HashMap::new(),
+            root_status: None,
+            next_area: 1,
+            held: 0,
+            fixes_logged: false,
+        };
+        t.threads.insert(root, Thread { tgid: root, started: false, pending: Pending::None, in_syscall: false });
+        t.procs.insert(root, Proc::new());
+        Ok(t)
+    }
+
+    /// The target's pid (to forward signals to).
+    pub fn pid(&self) -> i32 {
+        self.root
+    }
+
+    /// Runs until every traced process is gone. Returns the target's status.
+    pub fn run(&mut self, policy: &mut dyn Policy) -> Result<ExitStatus, Error> {
+        loop {
+            if self.threads.is_empty() {
+                break;
+            }
+            let Some((tid, st)) = self.wait(policy) else { break };
+            self.dispatch(tid, st, policy);
+        }
+        if let Some((stage, errno)) = crate::spawn::exec_error(&self.child) {
+            return Ok(ExitStatus::ExecFailed { stage: stage as char, errno });
+        }
+        Ok(self.root_status.clone().unwrap_or(ExitStatus::Code(0)))
+    }
+
+    fn wait(&mut self, policy: &mut dyn Policy) -> Option<(i32, i32)> {
+        let mut st = 0;
+        loop {
+            if self.held > 0 {
+                if policy.gate_open() {
+                    self.release_all(policy);
+                    continue;
+                }
+                // SAFETY: non-blocking wait for any tracee.
+                let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL | libc::WNOHANG) };
+                if r > 0 {
+                    return Some((r, st));
+                }
+                if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            // SAFETY: blocking wait for any tracee.
+            let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL) };
+            if r > 0 {
+                return Some((r, st));
+            }
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    fn release_all(&mut self, policy: &mut dyn Policy) {
+        let tids: Vec<i32> = self.threads.iter().filter(|(_, t)| matches!(t.pending, Pending::Held { .. })).map(|(k, _)| *k).collect();
+        for tid in tids {
+            let th = self.threads.get_mut(&tid).expect("listed");
+            if let Pending::Held { since, what, comm } = std::mem::replace(&mut th.pending, Pending::None) {
+                let tgid = th.tgid;
+                policy.on_event(&Event::Release { pid: tgid, tid, comm, what, waited_ms: since.elapsed().as_millis() as u64 });
+            }
+            if self.mode == FilterMode::Everything {
+                self.threads.get_mut(&tid).expect("listed").in_syscall = true;
+            }
+            self.resume(tid, 0);
+        }
+        self.held = 0;
+    }
+
+    fn resume(&mut self, tid: i32, sig: i32) {
+        let step = self.mode == FilterMode::Everything
+            || self.threads.get(&tid).map(|t| matches!(t.pending, Pending::Exit(_))).unwrap_or(false);
+        let req = if step { libc::PTRACE_SYSCALL } else { libc::PTRACE_CONT };
+        // ESRCH here means the thread was killed meanwhile: its exit status follows.
+        ptrace_raw(req, tid, 0, sig as u64);
+    }
+
+    fn ensure_thread(&mut self, tid: i32) {
+        if !self.threads.contains_key(&tid) {
+            let tgid = tgid_of(tid);
+            self.threads.insert(tid, Thread { tgid, started: false, pending: Pending::None, in_syscall: false });
+            self.procs.entry(tgid).or_insert_with(Proc::new);
+        }
+    }
+
+    fn dispatch(&mut self, tid: i32, st: i32, policy: &mut dyn Policy) {
+        if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+            self.gone(tid, st, policy);
+            return;
+        }
+        if !libc::WIFSTOPPED(st) {
+            return;
+        }
+        self.ensure_thread(tid);
+        let sig = libc::WSTOPSIG(st);
+        match st >> 16 {
+            libc::PTRACE_EVENT_SECCOMP => self.on_entry(tid, true, policy),
+            libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK | libc::PTRACE_EVENT_CLONE => {
+                self.on_new_child(tid, st >> 16, policy);
+                self.resume(tid, 0);
+            }
+            libc::PTRACE_EVENT_EXEC => {
+                self.on_exec(tid, policy);
+                self.resume(tid, 0);
+            }
+            libc::PTRACE_EVENT_STOP => {
+                let th = self.threads.get_mut(&tid).expect("ensured");
+                if !th.started {
+                    th.started = true;
+                    self.resume(tid, 0);
+                } else if is_stop_signal(sig) {
+                    // Group-stop: stay stopped, but keep reporting (SIGCONT, SIGKILL).
+                    ptrace_raw(libc::PTRACE_LISTEN, tid, 0, 0);
+                } else {
+                    self.resume(tid, 0);
+                }
+            }
+            0 if sig == (libc::SIGTRAP | 0x80) => self.on_syscall_stop(tid, policy),
+            0 => {
+                // Signal-delivery stop: deliver it, as without the shim.
+                let th = self.threads.get_mut(&tid).expect("ensured");
+                th.started = true;
+                let pid = th.tgid;
+                policy.on_event(&Event::Signal { pid, tid, signal: sig });
+                self.resume(tid, sig);
+            }
+            _ => self.resume(tid, 0),
+        }
+    }
+
+    fn gone(&mut self, tid: i32, st: i32, policy: &mut dyn Policy) {
+        let Some(th) = self.threads.remove(&tid) else { return };
+        if let Pending::Exit(w) = th.pending {
+            if let Some((a, s)) = w.slot {
+                a.borrow_mut().release(s);
+            }
+        } else if let Pending::Held { .. } = th.pending {
+            self.held = self.held.saturating_sub(1);
+        }
+        if tid == th.tgid {
+            let (code, signal) =
+                if libc::WIFEXITED(st) { (Some(libc::WEXITSTATUS(st)), None) } else { (None, Some(libc::WTERMSIG(st))) };
+            policy.on_event(&Event::ProcessExit { pid: tid, code, signal });
+            self.procs.remove(&tid);
+            self.mem.forget(tid);
+            if tid == self.root {
+                self.root_status = Some(match (code, signal) {
+                    (Some(c), _) => ExitStatus::Code(c),
+                    (_, Some(s)) => ExitStatus::Signal(s),
+                    _ => ExitStatus::Code(0),
+                });
+            }
+        }
+    }
+
+    fn on_new_child(&mut self, tid: i32, ev: i32, policy: &mut dyn Policy) {
+        let child = eventmsg(tid) as i32;
+        let parent_tgid = self.threads.get(&tid).map(|t| t.tgid).unwrap_or(tid);
+        let thread = ev == libc::PTRACE_EVENT_CLONE && self.clone_is_thread(tid, parent_tgid);
+        let tgid = if thread { parent_tgid } else { child };
+        match self.threads.get_mut(&child) {
+            Some(t) => t.tgid = tgid,
+            None => {
+                self.threads.insert(child, Thread { tgid, started: false, pending: Pending::None, in_syscall: false });
+            }
+        }
+        if !thread {
+            let (scratch, fds) = match self.procs.get(&parent_tgid) {
+                Some(p) => (p.scratch.clone(), p.write_fds.borrow().clone()),
+                None => (None, HashMap::new()),
+            };
+            let p = self.procs.entry(child).or_insert_with(Proc::new);
+            // fork and vfork children share (CLONE_VM) or copy the parent's mappings:
+            // the scratch area is at the same address; the fd table is a copy.
+            p.scratch = scratch;
+            *p.write_fds.borrow_mut() = fds;
+        } else {
+            self.procs.remove(&child);
+        }
+        policy.on_event(&Event::Spawn { parent: parent_tgid, child, thread });
+    }
+
+    fn clone_is_thread(&mut self, tid: i32, tgid: i32) -> bool {
+        let Some(r) = getregs(tid) else { return false };
+        let flags = if r.orig_rax as i64 == libc::SYS_clone3 {
+            match self.mem.read_bytes::<8>(tgid, tid, r.rdi) {
+                Some(b) => u64::from_ne_bytes(b),
+                None => 0,
+            }
+        } else {
+            r.rdi
+        };
+        flags & libc::CLONE_THREAD as u64 != 0
+    }
+
+    fn on_exec(&mut self, tid: i32, policy: &mut dyn Policy) {
+        let former = eventmsg(tid) as i32;
+        let tgid = tid;
+        // The exec'ing thread took the leader's tid; every other thread is gone.
+        let old: Vec<i32> = self.threads.iter().filter(|(k, t)| t.tgid == tgid && **k != tid).map(|(k, _)| *k).collect();
+        for k in old {
+            if let Some(t) = self.threads.remove(&k) {
+                if let Pending::Exit(w) = t.pending {
+                    if let Some((a, s)) = w.slot {
+                        a.borrow_mut().release(s);
+                    }
+                }
+            }
+        }
+        let _ = former;
+        let th = self.threads.entry(tid).or_insert(Thread { tgid, started: true, pending: Pending::None, in_syscall: false });
+        th.started = true;
+        if let Pending::Exit(w) = std::mem::replace(&mut th.pending, Pending::None) {
+            if let Some((a, s)) = w.slot {
+                a.borrow_mut().release(s);
+            }
+        }
+        th.in_syscall = false;
+        let p = self.procs.entry(tgid).or_insert_with(Proc::new);
+        p.scratch = None;
+        p.scratch_failed = false;
+        // A fresh fd table object: CLOEXEC entries are gone, the rest stay.
+        let kept: HashMap<i32, WriteFd> = p.write_fds.borrow().iter().filter(|(_, w)| !w.cloexec).map(|(k, v)| (*k, *v)).collect();
+        p.write_fds = Rc::new(RefCell::new(kept));
+        self.mem.forget(tgid);
+        let path = readlink_bytes(&format!("/proc/{tgid}/exe")).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        policy.on_event(&Event::Exec { pid: tgid, path });
+    }
+
+    fn on_syscall_stop(&mut self, tid: i32, policy: &mut dyn Policy) {
+        let th = self.threads.get_mut(&tid).expect("ensured");
+        match &mut th.pending {
+            Pending::Exit(w) if w.skip_enter => {
+                w.skip_enter = false;
+                self.resume(tid, 0);
+            }
+            Pending::Exit(_) => {
+                let Pending::Exit(w) = std::mem::replace(&mut th.pending, Pending::None) else { unreachable!() };
+                th.in_syscall = false;
+                self.on_exit(tid, *w, policy);
+            }
+            _ if self.mode == FilterMode::Everything => {
+                if th.in_syscall {
+                    th.in_syscall = false;
+                    self.resume(tid, 0);
+                } else {
+                    th.in_syscall = true;
+                    self.on_entry(tid, false, policy);
+                }
+            }
+            _ => self.resume(tid, 0),
+        }
+    }
+
+    /// A syscall's entry: at its seccomp stop, or at its enter stop in step mode.
+    fn on_entry(&mut self, tid: i32, from_seccomp: bool, policy: &mut dyn Policy) {
+        let t0 = Instant::now();
+        let Some(regs) = getregs(tid) else { return };
+        let tgid = self.threads[&tid].tgid;
+        let nr = regs.orig_rax as i64;
+        let args = args_of(&regs);
+        let skip_enter = from_seccomp && self.facts.enter_stop_after_seccomp;
+        let mut work = ExitWork {
+            saved: None,
+            set_ret: None,
+            slot: None,
+            skip_enter,
+            write_token: None,
+            dup_of: None,
+            rec: None,
+            t0,
+        };
+        if self.report {
+            work.rec = Some(SyscallRecord {
+                pid: tgid,
+                tid,
+                comm: comm_of(tid),
+                name: sysent::name(nr),
+                args: String::new(),
+                path: None,
+                action: Action::Passed,
+                backing: None,
+                ret: 0,
+                dur_us: 0,
+            });
+        }
+
+        if (FD_TRAP_BASE..FD_TRAP_END).contains(&args[0]) && self.on_trapped_fd(tid, tgid, nr, &regs, &mut work, policy) {
+            return;
+        }
+        if nr == libc::SYS_connect && self.trap_connect {
+            if let Some(req) = decode::connect_target(&mut self.mem, tgid, tid, args[1], args[2]) {
+                if let Some(r) = work.rec.as_mut() {
+                    r.args = format!("{}, {}", args[0] as i32, decode::hold_what(&req));
+                }
+                if !policy.gate_open() && policy.should_hold(&req) {
+                    return self.hold(tid, tgid, decode::hold_what(&req), policy);
+                }
+            }
+            return self.finish_entry(tid, work, None, policy);
+        }
+        let Some(entry) = sysent::lookup(nr) else {
+            return self.finish_entry(tid, work, None, policy);
+        };
+
+        let mut decisions: [Option<(usize, Decision, PathBuf)>; 2] = [None, None];
+        let mut first_ptr = (0u64, 0usize);
+        let mut open_how: Option<[u8; 24]> = None;
+        if entry.kind == OpKind::Openat2 {
+            open_how = self.mem.read_bytes::<24>(tgid, tid, args[2]);
+        }
+        let how_fl = open_how.map(|b| {
+            (u64::from_ne_bytes(b[0..8].try_into().expect("8")), u64::from_ne_bytes(b[8..16].try_into().expect("8")))
+        });
+        let op = sysent::path_op(entry, &args, how_fl);
+        for (i, pa) in entry.paths.iter().enumerate() {
+            let ptr = args[pa.path as usize];
+            if nr == libc::SYS_utimensat && ptr == 0 {
+                break;
+            }
+            let Some(raw) = self.mem.read_cstr(tgid, tid, ptr) else {
+                // Unreadable or over-long: the kernel gives EFAULT or ENAMETOOLONG itself.
+                return self.finish_entry(tid, work, None, policy);
+            };
+            if i == 0 {
+                first_ptr = (ptr, raw.len());
+            }
+            let base = match pa.dirfd.map(|d| args[d as usize] as i32) {
+                Some(fd) if fd != libc::AT_FDCWD => Base::Fd(fd),
+                _ => Base::Cwd,
+            };
+            let follow_last = !matches!(op, PathOp::Readlink | PathOp::Stat { nofollow: true } | PathOp::Remove | PathOp::Rename | PathOp::Link)
+                && !matches!(op, PathOp::Open { flags, .. } if flags & libc::O_NOFOLLOW != 0);
+            let resolved = {
+                let mut lk = ProcLookup { policy: &*policy };
+                resolve::resolve(&raw, base, tgid, tid, follow_last, &mut lk)
+            };
+            if let Some(r) = work.rec.as_mut() {
+                if i == 0 {
+                    r.args = decode::path_args(nr, &args, &raw, how_fl);
+                    r.path = Some(String::from_utf8_lossy(&raw).into_owned());
+                }
+            }
+            let Some(path) = resolved else { continue };
+            if op == PathOp::Exec && !policy.gate_open() && policy.should_hold(&HoldRequest::Exec { path: path.clone() }) {
+                return self.hold(tid, tgid, format!("exec:{}", path.display()), policy);
+            }
+            let req = PathRequest { pid: tgid, tid, syscall: entry.sysno.name(), op, path: &path, raw: &raw };
+            let d = policy.on_path(&req);
+            decisions[i] = Some((pa.path as usize, d, path));
+        }
+
+        // A failure decided for either path wins.
+        if let Some(errno) = decisions.iter().flatten().find_map(|(_, d, _)| if let Decision::Fail(e) = d { Some(*e) } else { None }) {
+            if let Some(r) = work.rec.as_mut() {
+                r.action = Action::Emulated;
+            }
+            return self.emulate(tid, regs, work, -(errno as i64), policy);
+        }
+
+        let mut m = regs;
+        let mut changed = false;
+        if self.statx_fix && nr == libc::SYS_statx && args[2] & libc::AT_NO_AUTOMOUNT as u64 != 0 {
+            m.rdx &= !(libc::AT_NO_AUTOMOUNT as u64);
+            changed = true;
+            if !self.fixes_logged {
+                self.fixes_logged = true;
+                policy.on_event(&Event::Fix { name: "statx-no-automount", detail: "statx with AT_NO_AUTOMOUNT fails with EINVAL here; the flag is dropped (no automount points exist in the sandbox)".into() });
+            }
+        }
+        let redirects: Vec<(usize, usize, crate::policy::Redirect, PathBuf)> = decisions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| match d {
+                Some((reg, Decision::Redirect(r), p)) => Some((i, *reg, r.clone(), p.clone())),
+                _ => None,
+            })
+            .collect();
+        if !redirects.is_empty() {
+            let Some((base_addr, area)) = self.scratch_for(tid, tgid, &regs, first_ptr, skip_enter, policy) else {
+                // Either the syscall was rewound to run again once the area is mapped (it
+                // will stop again), or mapping failed and it was passed through.
+                return;
+            };
+            let Some(slot) = area.borrow_mut().alloc() else {
+                policy.on_event(&Event::Warning { pid: tgid, message: "all scratch slots in use; syscall passed through".into() });
+                return self.finish_entry(tid, work, None, policy);
+            };
+            for (region, reg, r, path) in &redirects {
+                let bytes = r.to.as_os_str().as_bytes();
+                let off = area.borrow_mut().put(slot, *region, bytes);
+                set_arg(&mut m, *reg, base_addr + off as u64);
+                policy.on_event(&Event::Redirect { pid: tgid, tid, syscall: entry.sysno.name(), path: path.clone(), backing: r.to.clone() });
+                if let Some(rec) = work.rec.as_mut() {
+                    rec.action = Action::Redirected;
+                    rec.backing = Some(r.to.clone());
+                }
+            }
+            let r0 = &redirects[0].2;
+            if r0.add_flags != 0 || r0.clear_flags != 0 || r0.write_token.is_some() {
+                let fix = |f: u64| ((f as i32 | r0.add_flags) & !r0.clear_flags) as u64;
+                match entry.kind {
+                    OpKind::Open { flags, mode } if flags == u8::MAX => {
+                        // creat(path, mode) -> open(path, O_CREAT|O_WRONLY|O_TRUNC + changes, mode)
+                        m.orig_rax = libc::SYS_open as u64;
+                        m.rsi = fix((libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64);
+                        m.rdx = args[mode as usize];
+                    }
+                    OpKind::Open { flags, .. } => set_arg(&mut m, flags as usize, fix(args[flags as usize])),
+                    OpKind::Openat2 => {
+                        if let Some(mut how) = open_how {
+                            let f = u64::from_ne_bytes(how[0..8].try_into().expect("8"));
+                            how[0..8].copy_from_slice(&fix(f).to_ne_bytes());
+                            // RESOLVE_* flags would refuse the absolute replacement path.
+                            how[16..24].copy_from_slice(&0u64.to_ne_bytes());
+                            let off = area.borrow_mut().put(slot, 2, &how);
+                            m.rdx = base_addr + off as u64;
+                            m.r10 = 24;
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(tok) = r0.write_token {
+                    let flags = match op {
+                        PathOp::Open { flags, .. } => flags,
+                        _ => 0,
+                    };
+                    work.write_token = Some((tok, flags & libc::O_CLOEXEC != 0));
+                }
+            }
+            work.slot = Some((area, slot));
+            changed = true;
+        }
+        if changed {
+            if !setregs(tid, &m) {
+                if let Some((a, s)) = work.slot.take() {
+                    a.borrow_mut().release(s);
+                }
+                return;
+            }
+            work.saved = Some(regs);
+            return self.finish_entry(tid, work, Some(()), policy);
+        }
+        self.finish_entry(tid, work, None, policy)
+    }
+
+    /// Resumes after entry handling; `needs_exit`: registers changed, take the exit stop.
+    fn finish_entry(&mut self, tid: i32, work: ExitWork, needs_exit: Option<()>, _policy: &mut dyn Policy) {
+        let th = self.threads.get_mut(&tid).expect("known");
+        if needs_exit.is_some() || work.rec.is_some() || work.dup_of.is_some() {
+            th.pending = Pending::Exit(Box::new(work));
+        }
+        self.resume(tid, 0);
+    }
+
+    /// Makes the syscall return `ret` without running it (it becomes getpid).
+    fn emulate(&mut self, tid: i32, regs: Regs, mut work: ExitWork, ret: i64, policy: &mut dyn Policy) {
+        let mut m = regs;
+        m.orig_rax = libc::SYS_getpid as u64;
+        if !setregs(tid, &m) {
+            return;
+        }
+        work.saved = Some(regs);
+        work.set_ret = Some(ret);
+        self.finish_entry(tid, work, Some(()), policy);
+    }
+
+    fn hold(&mut self, tid: i32, tgid: i32, what: String, policy: &mut dyn Policy) {
+        let comm = comm_of(tid);
+        policy.on_event(&Event::Hold { pid: tgid, tid, comm: comm.clone(), what: what.clone() });
+        let th = self.threads.get_mut(&tid).expect("known");
+        th.pending = Pending::Held { since: Instant::now(), what, comm };
+        self.held += 1;
+    }
+
+    /// write/close/dup on the shim's fd range. Returns true when handled.
+    fn on_trapped_fd(&mut self, tid: i32, tgid: i32, nr: i64, regs: &Regs, work: &mut ExitWork, policy: &mut dyn Policy) -> bool {
+        let Some(p) = self.procs.get(&tgid) else { return false };
+        let fds = p.write_fds.clone();
+        let fd = regs.rdi as i32;
+        let Some(wf) = fds.borrow().get(&fd).copied() else { return false };
+        let args = args_of(regs);
+        let res: Option<i64> = match nr {
+            libc::SYS_write | libc::SYS_pwrite64 => {
+                let len = (args[2] as usize).min(1 << 20);
+                let mut buf = vec![0u8; len];
+                let n = self.mem.read(tgid, tid, args[1], &mut buf);
+                if n < len {
+                    Some(-(libc::EFAULT as i64))
+                } else {
+                    let pos = if nr == libc::SYS_pwrite64 { args[3] } else { wf.pos };
+                    Some(self.fake_write(&fds, fd, wf, tgid, pos, &buf, nr == libc::SYS_write, policy))
+                }
+            }
+            libc::SYS_writev | libc::SYS_pwritev | libc::SYS_pwritev2 => {
+                let cnt = (args[2] as usize).min(1024);
+                let mut data = Vec::new();
+                let mut ok = true;
+                for i in 0..cnt {
+                    let Some(iov) = self.mem.read_bytes::<16>(tgid, tid, args[1] + 16 * i as u64) else {
+                        ok = false;
+                        break;
+                    };
+                    let base = u64::from_ne_bytes(iov[0..8].try_into().expect("8"));
+                    let len = (u64::from_ne_bytes(iov[8..16].try_into().expect("8")) as usize).min(1 << 20);
+                    let mut b = vec![0u8; len];
+                    if self.mem.read(tgid, tid, base, &mut b) < len {
+                        ok = false;
+                        break;
+                    }
+                    data.extend_from_slice(&b);
+                }
+                if !ok {
+                    Some(-(libc::EFAULT as i64))
+                } else {
+                    let positional = nr != libc::SYS_writev && args[3] as i64 != -1;
+                    let pos = if positional { args[3] } else { wf.pos };
+                    Some(self.fake_write(&fds, fd, wf, tgid, pos, &data, !positional, policy))
+                }
+            }
+            libc::SYS_ftruncate => Some(0),
+            libc::SYS_close => {
+                fds.borrow_mut().remove(&fd);
+                None
+            }
+            libc::SYS_dup2 | libc::SYS_dup3 => {
+                let new = args[1] as i32;
+                if (FD_TRAP_BASE..FD_TRAP_END).contains(&(new as u64)) && new != fd {
+                    let cloexec = nr == libc::SYS_dup3 && args[2] as i32 & libc::O_CLOEXEC != 0;
+                    fds.borrow_mut().insert(new, WriteFd { cloexec, ..wf });
+                }
+                if !(FD_TRAP_BASE..FD_TRAP_END).contains(&(new as u64)) {
+                    // Writes through that copy go straight to the backing file.
+                    policy.on_write_escape(wf.token, tgid);
+                }
+                None
+            }
+            libc::SYS_fcntl => {
+                work.dup_of = Some(WriteFd { cloexec: args[1] as i32 == libc::F_DUPFD_CLOEXEC, ..wf });
+                None
+            }
+            _ => None,
+        };
+        if let Some(r) = work.rec.as_mut() {
+            r.args = format!("{fd}, ...");
+            r.action = Action::Emulated;
+        }
+        let w = std::mem::replace(
+            work,
+            ExitWork { saved: None, set_ret: None, slot: None, skip_enter: false, write_token: None, dup_of: None, rec: None, t0: Instant::now() },
+        );
+        match res {
+            Some(ret) => self.emulate(tid, *regs, w, ret, policy),
+            None => self.finish_entry(tid, w, None, policy),
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fake_write(&mut self, fds: &FdMap, fd: i32, wf: WriteFd, pid: i32, pos: u64, data: &[u8], advance: bool, policy: &mut dyn Policy) -> i64 {
+        match policy.on_write(wf.token, pid, pos, data) {
+            Ok(n) => {
+                if advance {
+                    if let Some(e) = fds.borrow_mut().get_mut(&fd) {
+                        e.pos += n as u64;
+                    }
+                }
+                n as i64
+            }
+            Err(e) => -(e as i64),
+        }
+    }
+
+    fn on_exit(&mut self, tid: i32, mut w: ExitWork, policy: &mut dyn Policy) {
+        let Some(cur) = getregs(tid) else {
+            if let Some((a, s)) = w.slot.take() {
+                a.borrow_mut().release(s);
+            }
+            return;
+        };
+        let mut ret = cur.rax as i64;
+        let tgid = self.threads.get(&tid).map(|t| t.tgid).unwrap_or(tid);
+        if let (Some((token, cloexec)), true) = (w.write_token, ret >= 0) {
+            match self.move_fd(tid, &cur, ret, cloexec) {
+                Ok(newfd) => {
+                    ret = newfd;
+                    if (FD_TRAP_BASE..FD_TRAP_END).contains(&(newfd as u64)) {
+                        if let Some(p) = self.procs.get(&tgid) {
+                            p.write_fds.borrow_mut().insert(newfd as i32, WriteFd { token, pos: 0, cloexec });
+                        }
+                    }
+                }
+                Err(st) => {
+                    if let Some((a, s)) = w.slot.take() {
+                        a.borrow_mut().release(s);
+                    }
+                    self.threads.get_mut(&tid).map(|t| t.pending = Pending::None);
+                    self.dispatch(tid, st, policy);
+                    return;
+                }
+            }
+        }
+        if let (Some(wf), true) = (w.dup_of, (FD_TRAP_BASE..FD_TRAP_END).contains(&(ret as u64))) {
+            if let Some(p) = self.procs.get(&tgid) {
+                p.write_fds.borrow_mut().insert(ret as i32, wf);
+            }
+        }
+        let final_ret = w.set_ret.unwrap_or(ret);
+        let mut r = w.saved.unwrap_or(cur);
+        if w.saved.is_some() || w.set_ret.is_some() || final_ret != cur.rax as i64 {
+            r.rax = final_ret as u64;
+            setregs(tid, &r);
+        }
+        if let Some((a, s)) = w.slot.take() {
+            a.borrow_mut().release(s);
+        }
+        if let Some(mut rec) = w.rec.take() {
+            rec.ret = final_ret;
+            rec.dur_us = w.t0.elapsed().as_micros() as u64;
+            policy.on_event(&Event::Syscall(rec));
+        }
+        self.resume(tid, 0);
+    }
+
+    /// At an open's exit stop: dup the new fd into the trapped range and close the
+    /// original, so writes on it reach the policy. Returns the fd the program gets.
+    fn move_fd(&mut self, tid: i32, cur: &Regs, fd: i64, cloexec: bool) -> Result<i64, i32> {
+        let cmd = if cloexec { libc::F_DUPFD_CLOEXEC } else { libc::F_DUPFD };
+        let mut pending_sigs = Vec::new();
+        let newfd = self.inject(tid, cur, libc::SYS_fcntl, &[fd as u64, cmd as u64, FD_TRAP_BASE], &mut pending_sigs)?;
+        let result = if newfd >= FD_TRAP_BASE as i64 && newfd < FD_TRAP_END as i64 {
+            self.inject(tid, cur, libc::SYS_close, &[fd as u64], &mut pending_sigs)?;
+            newfd
+        } else {
+            if newfd >= 0 {
+                self.inject(tid, cur, libc::SYS_close, &[newfd as u64], &mut pending_sigs)?;
+            }
+            fd
+        };
+        self.requeue(tid, &pending_sigs);
+        Ok(result)
+    }
+
+    fn requeue(&self, tid: i32, sigs: &[i32]) {
+        let tgid = self.threads.get(&tid).map(|t| t.tgid).unwrap_or(tid);
+        for s in sigs {
+            // SAFETY: re-sending to our tracee a signal that arrived during an injection.
+            unsafe { libc::syscall(libc::SYS_tgkill, tgid, tid, *s) };
+        }
+    }
+
+    /// Waits for the next syscall stop of `tid` after a PTRACE_SYSCALL, swallowing
+    /// (and remembering) signals and passing over seccomp stops of injected calls.
+    fn step(&mut self, tid: i32, sigs: &mut Vec<i32>) -> Step {
+        ptrace_raw(libc::PTRACE_SYSCALL, tid, 0, 0);
+        loop {
+            let mut st = 0;
+            // SAFETY: waiting on one known tracee.
+            let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL) };
+            if r != tid {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Step::Gone(0);
+            }
+            if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+                return Step::Gone(st);
+            }
+            let ev = st >> 16;
+            let sig = libc::WSTOPSIG(st);
+            if ev == 0 && sig == (libc::SIGTRAP | 0x80) {
+                return Step::Syscall;
+            }
+            if ev == 0 {
+                sigs.push(sig);
+            }
+            ptrace_raw(libc::PTRACE_SYSCALL, tid, 0, 0);
+        }
+    }
+
+    /// Runs syscall `nr` in `tid`, which is at a syscall-exit stop with registers
+    /// `at`: rewinds to the syscall instruction, steps through enter and exit, and
+    /// returns the result. Registers are left modified: the caller restores.
+    fn inject(&mut self, tid: i32, at: &Regs, nr: i64, a: &[u64], sigs: &mut Vec<i32>) -> Result<i64, i32> {
+        let mut m = *at;
+        m.rip = at.rip - SYSCALL_INSN_LEN;
+        m.rax = nr as u64;
+        m.orig_rax = nr as u64;
+        for (i, v) in a.iter().enumerate() {
+            set_arg(&mut m, i, *v);
+        }
+        if !setregs(tid, &m) {
+            return Err(0);
+        }
+        for _ in 0..2 {
+            if let Step::Gone(st) = self.step(tid, sigs) {
+                return Err(st);
+            }
+        }
+        getregs(tid).map(|r| r.rax as i64).ok_or(0)
+    }
+
+    /// The scratch area of `tgid`, mapping it first if needed. Mapping happens
+    /// inside the tracee at its current syscall entry: memfd_create (name: the NUL
+    /// that ends the path), mmap, close; then the original syscall is rewound so it
+    /// runs again and stops again. Returns None in that case.
+    fn scratch_for(&mut self, tid: i32, tgid: i32, r0: &Regs, first: (u64, usize), skip_enter: bool, policy: &mut dyn Policy) -> Option<(u64, AreaRef)> {
+        let p = self.procs.entry(tgid).or_insert_with(Proc::new);
+        if let Some((a, area)) = &p.scratch {
+            return Some((*a, area.clone()));
+        }
+        if p.scratch_failed {
+            self.resume(tid, 0);
+            return None;
+        }
+        let mut sigs = Vec::new();
+        let result = self.map_scratch(tid, r0, first, skip_enter, &mut sigs);
+        match result {
+            Ok(Some((addr, area))) => {
+                if let Some(p) = self.procs.get_mut(&tgid) {
+                    p.scratch = Some((addr, area));
+                }
+            }
+            Ok(None) => {
+                if let Some(p) = self.procs.get_mut(&tgid) {
+                    p.scratch_failed = true;
+                }
+                policy.on_event(&Event::Warning { pid: tgid, message: "could not map the shim's scratch memory; redirects are off for this process".into() });
+            }
+            Err(st) => {
+                self.dispatch(tid, st, policy);
+                return None;
+            }
+        }
+        // Run the original syscall again from its instruction: it traps again and is
+        // handled with the area in place (or passed through if mapping failed).
+        let mut back = *r0;
+        back.rip = r0.rip - SYSCALL_INSN_LEN;
+        back.rax = r0.orig_rax;
+        setregs(tid, &back);
+        self.requeue(tid, &sigs);
+        if self.mode == FilterMode::Everything {
+            self.threads.get_mut(&tid).map(|t| t.in_syscall = false);
+        }
+        self.resume(tid, 0);
+        None
+    }
+
+    fn map_scratch(&mut self, tid: i32, r0: &Regs, first: (u64, usize), skip_enter: bool, sigs: &mut Vec<i32>) -> Result<Option<(u64, AreaRef)>, i32> {
+        // 1. The current syscall becomes memfd_create("", MFD_CLOEXEC).
+        let mut m = *r0;
+        m.orig_rax = libc::SYS_memfd_create as u64;
+        m.rdi = first.0 + first.1 as u64;
+        m.rsi = libc::MFD_CLOEXEC as u64;
+        if !setregs(tid, &m) {
+            return Ok(None);
+        }
+        let stops = if skip_enter { 2 } else { 1 };
+        for _ in 0..stops {
+            if let Step::Gone(st) = self.step(tid, sigs) {
+                return Err(st);
+            }
+        }
+        let Some(cur) = getregs(tid) else { return Ok(None) };
+        let fd = cur.rax as i64;
+        if fd < 0 {
+            return Ok(None);
+        }
+        let mapped = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{tid}/fd/{fd}"))
+            .ok()
+            .and_then(|f| Area::map(f, self.next_area).ok());
+        self.next_area += 1;
+        let mut addr: i64 = -1;
+        if mapped.is_some() {
+            addr = self.inject(
+                tid,
+                &cur,
+                libc::SYS_mmap,
+                &[0, crate::scratch::AREA_SIZE as u64, libc::PROT_READ as u64, libc::MAP_SHARED as u64, fd as u64, 0],
+                sigs,
+            )?;
+        }
+        self.inject(tid, &cur, libc::SYS_close, &[fd as u64], sigs)?;
+        match mapped {
+            Some(area) if addr > 0 && (addr as u64) < u64::MAX - 4096 => Ok(Some((addr as u64, Rc::new(RefCell::new(area))))),
+            _ => Ok(None),
+        }
+    }
+}
