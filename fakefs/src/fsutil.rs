@@ -359,6 +359,18 @@ pub(crate) fn mkdir_at(dir: &OwnedFd, name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// chmod of `name` in `dir`, not following a symlink (procfs-like modes for views).
+pub(crate) fn chmod_at(dir: &OwnedFd, name: &str, mode: u32) -> io::Result<()> {
+    let c = cstr(name)?;
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_DIRECTORY;
+    // SAFETY: valid fd and C string.
+    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
+    // SAFETY: new fd, ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    fchmod(&fd, mode);
+    Ok(())
+}
+
 pub(crate) fn fchmod(fd: &OwnedFd, mode: u32) {
     // SAFETY: valid fd.
     unsafe { libc::fchmod(fd.as_raw_fd(), mode) };

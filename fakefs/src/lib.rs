@@ -495,7 +495,7 @@ impl FakeFs {
             let Ok(rel) = std::str::from_utf8(rest) else {
                 return Outcome::Error(libc::ENOENT);
             };
-            return self.decide_sys(&rel.to_string(), op);
+            return self.decide_sys(rel, op);
         }
         if self.file_paths.iter().any(|f| f.as_slice() == b) {
             return self.decide_standin(b, op);
@@ -698,7 +698,7 @@ impl FakeFs {
                 out.push(EntryInfo { path: format!("/proc/sys/{rel}"), value, source, rule, readonly: self.readonly(rel) });
             }
         }
-        for (guest, _) in &self.profile.files {
+        for guest in self.profile.files.keys() {
             let v = self.root.read(&format!("files{guest}")).unwrap_or_default();
             out.push(EntryInfo {
                 path: guest.clone(),
@@ -1180,7 +1180,10 @@ impl FakeFs {
                 }
                 match kind {
                     Some(mode) => fsutil::touch_at(&dir, name, *mode)?,
-                    None => fsutil::mkdir_at(&dir, name)?,
+                    None => {
+                        fsutil::mkdir_at(&dir, name)?;
+                        fsutil::chmod_at(&dir, name, 0o555)?;
+                    }
                 }
             }
             Ok(())
