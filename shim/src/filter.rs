@@ -56,8 +56,12 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
         rules.insert(Sysno::connect.id() as i64, vec![]);
     }
     if spec.write_fds {
-        for s in [Sysno::write, Sysno::pwrite64, Sysno::writev, Sysno::pwritev, Sysno::pwritev2, Sysno::close, Sysno::dup2, Sysno::dup3, Sysno::ftruncate] {
+        for s in [Sysno::write, Sysno::pwrite64, Sysno::writev, Sysno::pwritev, Sysno::pwritev2, Sysno::close, Sysno::ftruncate] {
             rules.insert(s.id() as i64, vec![SeccompRule::new(fd_range(0))?]);
+        }
+        // dup2/dup3 from the range (a copy to follow) or onto it (an entry replaced).
+        for s in [Sysno::dup2, Sysno::dup3] {
+            rules.insert(s.id() as i64, vec![SeccompRule::new(fd_range(0))?, SeccompRule::new(fd_range(1))?]);
         }
         let mut f = Vec::new();
         for cmd in [libc::F_DUPFD, libc::F_DUPFD_CLOEXEC] {
@@ -69,6 +73,27 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
     }
     let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Trace(0), arch())?;
     filter.try_into()
+}
+
+/// A filter the engine adds at run time to a process (with an injected
+/// seccomp(2)) when an emulated entry's fd is copied to `fd` outside the
+/// trapped range, e.g. by a shell's `dup2(fd, 1)` for `echo 1 > /proc/sys/x`.
+/// It traps writes on `fd`, and close/dup2 that replace it.
+pub fn build_for_fd(fd: u32) -> Result<BpfProgram, seccompiler::BackendError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    let v = u64::from(fd);
+    for s in [Sysno::write, Sysno::pwrite64, Sysno::writev, Sysno::pwritev, Sysno::pwritev2, Sysno::close, Sysno::ftruncate] {
+        rules.insert(s.id() as i64, vec![SeccompRule::new(vec![c(0, Op::Eq, v)])?]);
+    }
+    for s in [Sysno::dup2, Sysno::dup3] {
+        rules.insert(s.id() as i64, vec![SeccompRule::new(vec![c(1, Op::Eq, v)])?]);
+    }
+    let mut fc = Vec::new();
+    for cmd in [libc::F_DUPFD, libc::F_DUPFD_CLOEXEC] {
+        fc.push(SeccompRule::new(vec![c(0, Op::Eq, v), c(1, Op::Eq, cmd as u64)])?);
+    }
+    rules.insert(Sysno::fcntl.id() as i64, fc);
+    SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Trace(0), arch())?.try_into()
 }
 
 fn arch() -> TargetArch {

@@ -42,11 +42,17 @@ struct Proc {
     /// Mapping failed once here: do not try again (the syscall is then passed through).
     scratch_failed: bool,
     write_fds: FdMap,
+    /// fds outside the range that an added filter traps (filters outlive exec and
+    /// are inherited, so this set is too).
+    trapped_low: Rc<RefCell<std::collections::HashSet<i32>>>,
+    /// Seen before its parent's fork event: the inherited state is still to come,
+    /// unless the process execs first (then there is nothing to inherit).
+    awaiting_parent: bool,
 }
 
 impl Proc {
     fn new() -> Proc {
-        Proc { scratch: None, scratch_failed: false, write_fds: Rc::new(RefCell::new(HashMap::new())) }
+        Proc { scratch: None, scratch_failed: false, write_fds: Rc::new(RefCell::new(HashMap::new())), trapped_low: Default::default(), awaiting_parent: false }
     }
 }
 
@@ -175,6 +181,23 @@ fn tgid_of(tid: i32) -> i32 {
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Tgid:").map(|v| v.trim().parse().unwrap_or(tid))))
         .unwrap_or(tid)
+}
+
+/// Syscalls that can touch an fd holding an emulated entry.
+fn is_fd_call(nr: i64) -> bool {
+    matches!(
+        nr,
+        libc::SYS_write
+            | libc::SYS_pwrite64
+            | libc::SYS_writev
+            | libc::SYS_pwritev
+            | libc::SYS_pwritev2
+            | libc::SYS_close
+            | libc::SYS_dup2
+            | libc::SYS_dup3
+            | libc::SYS_fcntl
+            | libc::SYS_ftruncate
+    )
 }
 
 fn is_stop_signal(sig: i32) -> bool {
@@ -317,7 +340,7 @@ impl Tracer {
         if !self.threads.contains_key(&tid) {
             let tgid = tgid_of(tid);
             self.threads.insert(tid, Thread { tgid, started: false, pending: Pending::None, in_syscall: false });
-            self.procs.entry(tgid).or_insert_with(Proc::new);
+            self.procs.entry(tgid).or_insert_with(|| Proc { awaiting_parent: true, ..Proc::new() });
         }
     }
 
@@ -403,15 +426,22 @@ impl Tracer {
             }
         }
         if !thread {
-            let (scratch, fds) = match self.procs.get(&parent_tgid) {
-                Some(p) => (p.scratch.clone(), p.write_fds.borrow().clone()),
-                None => (None, HashMap::new()),
+            let (scratch, fds, low) = match self.procs.get(&parent_tgid) {
+                Some(p) => (p.scratch.clone(), p.write_fds.borrow().clone(), p.trapped_low.borrow().clone()),
+                None => (None, HashMap::new(), Default::default()),
             };
+            let known = self.procs.contains_key(&child);
             let p = self.procs.entry(child).or_insert_with(Proc::new);
             // fork and vfork children share (CLONE_VM) or copy the parent's mappings:
-            // the scratch area is at the same address; the fd table is a copy.
-            p.scratch = scratch;
-            *p.write_fds.borrow_mut() = fds;
+            // the scratch area is at the same address; the fd table is a copy. A child
+            // that already exec'd (its events came first) inherits nothing.
+            if !known || p.awaiting_parent {
+                p.scratch = scratch;
+                *p.write_fds.borrow_mut() = fds;
+            }
+            // Seccomp filters are inherited by every child, whatever its order of events.
+            p.trapped_low = Rc::new(RefCell::new(low));
+            p.awaiting_parent = false;
         } else {
             self.procs.remove(&child);
         }
@@ -457,6 +487,7 @@ impl Tracer {
         let p = self.procs.entry(tgid).or_insert_with(Proc::new);
         p.scratch = None;
         p.scratch_failed = false;
+        p.awaiting_parent = false;
         // A fresh fd table object: CLOEXEC entries are gone, the rest stay.
         let kept: HashMap<i32, WriteFd> = p.write_fds.borrow().iter().filter(|(_, w)| !w.cloexec).map(|(k, v)| (*k, *v)).collect();
         p.write_fds = Rc::new(RefCell::new(kept));
@@ -523,7 +554,7 @@ impl Tracer {
             });
         }
 
-        if (FD_TRAP_BASE..FD_TRAP_END).contains(&args[0]) && self.on_trapped_fd(tid, tgid, nr, &regs, &mut work, policy) {
+        if is_fd_call(nr) && self.on_trapped_fd(tid, tgid, nr, &regs, &mut work, policy) {
             return;
         }
         if nr == libc::SYS_connect && self.trap_connect {
@@ -711,13 +742,17 @@ impl Tracer {
         self.held += 1;
     }
 
-    /// write/close/dup on the shim's fd range. Returns true when handled.
+    /// write/close/dup on an fd that holds an emulated entry. Returns true when handled.
     fn on_trapped_fd(&mut self, tid: i32, tgid: i32, nr: i64, regs: &Regs, work: &mut ExitWork, policy: &mut dyn Policy) -> bool {
         let Some(p) = self.procs.get(&tgid) else { return false };
         let fds = p.write_fds.clone();
-        let fd = regs.rdi as i32;
-        let Some(wf) = fds.borrow().get(&fd).copied() else { return false };
         let args = args_of(regs);
+        let fd = args[0] as i32;
+        if matches!(nr, libc::SYS_dup2 | libc::SYS_dup3) && args[0] != args[1] {
+            // The target fd is replaced: whatever entry it held is gone.
+            fds.borrow_mut().remove(&(args[1] as i32));
+        }
+        let Some(wf) = fds.borrow().get(&fd).copied() else { return false };
         let res: Option<i64> = match nr {
             libc::SYS_write | libc::SYS_pwrite64 => {
                 let len = (args[2] as usize).min(1 << 20);
@@ -756,24 +791,18 @@ impl Tracer {
                     Some(self.fake_write(&fds, fd, wf, tgid, pos, &data, !positional, policy))
                 }
             }
+            // procfs ignores truncation: the next write replaces the value anyway.
             libc::SYS_ftruncate => Some(0),
             libc::SYS_close => {
                 fds.borrow_mut().remove(&fd);
                 None
             }
             libc::SYS_dup2 | libc::SYS_dup3 => {
-                let new = args[1] as i32;
-                if (FD_TRAP_BASE..FD_TRAP_END).contains(&(new as u64)) && new != fd {
-                    let cloexec = nr == libc::SYS_dup3 && args[2] as i32 & libc::O_CLOEXEC != 0;
-                    fds.borrow_mut().insert(new, WriteFd { cloexec, ..wf });
-                }
-                if !(FD_TRAP_BASE..FD_TRAP_END).contains(&(new as u64)) {
-                    // Writes through that copy go straight to the backing file.
-                    policy.on_write_escape(wf.token, tgid);
-                }
+                let cloexec = nr == libc::SYS_dup3 && args[2] as i32 & libc::O_CLOEXEC != 0;
+                work.dup_of = Some(WriteFd { cloexec, ..wf });
                 None
             }
-            libc::SYS_fcntl => {
+            libc::SYS_fcntl if matches!(args[1] as i32, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC) => {
                 work.dup_of = Some(WriteFd { cloexec: args[1] as i32 == libc::F_DUPFD_CLOEXEC, ..wf });
                 None
             }
@@ -792,6 +821,44 @@ impl Tracer {
             None => self.finish_entry(tid, w, None, policy),
         }
         true
+    }
+
+    /// Adds a seccomp filter to the tracee (all its threads) that traps writes on
+    /// `fd`, from the tracee's own exit stop `at`. The program is placed in the
+    /// scratch area. Returns false if it could not be done.
+    fn trap_low_fd(&mut self, tid: i32, tgid: i32, at: &Regs, fd: i32, sigs: &mut Vec<i32>) -> Result<bool, i32> {
+        let Some((base, area)) = self.procs.get(&tgid).and_then(|p| p.scratch.clone()) else { return Ok(false) };
+        let Ok(prog) = crate::filter::build_for_fd(fd as u32) else { return Ok(false) };
+        let Some(slot) = area.borrow_mut().alloc() else { return Ok(false) };
+        let mut bytes = Vec::with_capacity(prog.len() * 8);
+        for i in &prog {
+            bytes.extend_from_slice(&i.code.to_ne_bytes());
+            bytes.push(i.jt);
+            bytes.push(i.jf);
+            bytes.extend_from_slice(&i.k.to_ne_bytes());
+        }
+        let ok = bytes.len() <= 4095 && {
+            let insns = base + area.borrow_mut().put(slot, 0, &bytes) as u64;
+            let mut fprog = [0u8; 16];
+            fprog[0..2].copy_from_slice(&(prog.len() as u16).to_ne_bytes());
+            fprog[8..16].copy_from_slice(&insns.to_ne_bytes());
+            let fp = base + area.borrow_mut().put(slot, 1, &fprog) as u64;
+            let set = libc::SECCOMP_SET_MODE_FILTER as u64;
+            let mut r = self.inject(tid, at, libc::SYS_seccomp, &[set, libc::SECCOMP_FILTER_FLAG_TSYNC as u64, fp], sigs);
+            if !matches!(r, Ok(0) | Err(_)) {
+                // TSYNC refused (a thread in another filter tree): this thread and its future children.
+                r = self.inject(tid, at, libc::SYS_seccomp, &[set, 0, fp], sigs);
+            }
+            area.borrow_mut().release(slot);
+            r? == 0
+        };
+        if !ok {
+            return Ok(false);
+        }
+        if let Some(p) = self.procs.get(&tgid) {
+            p.trapped_low.borrow_mut().insert(fd);
+        }
+        Ok(true)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -838,9 +905,29 @@ impl Tracer {
                 }
             }
         }
-        if let (Some(wf), true) = (w.dup_of, (FD_TRAP_BASE..FD_TRAP_END).contains(&(ret as u64))) {
+        if let (Some(wf), true) = (w.dup_of, ret >= 0) {
+            let in_range = (FD_TRAP_BASE..FD_TRAP_END).contains(&(ret as u64));
+            let known = self.procs.get(&tgid).map(|p| p.trapped_low.borrow().contains(&(ret as i32))).unwrap_or(false);
+            let mut sigs = Vec::new();
+            let trapped = in_range || known || match self.trap_low_fd(tid, tgid, &cur, ret as i32, &mut sigs) {
+                Ok(t) => t,
+                Err(st) => {
+                    self.threads.get_mut(&tid).map(|t| t.pending = Pending::None);
+                    self.dispatch(tid, st, policy);
+                    return;
+                }
+            };
+            self.requeue(tid, &sigs);
             if let Some(p) = self.procs.get(&tgid) {
-                p.write_fds.borrow_mut().insert(ret as i32, wf);
+                if trapped {
+                    p.write_fds.borrow_mut().insert(ret as i32, wf);
+                } else {
+                    policy.on_write_escape(wf.token, tgid);
+                }
+            }
+            if w.saved.is_none() {
+                // The injection changed registers: put the syscall's own back.
+                w.saved = Some(cur);
             }
         }
         let final_ret = w.set_ret.unwrap_or(ret);
