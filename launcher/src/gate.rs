@@ -335,19 +335,21 @@ fn build_client(cfg: &GateConfig, creds: Option<&Creds>, kc: Option<&Path>) -> R
         Some(p) => format!("--gate-kubeconfig {}: {f}", p.display()),
         None => f.to_string(),
     };
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(cfg.attempt_timeout)
-        .connect_timeout(cfg.attempt_timeout)
-        .pool_max_idle_per_host(0);
-    let mut insecure = cfg.insecure;
-    if let Some(c) = creds {
-        insecure |= c.insecure;
-        if let Some(ca) = &c.ca_pem {
+    let insecure = cfg.insecure || creds.is_some_and(|c| c.insecure);
+    let ca = creds.and_then(|c| c.ca_pem.as_ref());
+    // Certificates and keys are only fully parsed when a client is built: build
+    // one without the client identity first, so that an error names the right field.
+    let base = || -> Result<reqwest::ClientBuilder, anyhow::Error> {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(cfg.attempt_timeout)
+            .connect_timeout(cfg.attempt_timeout)
+            .pool_max_idle_per_host(0);
+        if let Some(ca) = ca {
             let certs = reqwest::Certificate::from_pem_bundle(&ca.pem)
-                .map_err(|e| anyhow!("{}: not a PEM certificate: {e}", field(&ca.field)))?;
+                .map_err(|e| anyhow!("{}: not a PEM certificate: {}", field(&ca.field), error_text(&e)))?;
             if certs.is_empty() {
                 bail!("{}: no PEM certificate in it", field(&ca.field));
             }
@@ -356,16 +358,22 @@ fn build_client(cfg: &GateConfig, creds: Option<&Creds>, kc: Option<&Path>) -> R
                 b = b.add_root_certificate(cert);
             }
         }
-        if let Some(id) = &c.identity_pem {
-            let ident = reqwest::Identity::from_pem(&id.pem)
-                .map_err(|e| anyhow!("{}: not a PEM certificate and key: {}", field(&id.field), error_text(&e)))?;
-            b = b.identity(ident);
+        if insecure {
+            b = b.danger_accept_invalid_certs(true);
         }
-    }
-    if insecure {
-        b = b.danger_accept_invalid_certs(true);
-    }
-    b.build().map_err(|e| anyhow!("{}: cannot build the HTTP client: {}", field("gate"), error_text(&e)))
+        Ok(b)
+    };
+    let what = ca.map(|p| p.field.as_str()).unwrap_or("gate");
+    let client = base()?
+        .build()
+        .map_err(|e| anyhow!("{}: cannot build the HTTP client: {}", field(what), error_text(&e)))?;
+    let Some(id) = creds.and_then(|c| c.identity_pem.as_ref()) else { return Ok(client) };
+    let ident = reqwest::Identity::from_pem(&id.pem)
+        .map_err(|e| anyhow!("{}: not a PEM certificate and key: {}", field(&id.field), error_text(&e)))?;
+    base()?
+        .identity(ident)
+        .build()
+        .map_err(|e| anyhow!("{}: not a usable certificate and key: {}", field(&id.field), error_text(&e)))
 }
 
 fn error_text(e: &reqwest::Error) -> String {

@@ -99,6 +99,16 @@ fn short(s: &str, n: usize) -> String {
     }
 }
 
+/// The end of a long error chain: its root cause is the informative part.
+fn tail(s: &str, n: usize) -> String {
+    let len = s.chars().count();
+    if len <= n {
+        s.to_string()
+    } else {
+        format!("…{}", s.chars().skip(len - n + 1).collect::<String>())
+    }
+}
+
 fn signal_name(v: &Value) -> Option<String> {
     match v {
         Value::Number(n) => n.as_i64().map(|n| match n {
@@ -334,8 +344,7 @@ impl Table {
             for c in 0..n {
                 let dashes = "-".repeat(w[c]);
                 if self.numeric[c] {
-                    let _ = write!(out, "-{}:|", &dashes[..dashes.len().saturating_sub(1)]);
-                    out.push_str("");
+                    let _ = write!(out, " {}: |", &dashes[..dashes.len().saturating_sub(1)]);
                 } else {
                     let _ = write!(out, " {dashes} |");
                 }
@@ -427,7 +436,7 @@ fn tables(a: &Analysis) -> Vec<Table> {
         for pr in &a.probes {
             let key = match (pr.status, &pr.error) {
                 (Some(s), _) => format!("status {s}{}", if pr.ok { " (ready)" } else { "" }),
-                (None, Some(e)) => format!("error: {}", short(e, 70)),
+                (None, Some(e)) => format!("error: {}", tail(e, 80)),
                 _ => "?".into(),
             };
             let g = groups.entry(key).or_insert((0, pr.t, pr.t));
@@ -561,11 +570,12 @@ fn compare_table(a: &Analysis, b: &Analysis) -> Table {
     let at = |an: &Analysis, k: &str| an.milestones.iter().find(|m| m.key == k).map(|m| m.t);
     for (n, (k, label)) in keys.iter().enumerate() {
         let (ta, tb) = (at(a, k), at(b, k));
-        let (pa, pb) = if n == 0 {
-            (None, None)
-        } else {
-            let pk = keys[n - 1].0;
-            (ta.zip(at(a, pk)).map(|(x, y)| x.saturating_sub(y)), tb.zip(at(b, pk)).map(|(x, y)| x.saturating_sub(y)))
+        // The period runs from the last earlier milestone that both runs have,
+        // so that A's and B's periods cover the same stretch.
+        let prev = keys[..n].iter().rev().map(|k| k.0).find(|pk| at(a, pk).is_some() && at(b, pk).is_some());
+        let (pa, pb) = match prev {
+            None => (None, None),
+            Some(pk) => (ta.zip(at(a, pk)).map(|(x, y)| x.saturating_sub(y)), tb.zip(at(b, pk)).map(|(x, y)| x.saturating_sub(y))),
         };
         // Labels differ between runs for the same key (gate open vs timeout, exit codes).
         let lb = b.milestones.iter().find(|m| m.key == *k).map(|m| m.label.as_str());

@@ -1,0 +1,172 @@
+//! The run timeline (DESIGN.md "Timeline", "Decisions"): truncated at
+//! launch, `launch` first, one JSON object per line written as it happens,
+//! t_ms non-decreasing across threads; and `k3shim timeline`'s tables.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use launcher::timeline::{read_events, Timeline};
+use launcher::timeline_report;
+use serde_json::json;
+
+#[test]
+fn create_truncates_and_writes_the_launch_event_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("t.jsonl");
+    std::fs::write(&p, "old run\n".repeat(100)).unwrap();
+    let argv: Vec<String> = ["k3shim", "run", "--", "k3s", "server"].iter().map(|s| s.to_string()).collect();
+    let tl = Timeline::create(Some(&p), &argv, json!({"kernel": "4.4.0", "gvisor": true})).unwrap();
+    tl.emit("exec", json!({"pid": 7, "path": "/usr/local/bin/k3s"}));
+    let ev = read_events(&p).unwrap();
+    assert_eq!(ev.len(), 2, "the old content is gone");
+    let l = &ev[0];
+    assert_eq!(l["kind"], "launch");
+    assert_eq!(l["t_ms"], 0);
+    assert_eq!(l["argv"], json!(argv));
+    assert_eq!(l["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(l["kernel"], "4.4.0");
+    assert_eq!(l["gvisor"], true);
+    assert!(l["wall_clock"].as_str().unwrap().ends_with('Z'), "RFC3339 UTC: {}", l["wall_clock"]);
+    assert!(l["unix_ms"].as_u64().unwrap() > 1_600_000_000_000);
+    // The file reads as it was written: t_ms and kind first on every line.
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.lines().all(|l| l.starts_with("{\"t_ms\":")));
+    assert!(text.lines().nth(1).unwrap().starts_with("{\"t_ms\":0,\"kind\":\"exec\",\"pid\":7,") || text.lines().nth(1).unwrap().contains("\"kind\":\"exec\""));
+}
+
+#[test]
+fn each_event_is_on_disk_as_soon_as_emit_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("t.jsonl");
+    let tl = Timeline::create(Some(&p), &[], json!({})).unwrap();
+    for n in 0..5 {
+        tl.emit("probe", json!({"attempt": n}));
+        // Another reader (or a post-mortem after a crash) sees every line so far.
+        assert_eq!(read_events(&p).unwrap().len(), n + 2);
+    }
+}
+
+#[test]
+fn eight_threads_emitting_at_once_leave_whole_lines_with_non_decreasing_t_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("t.jsonl");
+    let tl = Timeline::create(Some(&p), &["k3shim".into()], json!({})).unwrap();
+    let barrier = Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|th| {
+            let (tl, barrier) = (tl.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for n in 0..2000 {
+                    tl.emit("write", json!({"pid": th, "comm": "kubelet", "path": "/proc/sys/vm/panic_on_oom", "old": "1\n", "new": format!("{n}\n"), "result": "ok"}));
+                    if n % 500 == 0 {
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let ev = read_events(&p).expect("every line parses");
+    assert_eq!(ev.len(), 1 + 8 * 2000);
+    let ts: Vec<u64> = ev.iter().map(|e| e["t_ms"].as_u64().unwrap()).collect();
+    assert!(ts.windows(2).all(|w| w[0] <= w[1]), "t_ms never decreases");
+    for th in 0..8 {
+        // Per thread, events keep their order.
+        let ns: Vec<String> = ev.iter().filter(|e| e["pid"] == th).map(|e| e["new"].as_str().unwrap().to_string()).collect();
+        assert_eq!(ns.len(), 2000);
+        assert!(ns.iter().enumerate().all(|(i, n)| *n == format!("{i}\n")));
+    }
+}
+
+#[test]
+fn a_disabled_timeline_counts_time_and_writes_nothing() {
+    let tl = Timeline::disabled();
+    tl.emit("exec", json!({}));
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    assert!(tl.t_ms() >= 3);
+    assert!(!tl.is_enabled());
+}
+
+#[test]
+fn read_events_errors_name_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.jsonl");
+    std::fs::write(&p, "{\"t_ms\":0,\"kind\":\"launch\"}\n\n{\"t_ms\":5,\"kind\":\"exec\"}\n{\"t_ms\":9,\"kind\":\"ex").unwrap();
+    let e = read_events(&p).unwrap_err().to_string();
+    assert!(e.contains(&format!("{}:4", p.display())), "{e}");
+    assert!(!e.contains('\n'));
+    std::fs::write(&p, "{\"kind\":\"launch\"}\n").unwrap();
+    assert!(read_events(&p).unwrap_err().to_string().contains(":1: missing or non-numeric \"t_ms\""));
+    std::fs::write(&p, "[1]\n").unwrap();
+    assert!(read_events(&p).unwrap_err().to_string().contains(":1: expected a JSON object"));
+    assert!(read_events(&dir.path().join("missing")).unwrap_err().to_string().contains("missing"));
+}
+
+#[test]
+fn the_table_shows_milestones_periods_probes_holds_hooks_and_the_exit() {
+    let t = timeline_report::table(&fixture_run(1.0));
+    println!("{t}");
+    // Milestones in order, with the period from the previous one.
+    let order = ["| launch", "first exec /usr/local/bin/k3s", "log: apiserver-start", "log: kubelet-start", "gate open (attempt 13)", "hook 1 start", "hook 1 end (status 0)", "hook 2 start", "log: node-ready", "hook 2 end (status 0)", "exit 143 (SIGTERM)"];
+    let mut at = 0;
+    for m in order {
+        let pos = t[at..].find(m).unwrap_or_else(|| panic!("{m:?} after byte {at}:\n{t}")) + at;
+        at = pos;
+    }
+    assert!(t.contains("|  4 | gate open (attempt 13)        |  9.051 |      5.051 | Period 4: log: kubelet-start → gate open (attempt 13)          |"), "{t}");
+    assert!(t.contains("whole run") && t.contains("20.400"));
+    // Probes summarized: errors, 503s, the first success.
+    assert!(t.contains("| error: …t: client error (Connect): tcp connect error: Connection refused (os error 111) |     4 |"), "{t}");
+    assert!(t.contains("| status 503"));
+    assert!(t.contains("| status 200 (ready)"));
+    assert!(t.contains("13 attempts; first success at 9.050 s (attempt 13)"));
+    // Holds: per rule, with total and max wait.
+    assert!(t.contains("| connect 127.0.0.1:6443 |     2 |        2 |         13.604 |        6.952 |"), "{t}");
+    assert!(t.contains("3 holds, total wait 19.356 s, max wait 6.952 s"));
+    // Hooks, redirects, writes, signals.
+    assert!(t.contains("kubectl apply -f /srv/manifests"));
+    assert!(t.contains("redirects (first per path) |     8 |"));
+    assert!(t.contains("writes (1 failed)"));
+    assert!(t.contains("signal SIGTERM"));
+    assert!(t.contains("exit code 143 (target died of SIGTERM)"));
+}
+
+#[test]
+fn the_table_of_a_run_cut_short_says_so() {
+    let mut ev = fixture_run(1.0);
+    ev.retain(|e| e["t_ms"].as_u64().unwrap() < 5000);
+    let t = timeline_report::table(&ev);
+    assert!(t.contains("no exit event"), "{t}");
+    assert!(t.contains("the gate never opened"));
+    assert!(t.contains("never released"));
+}
+
+#[test]
+fn compare_puts_two_runs_side_by_side_with_the_difference_per_period() {
+    let a = fixture_run(1.0);
+    let mut b = fixture_run(1.5);
+    // Run B timed out instead of opening and has an extra milestone.
+    for e in b.iter_mut() {
+        if e["kind"] == "gate_open" {
+            *e = json!({"t_ms": e["t_ms"], "kind": "gate_timeout", "attempts": 13, "action": "run-hooks"});
+        }
+    }
+    b.push(json!({"t_ms": 1, "kind": "log_match", "name": "extra", "line": "x", "stream": "stdout"}));
+    b.sort_by_key(|e| e["t_ms"].as_u64().unwrap());
+    let c = timeline_report::compare(&a, &b);
+    println!("{c}");
+    assert!(c.contains("A: command: k3shim run"));
+    assert!(c.contains("B: command: k3shim run"));
+    assert!(c.contains("gate open (attempt 13) / B: gate timeout"), "{c}");
+    assert!(c.contains("|  5 | gate open (attempt 13) / B: gate timeout |   9.051 |  13.577 |        5.051 |        7.577 |           +2.526 |"), "{c}");
+    assert!(c.contains("|  1 | log: extra                               |       - |   0.001 |            - |        0.001 |                - |"), "{c}");
+    assert!(c.contains("|  2 | first exec /usr/local/bin/k3s            |   0.014 |   0.021 |        0.014 |        0.021 |           +0.007 |"), "periods run from the last milestone both runs have:\n{c}");
+    assert!(c.contains("| whole run"));
+    assert!(c.contains("+10.200"), "whole run differs by 30.600 - 20.400:\n{c}");
+    assert!(c.contains("probes: A 13 attempts, B 13"));
+}
