@@ -1,4 +1,17 @@
+//! The k3shim launcher: CLI, readiness gate, hooks, timelines, experiments.
+//! It wires fakefs (what /proc/sys looks like) into the shim engine (how
+//! syscalls are intercepted).
+
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod experiment;
 pub mod gate;
+pub mod holds;
 pub mod hooks;
+pub mod policy;
+pub mod run;
 pub mod timeline;
+pub mod timeline_cmd;
 pub mod timeline_report;
+pub mod trace;

@@ -145,6 +145,11 @@ fn access_mode(m: u64) -> String {
     p.join("|")
 }
 
+/// Arguments of a syscall the decoder does not know, as hex.
+pub fn raw_args(a: &[u64; 6]) -> String {
+    format!("{:#x}, {:#x}, {:#x}, ...", a[0], a[1], a[2])
+}
+
 /// The argument list of a path syscall, strace style.
 pub fn path_args(nr: i64, a: &[u64; 6], path: &[u8], how: Option<(u64, u64)>) -> String {
     let q = quote(path);

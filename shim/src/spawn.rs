@@ -73,6 +73,10 @@ pub fn spawn(p: &Prepared, options: i64) -> Result<Child, Error> {
         // SAFETY: child side of fork: raw syscalls only, on pre-built data.
         unsafe {
             libc::close(fds[0]);
+            // The launcher blocks the signals it forwards; the target must not inherit that.
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
             for (i, fd) in stdio.iter().enumerate() {
                 if *fd >= 0 {
                     libc::dup2(*fd, i as i32);

@@ -569,6 +569,9 @@ impl Tracer {
             return self.finish_entry(tid, work, None, policy);
         }
         let Some(entry) = sysent::lookup(nr) else {
+            if let Some(r) = work.rec.as_mut() {
+                r.args = decode::raw_args(&args);
+            }
             return self.finish_entry(tid, work, None, policy);
         };
 

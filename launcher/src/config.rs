@@ -1,0 +1,42 @@
+//! Validated configuration: raw flags (cli) become what run and the other
+//! commands need, with one-line errors that name the flag or file at fault.
+
+use crate::cli::{ModeArg, StateArgs};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+/// Where the state directory is: --state, else $K3SHIM_STATE, else ~/.local/state/k3shim.
+pub fn state_dir(a: &StateArgs) -> Result<PathBuf> {
+    if let Some(s) = &a.state {
+        return Ok(s.clone());
+    }
+    if let Some(s) = std::env::var_os("K3SHIM_STATE").filter(|s| !s.is_empty()) {
+        return Ok(PathBuf::from(s));
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".local/state/k3shim")),
+        None => bail!("no state directory: give --state DIR or set K3SHIM_STATE (HOME is not set)"),
+    }
+}
+
+/// fakefs options for the shared state flags (binds are added by run).
+pub fn fakefs_options(a: &StateArgs) -> Result<fakefs::Options> {
+    let mut o = fakefs::Options::new(state_dir(a)?);
+    o.profiles = a.profiles.clone();
+    o.mode = match a.mode {
+        ModeArg::Overlay => fakefs::Mode::Overlay,
+        ModeArg::Shadow => fakefs::Mode::Shadow,
+    };
+    o.write_through = a.write_through;
+    if let Some(root) = std::env::var_os("K3SHIM_PROC_SYS_ROOT") {
+        // For tests only: where "the real /proc/sys" is.
+        o.proc_root = PathBuf::from(root);
+    }
+    Ok(o)
+}
+
+/// Opens the fake tree, with the error naming the state directory.
+pub fn open_fakefs(o: fakefs::Options) -> Result<fakefs::FakeFs> {
+    let dir = o.state.clone();
+    fakefs::FakeFs::open(o).with_context(|| format!("fakefs state {}", dir.display()))
+}

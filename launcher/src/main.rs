@@ -1,0 +1,42 @@
+//! The k3shim command: main -> run -> exit status. Errors are printed once,
+//! as one line, by this file.
+
+use clap::Parser;
+use launcher::cli::{Cli, Cmd};
+use launcher::run::Fail;
+use std::process::ExitCode;
+
+fn init_logging(level: Option<&str>) {
+    let filter = level.map(str::to_string).or_else(|| std::env::var("K3SHIM_LOG").ok()).unwrap_or_else(|| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.cmd {
+        Cmd::Run(a) => launcher::run::run(&a, None),
+        Cmd::Trace(t) => launcher::run::run(&t.run, Some(&t)),
+        Cmd::Timeline(t) => launcher::timeline_cmd::run(&t),
+        Cmd::Fakefs(_) => anyhow::bail!("k3shim fakefs: not built yet"),
+        Cmd::Doctor(_) => anyhow::bail!("k3shim doctor: not built yet"),
+        Cmd::Experiment(e) => launcher::experiment::run(&e),
+        Cmd::Bench(b) => launcher::bench::run(&b),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref());
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            let code = e.downcast_ref::<Fail>().map(|f| f.code).unwrap_or(2);
+            eprintln!("k3shim: {e:#}");
+            ExitCode::from(code as u8)
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The launcher's policy: wires fakefs decisions, hold rules and the gate into
+//! the engine, and turns engine events into timeline lines and trace output.
+
+use crate::gate::GateHandle;
+use crate::holds::HoldRule;
+use crate::timeline::Timeline;
+use crate::trace::TraceSink;
+use fakefs::{FakeFs, Op, Outcome};
+use serde_json::json;
+use shim::{Decision, Event, HoldRequest, PathOp, PathRequest, Policy, Redirect};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+pub struct ShimPolicy {
+    pub fs: FakeFs,
+    pub holds: Vec<HoldRule>,
+    pub gate: Option<GateHandle>,
+    pub timeline: Timeline,
+    pub trace: Option<TraceSink>,
+    seen: HashSet<PathBuf>,
+    pub redirects: u64,
+    pub writes: u64,
+}
+
+impl ShimPolicy {
+    pub fn new(fs: FakeFs, holds: Vec<HoldRule>, gate: Option<GateHandle>, timeline: Timeline, trace: Option<TraceSink>) -> Self {
+        ShimPolicy { fs, holds, gate, timeline, trace, seen: HashSet::new(), redirects: 0, writes: 0 }
+    }
+
+    fn journal(&mut self) {
+        for j in self.fs.drain_journal() {
+            self.writes += 1;
+            if let Some(t) = self.trace.as_mut() {
+                t.note_write(&j.path);
+            }
+            let result = if j.accepted { "ok".to_string() } else { j.errno.clone().unwrap_or_else(|| "error".into()) };
+            self.timeline.emit("write", json!({"pid": j.pid, "comm": j.comm, "path": j.path, "old": j.old, "new": j.new, "result": result}));
+        }
+    }
+}
+
+/// The engine's view of an operation, in fakefs terms.
+pub fn fakefs_op(op: PathOp) -> Op {
+    match op {
+        PathOp::Open { flags, .. } => {
+            let acc = flags & libc::O_ACCMODE;
+            if flags & libc::O_CREAT != 0 {
+                Op::CreateFile
+            } else if flags & libc::O_DIRECTORY != 0 && acc == libc::O_RDONLY {
+                Op::OpenDir
+            } else if flags & libc::O_PATH != 0 {
+                Op::Stat
+            } else if acc == libc::O_WRONLY {
+                Op::Write { trunc: flags & libc::O_TRUNC != 0 }
+            } else if acc == libc::O_RDWR {
+                Op::ReadWrite
+            } else {
+                Op::Read
+            }
+        }
+        PathOp::Stat { .. } => Op::Stat,
+        PathOp::Access { mode } => Op::Access { mode },
+        PathOp::Readlink => Op::Readlink,
+        PathOp::Exec => Op::Exec,
+        PathOp::Chdir => Op::OpenDir,
+        PathOp::Truncate => Op::Truncate,
+        PathOp::Create => Op::Mkdir,
+        PathOp::Link => Op::Link,
+        PathOp::Remove => Op::Remove,
+        PathOp::Rename => Op::Rename,
+        PathOp::Modify => Op::Modify,
+    }
+}
+
+fn comm_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim_end().to_string()).unwrap_or_default()
+}
+
+/// Signals too frequent or too ordinary to be milestones.
+fn noisy_signal(sig: i32) -> bool {
+    matches!(sig, libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGPROF | libc::SIGALRM | libc::SIGVTALRM | libc::SIGCONT)
+}
+
+impl Policy for ShimPolicy {
+    fn on_path(&mut self, req: &PathRequest<'_>) -> Decision {
+        if !self.fs.covers(req.path) {
+            return Decision::Pass;
+        }
+        match self.fs.decide(req.path, fakefs_op(req.op)) {
+            Outcome::Real => Decision::Pass,
+            Outcome::Error(e) => Decision::Fail(e),
+            Outcome::Fake { backing, add_flags, clear_flags, write_token } => {
+                Decision::Redirect(Redirect { to: backing, add_flags, clear_flags, write_token })
+            }
+        }
+    }
+
+    fn untranslate(&self, host: &Path) -> Option<PathBuf> {
+        self.fs.untranslate(host)
+    }
+
+    fn on_write(&mut self, token: u64, pid: i32, offset: u64, data: &[u8]) -> Result<usize, i32> {
+        let comm = comm_of(pid);
+        let r = self.fs.write(token, pid, &comm, offset, data);
+        self.journal();
+        r
+    }
+
+    fn on_write_escape(&mut self, _token: u64, pid: i32) {
+        self.timeline.emit("warning", json!({"pid": pid, "message": "a copy of an emulated entry's fd could not be trapped; writes through it fail with EBADF"}));
+    }
+
+    fn should_hold(&mut self, req: &HoldRequest) -> bool {
+        self.holds.iter().any(|h| h.matches(req))
+    }
+
+    fn gate_open(&mut self) -> bool {
+        self.gate.as_ref().map(GateHandle::is_open).unwrap_or(true)
+    }
+
+    fn on_event(&mut self, ev: &Event) {
+        match ev {
+            Event::Exec { pid, path } => self.timeline.emit("exec", json!({"pid": pid, "path": path})),
+            Event::Redirect { pid, tid, syscall, path, backing } => {
+                self.redirects += 1;
+                if self.seen.insert(path.clone()) {
+                    self.timeline.emit("redirect", json!({"pid": pid, "tid": tid, "syscall": syscall, "path": path, "backing": backing}));
+                }
+            }
+            Event::Hold { pid, tid, comm, what } => self.timeline.emit("hold", json!({"pid": pid, "tid": tid, "comm": comm, "what": what})),
+            Event::Release { pid, tid, comm, what, waited_ms } => {
+                self.timeline.emit("release", json!({"pid": pid, "tid": tid, "comm": comm, "what": what, "waited_ms": waited_ms}))
+            }
+            Event::Signal { pid, tid, signal } if !noisy_signal(*signal) => {
+                self.timeline.emit("signal", json!({"pid": pid, "tid": tid, "signal": signal}))
+            }
+            Event::ProcessExit { pid, code, signal } => {
+                self.timeline.emit("process_exit", json!({"pid": pid, "code": code, "signal": signal}))
+            }
+            Event::Fix { name, detail } => self.timeline.emit("fix", json!({"name": name, "detail": detail})),
+            Event::Warning { pid, message } => {
+                tracing::warn!(pid, "{message}");
+                self.timeline.emit("warning", json!({"pid": pid, "message": message}));
+            }
+            Event::Syscall(r) => {
+                if let Some(t) = self.trace.as_mut() {
+                    t.record(r);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_flags_map_to_fakefs_operations() {
+        let o = |flags| fakefs_op(PathOp::Open { flags, mode: 0 });
+        assert_eq!(o(libc::O_RDONLY), Op::Read);
+        assert_eq!(o(libc::O_WRONLY | libc::O_TRUNC), Op::Write { trunc: true });
+        assert_eq!(o(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC), Op::CreateFile);
+        assert_eq!(o(libc::O_RDONLY | libc::O_DIRECTORY), Op::OpenDir);
+        assert_eq!(o(libc::O_RDWR), Op::ReadWrite);
+        assert_eq!(fakefs_op(PathOp::Chdir), Op::OpenDir);
+    }
+}

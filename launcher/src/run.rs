@@ -1,0 +1,369 @@
+//! `k3shim run` and `k3shim trace`: validate everything that can be wrong
+//! before launching anything, then launch CMD under the engine with the gate,
+//! holds, hooks, log matching and the timeline wired in.
+
+use crate::cli::{FilterArg, HookFailureArg, RunArgs, TimeoutActionArg, TraceArgs};
+use crate::gate::{self, GateConfig, GateHandle, TimeoutAction};
+use crate::holds::HoldRule;
+use crate::hooks::{HookConfig, HookFailure, HookRunner};
+use crate::policy::ShimPolicy;
+use crate::timeline::Timeline;
+use crate::trace::{TraceOpts, TraceSink};
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+use std::ffi::OsString;
+use std::io::{BufRead, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A failure with the exit status k3shim must return.
+#[derive(Debug, thiserror::Error)]
+#[error("{msg}")]
+pub struct Fail {
+    pub code: i32,
+    pub msg: String,
+}
+
+fn fail(code: i32, msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Fail { code, msg: msg.into() })
+}
+
+/// Finds CMD as the shell would: a name with a slash as is, else on PATH.
+pub fn resolve_command(cmd: &OsString) -> Result<PathBuf> {
+    let c = Path::new(cmd);
+    let shown = c.display().to_string();
+    let check = |p: &Path| -> Result<Option<PathBuf>> {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => Err(fail(126, format!("{}: is a directory, not a program", p.display()))),
+            Ok(m) => {
+                use std::os::unix::fs::PermissionsExt;
+                if m.permissions().mode() & 0o111 == 0 {
+                    Err(fail(126, format!("{}: not executable (chmod +x it)", p.display())))
+                } else {
+                    Ok(Some(p.to_path_buf()))
+                }
+            }
+            Err(_) => Ok(None),
+        }
+    };
+    if cmd.as_bytes().contains(&b'/') {
+        let abs = if c.is_absolute() { c.to_path_buf() } else { std::env::current_dir()?.join(c) };
+        return check(&abs)?.ok_or_else(|| fail(127, format!("{shown}: no such file")));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    for dir in std::env::split_paths(&path) {
+        if let Some(p) = check(&dir.join(c))? {
+            return Ok(p);
+        }
+    }
+    Err(fail(127, format!("{shown}: command not found in PATH")))
+}
+
+/// NAME=REGEX
+fn parse_log_matches(v: &[String]) -> Result<Vec<(String, regex::Regex)>> {
+    v.iter()
+        .map(|s| {
+            let (n, r) = s.split_once('=').ok_or_else(|| anyhow!("--log-match {s:?}: expected NAME=REGEX"))?;
+            if n.is_empty() {
+                bail!("--log-match {s:?}: empty NAME");
+            }
+            let re = regex::Regex::new(r).map_err(|e| anyhow!("--log-match {n}: bad regex: {}", e.to_string().lines().last().unwrap_or("")))?;
+            Ok((n.to_string(), re))
+        })
+        .collect()
+}
+
+fn gate_config(a: &RunArgs) -> Result<Option<GateConfig>> {
+    if a.gate_url.is_none() && a.gate_kubeconfig.is_none() {
+        if a.gate_timeout.is_some() {
+            bail!("--gate-timeout needs --gate-url or --gate-kubeconfig");
+        }
+        return Ok(None);
+    }
+    let timeout = match a.gate_timeout {
+        Some(t) if !(t > 0.0 && t.is_finite()) => bail!("--gate-timeout {t}: expected a positive number of seconds"),
+        Some(t) => Some(Duration::from_secs_f64(t)),
+        None => None,
+    };
+    Ok(Some(GateConfig {
+        url: a.gate_url.clone().unwrap_or_default(),
+        kubeconfig: a.gate_kubeconfig.clone(),
+        insecure: a.gate_insecure,
+        expect_status: a.gate_status,
+        successes: a.gate_successes.max(1),
+        interval: Duration::from_millis(a.gate_interval_ms.max(10)),
+        attempt_timeout: Duration::from_millis(a.gate_attempt_timeout_ms.max(10)),
+        timeout,
+        timeout_action: match a.gate_timeout_action {
+            TimeoutActionArg::RunHooks => TimeoutAction::RunHooks,
+            TimeoutActionArg::SkipHooks => TimeoutAction::SkipHooks,
+        },
+    }))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two-int array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe2: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Copies one of CMD's output streams through, line by line, to our own stream
+/// and the log file, and marks lines that match a pattern.
+fn pump(
+    read: OwnedFd,
+    stream: &'static str,
+    matches: Arc<Vec<(String, regex::Regex)>>,
+    log: Option<Arc<Mutex<std::fs::File>>>,
+    timeline: Timeline,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut r = std::io::BufReader::new(std::fs::File::from(read));
+        let mut line = Vec::new();
+        let mut seen: std::collections::HashSet<String> = Default::default();
+        loop {
+            line.clear();
+            match r.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            if stream == "stdout" {
+                let mut o = std::io::stdout().lock();
+                let _ = o.write_all(&line);
+                let _ = o.flush();
+            } else {
+                let _ = std::io::stderr().lock().write_all(&line);
+            }
+            if let Some(f) = &log {
+                if let Ok(mut f) = f.lock() {
+                    let _ = f.write_all(&line);
+                }
+            }
+            if matches.is_empty() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim_end_matches(['\n', '\r']);
+            for (name, re) in matches.iter() {
+                if re.is_match(text) {
+                    let first = seen.insert(name.clone());
+                    timeline.emit("log_match", json!({"name": name, "line": text, "stream": stream, "first": first}));
+                }
+            }
+        }
+    })
+}
+
+static ROOT_PID: AtomicI32 = AtomicI32::new(0);
+
+/// Blocks SIGINT/SIGTERM/SIGHUP in every thread (call before creating any) and
+/// forwards those sent to k3shim by another process to CMD. Signals from the
+/// terminal already reach CMD, which shares our process group, so they are not
+/// sent twice.
+fn forward_signals(timeline: Timeline) {
+    // SAFETY: building and installing a signal mask for this thread; threads created
+    // later inherit it, and the child resets it before exec.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        std::thread::spawn(move || loop {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let sig = libc::sigwaitinfo(&set, &mut info);
+            if sig < 0 {
+                continue;
+            }
+            let from_process = matches!(info.si_code, libc::SI_USER | libc::SI_QUEUE | libc::SI_TKILL);
+            let pid = ROOT_PID.load(Ordering::SeqCst);
+            if pid > 0 && from_process {
+                libc::kill(pid, sig);
+                timeline.emit("signal", json!({"forwarded": sig, "to": pid}));
+            } else if pid == 0 {
+                // Nothing launched yet: behave as the default action would.
+                libc::_exit(128 + sig);
+            }
+        });
+    }
+}
+
+/// Runs `k3shim run` (trace = None) or `k3shim trace`.
+pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
+    // 1. Everything that can be wrong, before anything is launched.
+    let program = resolve_command(&a.cmd[0])?;
+    let target = shim::inspect::inspect(&program).map_err(|e| fail(126, e))?;
+    let holds = a.holds.iter().map(|h| HoldRule::parse(h)).collect::<Result<Vec<_>>>()?;
+    let gate_cfg = gate_config(a)?;
+    if !holds.is_empty() && gate_cfg.is_none() {
+        bail!("--hold needs a gate: give --gate-url or --gate-kubeconfig");
+    }
+    let prepared = match &gate_cfg {
+        Some(c) => Some(c.validate()?),
+        None => None,
+    };
+    let matches = Arc::new(parse_log_matches(&a.log_matches)?);
+    let mut fo = crate::config::fakefs_options(&a.state)?;
+    fo.binds = a.binds.iter().map(|b| fakefs::parse_bind(b)).collect::<Result<Vec<_>, _>>()?;
+    let fs = crate::config::open_fakefs(fo)?;
+    let trace_opts = match trace {
+        Some(t) => Some(TraceOpts::from_args(t)?),
+        None => None,
+    };
+    let trace_out: Option<Box<dyn Write + Send>> = match trace.and_then(|t| t.output.as_ref()) {
+        Some(p) => Some(Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("-o {}: cannot create", p.display()))?,
+        ))),
+        None if trace.is_some() => Some(Box::new(std::io::stderr())),
+        None => None,
+    };
+    let log = match &a.log {
+        Some(p) => Some(Arc::new(Mutex::new(
+            std::fs::OpenOptions::new().create(true).append(true).open(p).with_context(|| format!("--log {}: cannot open", p.display()))?,
+        ))),
+        None => None,
+    };
+    let facts = shim::probe().map_err(|e| fail(3, format!("cannot trace here: {e}; run `k3shim doctor`")))?;
+
+    // 2. The timeline, then the threads (signals are blocked first so every thread inherits the mask).
+    let argv: Vec<String> = std::env::args().collect();
+    let timeline = Timeline::create(
+        a.timeline.as_deref(),
+        &argv,
+        json!({
+            "facts": facts,
+            "target": {"path": program, "machine": target.machine, "static": target.is_static, "go": target.is_go},
+            "state": fs.state_dir(),
+            "mode": format!("{:?}", fs.mode()).to_lowercase(),
+            "filter": format!("{:?}", a.filter).to_lowercase(),
+        }),
+    )
+    .with_context(|| format!("--timeline {}: cannot create", a.timeline.as_deref().unwrap_or(Path::new("")).display()))?;
+    forward_signals(timeline.clone());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("k3shim-gate").build()?;
+
+    // 3. The target's output goes through us only when we need to see it.
+    let mut stdio: [Option<OwnedFd>; 3] = Default::default();
+    let mut pumps = Vec::new();
+    if !matches.is_empty() || log.is_some() {
+        for (i, name) in [(1usize, "stdout"), (2, "stderr")] {
+            let (r, w) = pipe()?;
+            stdio[i] = Some(w);
+            pumps.push(pump(r, name, matches.clone(), log.clone(), timeline.clone()));
+        }
+    }
+
+    // 4. Launch.
+    let mut fixes = shim::Fixes::default();
+    for f in &a.no_fix {
+        match f.as_str() {
+            "statx-no-automount" => fixes.statx_no_automount = false,
+            other => bail!("--no-fix {other:?}: unknown fix (known: statx-no-automount)"),
+        }
+    }
+    let all = trace.map(|t| t.all).unwrap_or(false);
+    let filter = if all || a.filter == FilterArg::None { shim::FilterMode::Everything } else { shim::FilterMode::Paths };
+    let no_new_privs = !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN).unwrap_or(false);
+    let plan = shim::Plan {
+        program: program.clone(),
+        argv: a.cmd.clone(),
+        env: None,
+        cwd: None,
+        filter,
+        trap_connect: holds.iter().any(HoldRule::needs_connect),
+        report_syscalls: trace.is_some(),
+        no_new_privs,
+        stdio,
+        fixes,
+    };
+    let mut tracer = shim::Tracer::start(plan, facts).map_err(|e| fail(3, format!("{e}")))?;
+    ROOT_PID.store(tracer.pid(), Ordering::SeqCst);
+    timeline.emit("spawned", json!({"pid": tracer.pid(), "path": program}));
+
+    let _enter = rt.enter();
+    let gate: Option<GateHandle> = prepared.map(|p| gate::start(p, timeline.clone()));
+    let hook_gate = gate.clone().unwrap_or_else(GateHandle::already_open);
+    let runner = Arc::new(HookRunner::start(
+        HookConfig {
+            hooks: a.hooks.clone(),
+            failure: match a.hook_failure {
+                HookFailureArg::Continue => HookFailure::Continue,
+                HookFailureArg::Stop => HookFailure::Stop,
+            },
+            kubeconfig: a.gate_kubeconfig.clone(),
+            log: a.log.clone(),
+        },
+        hook_gate,
+        timeline.clone(),
+    ));
+    let stopped = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let r = runner.clone();
+        let stopped = stopped.clone();
+        let pid = tracer.pid();
+        rt.spawn(async move {
+            r.stop_requested().await;
+            stopped.store(true, Ordering::SeqCst);
+            // SAFETY: sending SIGTERM to our own traced child.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        })
+    };
+
+    let trace_sink = trace_opts.map(|o| TraceSink::new(o, trace_out.expect("set with trace")));
+    let mut policy = ShimPolicy::new(fs, holds, gate.clone(), timeline.clone(), trace_sink);
+    let result = tracer.run(&mut policy);
+    drop(tracer);
+
+    // 5. CMD is gone: collect output, stop hooks and the probe, and say how it ended.
+    for p in pumps {
+        let _ = p.join();
+    }
+    watcher.abort();
+    let _ = rt.block_on(watcher);
+    if let Ok(r) = Arc::try_unwrap(runner) {
+        rt.block_on(r.shutdown());
+    }
+    if let Some(g) = &gate {
+        g.stop();
+    }
+    if let Some(t) = policy.trace.as_mut() {
+        t.finish();
+    }
+    let status = result.map_err(|e| fail(3, format!("tracer failed: {e}")))?;
+    let (code, signal, msg) = match status {
+        shim::ExitStatus::Code(c) => (c, None, None),
+        shim::ExitStatus::Signal(s) => (128 + s, Some(s), None),
+        shim::ExitStatus::ExecFailed { stage, errno } => {
+            let e = std::io::Error::from_raw_os_error(errno);
+            let what = match stage {
+                'X' => "exec",
+                'S' => "installing the seccomp filter",
+                'C' => "chdir",
+                _ => "setting no_new_privs",
+            };
+            let code = if stage == 'X' && errno == libc::ENOENT { 127 } else { 126 };
+            (code, None, Some(format!("{}: {what} failed: {e}", program.display())))
+        }
+    };
+    let code = if stopped.load(Ordering::SeqCst) && code == 0 { 1 } else { code };
+    let mut ev = json!({"code": code, "redirects": policy.redirects, "writes": policy.writes});
+    if let Some(s) = signal {
+        ev["signal"] = json!(s);
+    }
+    if stopped.load(Ordering::SeqCst) {
+        ev["reason"] = json!("hook failed (--hook-failure stop)");
+    }
+    timeline.emit("exit", ev);
+    if let Some(m) = msg {
+        return Err(fail(code, m));
+    }
+    Ok(code)
+}
