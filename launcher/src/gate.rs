@@ -156,7 +156,10 @@ impl GateConfig {
     /// one line naming the option (and the kubeconfig field) at fault.
     pub fn validate(&self) -> Result<PreparedGate, anyhow::Error> {
         if self.expect_status < 100 || self.expect_status > 599 {
-            bail!("--gate-expect-status {}: not an HTTP status (100..=599)", self.expect_status);
+            bail!(
+                "--gate-expect-status {}: not an HTTP status (100..=599)",
+                self.expect_status
+            );
         }
         if self.successes == 0 {
             bail!("--gate-successes 0: at least one successful probe is needed");
@@ -175,15 +178,27 @@ impl GateConfig {
         } else {
             Some(parse_url("--gate-url", self.url.trim())?)
         };
-        let mut prepared = PreparedGate { cfg: self.clone(), url, kube: None, active: None };
+        let mut prepared = PreparedGate {
+            cfg: self.clone(),
+            url,
+            kube: None,
+            active: None,
+        };
         match &self.kubeconfig {
             None => {
                 let url = prepared.url.clone().expect("checked above");
                 let client = build_client(self, None, None)?;
-                prepared.active = Some(Active { client, url, auth: None });
+                prepared.active = Some(Active {
+                    client,
+                    url,
+                    auth: None,
+                });
             }
             Some(path) => {
-                prepared.kube = Some(KubeSource { path: path.clone(), loaded: None });
+                prepared.kube = Some(KubeSource {
+                    path: path.clone(),
+                    loaded: None,
+                });
                 match std::fs::metadata(path) {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         // Not written yet (k3s writes it once it runs): probes wait for it.
@@ -218,7 +233,9 @@ impl PreparedGate {
 
     /// Loads the kubeconfig if it changed since the last load.
     fn reload_kubeconfig(&mut self) -> Result<(), anyhow::Error> {
-        let Some(kube) = &mut self.kube else { return Ok(()) };
+        let Some(kube) = &mut self.kube else {
+            return Ok(());
+        };
         let path = kube.path.clone();
         let meta = std::fs::metadata(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -236,14 +253,24 @@ impl PreparedGate {
             Some(u) => u.clone(),
             None => {
                 let Some(server) = &creds.server else {
-                    bail!("--gate-kubeconfig {}: cluster.server: missing (and no --gate-url given)", path.display());
+                    bail!(
+                        "--gate-kubeconfig {}: cluster.server: missing (and no --gate-url given)",
+                        path.display()
+                    );
                 };
                 let base = server.trim_end_matches('/');
-                parse_url(&format!("--gate-kubeconfig {}: cluster.server", path.display()), &format!("{base}/readyz"))?
+                parse_url(
+                    &format!("--gate-kubeconfig {}: cluster.server", path.display()),
+                    &format!("{base}/readyz"),
+                )?
             }
         };
         let client = build_client(&self.cfg, Some(&creds), Some(&path))?;
-        self.active = Some(Active { client, url, auth: creds.auth.clone() });
+        self.active = Some(Active {
+            client,
+            url,
+            auth: creds.auth.clone(),
+        });
         if let Some(k) = &mut self.kube {
             k.loaded = Some(sig);
         }
@@ -257,7 +284,10 @@ impl PreparedGate {
                 return Err(e.to_string());
             }
         }
-        let active = self.active.as_ref().ok_or_else(|| "no kubeconfig loaded".to_string())?;
+        let active = self
+            .active
+            .as_ref()
+            .ok_or_else(|| "no kubeconfig loaded".to_string())?;
         let mut req = active.client.get(active.url.clone());
         match &active.auth {
             Some(Auth::Bearer(t)) => req = req.bearer_auth(t),
@@ -270,7 +300,10 @@ impl PreparedGate {
             let status = resp.status().as_u16();
             let detail = if status != self.cfg.expect_status {
                 // Short bodies only: the apiserver's readyz lists its failing checks as "[-]name failed".
-                let body = tokio::time::timeout(Duration::from_millis(500), resp.text()).await.ok().and_then(|r| r.ok());
+                let body = tokio::time::timeout(Duration::from_millis(500), resp.text())
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok());
                 body.map(|b| body_detail(&b))
             } else {
                 None
@@ -330,7 +363,11 @@ fn error_chain(e: &reqwest::Error) -> String {
     parts.join(": ")
 }
 
-fn build_client(cfg: &GateConfig, creds: Option<&Creds>, kc: Option<&Path>) -> Result<reqwest::Client, anyhow::Error> {
+fn build_client(
+    cfg: &GateConfig,
+    creds: Option<&Creds>,
+    kc: Option<&Path>,
+) -> Result<reqwest::Client, anyhow::Error> {
     let field = |f: &str| match kc {
         Some(p) => format!("--gate-kubeconfig {}: {f}", p.display()),
         None => f.to_string(),
@@ -348,8 +385,13 @@ fn build_client(cfg: &GateConfig, creds: Option<&Creds>, kc: Option<&Path>) -> R
             .connect_timeout(cfg.attempt_timeout)
             .pool_max_idle_per_host(0);
         if let Some(ca) = ca {
-            let certs = reqwest::Certificate::from_pem_bundle(&ca.pem)
-                .map_err(|e| anyhow!("{}: not a PEM certificate: {}", field(&ca.field), error_text(&e)))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&ca.pem).map_err(|e| {
+                anyhow!(
+                    "{}: not a PEM certificate: {}",
+                    field(&ca.field),
+                    error_text(&e)
+                )
+            })?;
             if certs.is_empty() {
                 bail!("{}: no PEM certificate in it", field(&ca.field));
             }
@@ -364,16 +406,30 @@ fn build_client(cfg: &GateConfig, creds: Option<&Creds>, kc: Option<&Path>) -> R
         Ok(b)
     };
     let what = ca.map(|p| p.field.as_str()).unwrap_or("gate");
-    let client = base()?
-        .build()
-        .map_err(|e| anyhow!("{}: cannot build the HTTP client: {}", field(what), error_text(&e)))?;
-    let Some(id) = creds.and_then(|c| c.identity_pem.as_ref()) else { return Ok(client) };
-    let ident = reqwest::Identity::from_pem(&id.pem)
-        .map_err(|e| anyhow!("{}: not a PEM certificate and key: {}", field(&id.field), error_text(&e)))?;
-    base()?
-        .identity(ident)
-        .build()
-        .map_err(|e| anyhow!("{}: not a usable certificate and key: {}", field(&id.field), error_text(&e)))
+    let client = base()?.build().map_err(|e| {
+        anyhow!(
+            "{}: cannot build the HTTP client: {}",
+            field(what),
+            error_text(&e)
+        )
+    })?;
+    let Some(id) = creds.and_then(|c| c.identity_pem.as_ref()) else {
+        return Ok(client);
+    };
+    let ident = reqwest::Identity::from_pem(&id.pem).map_err(|e| {
+        anyhow!(
+            "{}: not a PEM certificate and key: {}",
+            field(&id.field),
+            error_text(&e)
+        )
+    })?;
+    base()?.identity(ident).build().map_err(|e| {
+        anyhow!(
+            "{}: not a usable certificate and key: {}",
+            field(&id.field),
+            error_text(&e)
+        )
+    })
 }
 
 fn error_text(e: &reqwest::Error) -> String {
@@ -476,14 +532,21 @@ struct Creds {
 fn load_kubeconfig(path: &Path) -> Result<Creds, anyhow::Error> {
     let d = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| anyhow!("--gate-kubeconfig {d}: {e}"))?;
-    let kc: KubeConfig = serde_yaml::from_str(&text)
-        .map_err(|e| anyhow!("--gate-kubeconfig {d}: not a kubeconfig: {}", one_line(&e.to_string())))?;
+    let kc: KubeConfig = serde_yaml::from_str(&text).map_err(|e| {
+        anyhow!(
+            "--gate-kubeconfig {d}: not a kubeconfig: {}",
+            one_line(&e.to_string())
+        )
+    })?;
     let (cluster_name, user_name) = match kc.current_context.as_deref().filter(|s| !s.is_empty()) {
         Some(cur) => {
             let Some(ctx) = kc.contexts.iter().find(|c| c.name == cur) else {
                 bail!("--gate-kubeconfig {d}: current-context {cur:?}: no such entry in contexts");
             };
-            (Some(ctx.context.cluster.clone()), Some(ctx.context.user.clone()))
+            (
+                Some(ctx.context.cluster.clone()),
+                Some(ctx.context.user.clone()),
+            )
         }
         None => (None, None),
     };
@@ -506,42 +569,85 @@ fn load_kubeconfig(path: &Path) -> Result<Creds, anyhow::Error> {
     if let Some(s) = &c.server {
         parse_url(&format!("--gate-kubeconfig {d}: {cprefix}.server"), s)?;
     }
-    let ca_pem = pem_field(path, base, &cprefix, "certificate-authority", c.ca_data.as_deref(), c.ca_file.as_deref())?;
+    let ca_pem = pem_field(
+        path,
+        base,
+        &cprefix,
+        "certificate-authority",
+        c.ca_data.as_deref(),
+        c.ca_file.as_deref(),
+    )?;
     let mut identity_pem = None;
     let mut auth = None;
     if let Some(u) = user {
         let uprefix = format!("users[{:?}].user", u.name);
         let u2 = &u.user;
-        let cert = pem_field(path, base, &uprefix, "client-certificate", u2.cert_data.as_deref(), u2.cert_file.as_deref())?;
-        let key = pem_field(path, base, &uprefix, "client-key", u2.key_data.as_deref(), u2.key_file.as_deref())?;
+        let cert = pem_field(
+            path,
+            base,
+            &uprefix,
+            "client-certificate",
+            u2.cert_data.as_deref(),
+            u2.cert_file.as_deref(),
+        )?;
+        let key = pem_field(
+            path,
+            base,
+            &uprefix,
+            "client-key",
+            u2.key_data.as_deref(),
+            u2.key_file.as_deref(),
+        )?;
         match (cert, key) {
             (Some(c), Some(k)) => {
                 if !String::from_utf8_lossy(&k.pem).contains("PRIVATE KEY-----") {
-                    bail!("--gate-kubeconfig {d}: {}: no PEM private key in it", k.field);
+                    bail!(
+                        "--gate-kubeconfig {d}: {}: no PEM private key in it",
+                        k.field
+                    );
                 }
                 let mut pem = c.pem;
                 if !pem.ends_with(b"\n") {
                     pem.push(b'\n');
                 }
                 pem.extend_from_slice(&k.pem);
-                identity_pem = Some(Pem { field: format!("{} + {}", c.field, k.field), pem });
+                identity_pem = Some(Pem {
+                    field: format!("{} + {}", c.field, k.field),
+                    pem,
+                });
             }
-            (Some(c), None) => bail!("--gate-kubeconfig {d}: {}: given without a client-key", c.field),
-            (None, Some(k)) => bail!("--gate-kubeconfig {d}: {}: given without a client-certificate", k.field),
+            (Some(c), None) => bail!(
+                "--gate-kubeconfig {d}: {}: given without a client-key",
+                c.field
+            ),
+            (None, Some(k)) => bail!(
+                "--gate-kubeconfig {d}: {}: given without a client-certificate",
+                k.field
+            ),
             (None, None) => {}
         }
         if let Some(t) = u2.token.as_deref().filter(|t| !t.is_empty()) {
             auth = Some(Auth::Bearer(t.trim().to_string()));
         } else if let Some(f) = &u2.token_file {
             let p = base.join(f);
-            let t = std::fs::read_to_string(&p)
-                .map_err(|e| anyhow!("--gate-kubeconfig {d}: {uprefix}.tokenFile {}: {e}", p.display()))?;
+            let t = std::fs::read_to_string(&p).map_err(|e| {
+                anyhow!(
+                    "--gate-kubeconfig {d}: {uprefix}.tokenFile {}: {e}",
+                    p.display()
+                )
+            })?;
             auth = Some(Auth::Bearer(t.trim().to_string()));
         } else if let (Some(un), Some(pw)) = (&u2.username, &u2.password) {
             auth = Some(Auth::Basic(un.clone(), pw.clone()));
         }
     }
-    Ok(Creds { server: c.server.clone(), ca_pem, identity_pem, auth, insecure: c.insecure })
+    Ok(Creds {
+        server: c.server.clone(),
+        ca_pem,
+        identity_pem,
+        auth,
+        insecure: c.insecure,
+    })
 }
 
 /// A PEM given inline as base64 `NAME-data` or as a file `NAME`.
@@ -568,7 +674,8 @@ fn pem_field(
     if let Some(f) = file.filter(|s| !s.is_empty()) {
         let field = format!("{prefix}.{name}");
         let p = base.join(f);
-        let pem = std::fs::read(&p).map_err(|e| anyhow!("--gate-kubeconfig {d}: {field} {}: {e}", p.display()))?;
+        let pem = std::fs::read(&p)
+            .map_err(|e| anyhow!("--gate-kubeconfig {d}: {field} {}: {e}", p.display()))?;
         if !String::from_utf8_lossy(&pem).contains("-----BEGIN ") {
             bail!("--gate-kubeconfig {d}: {field} {}: not PEM", p.display());
         }
@@ -601,7 +708,9 @@ pub struct GateHandle {
 
 impl std::fmt::Debug for GateHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GateHandle").field("outcome", &self.outcome()).finish()
+        f.debug_struct("GateHandle")
+            .field("outcome", &self.outcome())
+            .finish()
     }
 }
 
@@ -619,7 +728,10 @@ impl GateHandle {
     /// stopped before either (see [`GateHandle::stop`]).
     pub async fn wait(&self) -> GateOutcome {
         let mut rx = self.shared.tx.subscribe();
-        let r = rx.wait_for(Option::is_some).await.map(|v| v.expect("wait_for Some"));
+        let r = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|v| v.expect("wait_for Some"));
         match r {
             Ok(v) => v,
             Err(_) => std::future::pending().await,
@@ -635,7 +747,11 @@ impl GateHandle {
     /// resolves, or now if it already has. For the tracer thread: e.g. to
     /// wake its wait loop so that held syscalls are released at once.
     pub fn on_resolved(&self, f: impl FnOnce(GateOutcome) + Send + 'static) {
-        let mut cbs = self.shared.callbacks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cbs = self
+            .shared
+            .callbacks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(o) = self.outcome() {
             drop(cbs);
             f(o);
@@ -672,7 +788,11 @@ impl GateHandle {
 
     fn resolve(&self, o: GateOutcome) {
         let cbs = {
-            let mut cbs = self.shared.callbacks.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cbs = self
+                .shared
+                .callbacks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             self.shared.open.store(true, Ordering::Release);
             self.shared.tx.send_replace(Some(o));
             std::mem::take(&mut *cbs)
@@ -746,7 +866,10 @@ async fn run(mut g: PreparedGate, tl: Timeline, h: GateHandle) {
                 ok
             }
             Err(e) => {
-                tl.emit("probe", json!({"attempt": attempt, "error": e, "ok": false, "latency_ms": latency_ms}));
+                tl.emit(
+                    "probe",
+                    json!({"attempt": attempt, "error": e, "ok": false, "latency_ms": latency_ms}),
+                );
                 last = json!({"error": e});
                 false
             }
@@ -755,7 +878,10 @@ async fn run(mut g: PreparedGate, tl: Timeline, h: GateHandle) {
             consecutive += 1;
             if consecutive >= cfg.successes {
                 let at_ms = tl.t_ms();
-                tl.emit("gate_open", json!({"attempts": attempt, "url": g.describe_url()}));
+                tl.emit(
+                    "gate_open",
+                    json!({"attempts": attempt, "url": g.describe_url()}),
+                );
                 h.resolve(GateOutcome::Opened { at_ms });
                 return;
             }
@@ -797,13 +923,22 @@ mod tests {
     #[test]
     fn readyz_body_lists_failing_checks() {
         let body = "[+]ping ok\n[-]poststarthook/rbac/bootstrap-roles failed: reason withheld\n[+]etcd ok\nreadyz check failed\n";
-        assert_eq!(body_detail(body), json!({"failing": ["poststarthook/rbac/bootstrap-roles"]}));
-        assert_eq!(body_detail("Service Unavailable"), json!({"body": "Service Unavailable"}));
+        assert_eq!(
+            body_detail(body),
+            json!({"failing": ["poststarthook/rbac/bootstrap-roles"]})
+        );
+        assert_eq!(
+            body_detail("Service Unavailable"),
+            json!({"body": "Service Unavailable"})
+        );
     }
 
     #[test]
     fn url_must_be_http() {
-        assert!(parse_url("--gate-url", "ftp://x/").unwrap_err().to_string().contains("--gate-url"));
+        assert!(parse_url("--gate-url", "ftp://x/")
+            .unwrap_err()
+            .to_string()
+            .contains("--gate-url"));
         assert!(parse_url("--gate-url", "http://127.0.0.1:6443/readyz").is_ok());
     }
 }

@@ -60,10 +60,13 @@ pub struct HookStop {
     pub cmd: String,
 }
 
+/// Clones share the same hooks: e.g. one clone awaits `stop_requested`
+/// while another calls `shutdown` when the target exits.
+#[derive(Clone)]
 pub struct HookRunner {
-    task: Option<JoinHandle<()>>,
+    task: std::sync::Arc<std::sync::Mutex<Option<JoinHandle<()>>>>,
     /// Set by shutdown: Some(grace) once the target exited.
-    shutdown_tx: watch::Sender<Option<Duration>>,
+    shutdown_tx: std::sync::Arc<watch::Sender<Option<Duration>>>,
     stop_rx: watch::Receiver<Option<HookStop>>,
     _stop_tx: std::sync::Arc<watch::Sender<Option<HookStop>>>,
 }
@@ -83,16 +86,26 @@ impl HookRunner {
         let task = if cfg.hooks.is_empty() {
             None
         } else {
-            Some(tokio::spawn(async move { run(cfg, gate, timeline, shutdown_rx, st).await }))
+            Some(tokio::spawn(async move {
+                run(cfg, gate, timeline, shutdown_rx, st).await
+            }))
         };
-        HookRunner { task, shutdown_tx, stop_rx, _stop_tx: stop_tx }
+        HookRunner {
+            task: std::sync::Arc::new(std::sync::Mutex::new(task)),
+            shutdown_tx: std::sync::Arc::new(shutdown_tx),
+            stop_rx,
+            _stop_tx: stop_tx,
+        }
     }
 
     /// Resolves when `--hook-failure stop` fired (never otherwise), with the
     /// hook that failed.
     pub async fn stop_requested(&self) -> HookStop {
         let mut rx = self.stop_rx.clone();
-        let r = rx.wait_for(Option::is_some).await.map(|v| v.clone().expect("Some"));
+        let r = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|v| v.clone().expect("Some"));
         match r {
             Ok(v) => v,
             Err(_) => std::future::pending().await,
@@ -106,7 +119,11 @@ impl HookRunner {
 
     /// Whether every hook has finished (or none will run).
     pub fn is_finished(&self) -> bool {
-        self.task.as_ref().is_none_or(|t| t.is_finished())
+        self.task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_none_or(|t| t.is_finished())
     }
 
     /// CMD exited: hooks not yet started never start (hooks_not_run, with
@@ -117,9 +134,10 @@ impl HookRunner {
     }
 
     /// As [`HookRunner::shutdown`] with another SIGTERM-to-SIGKILL grace.
-    pub async fn shutdown_with_grace(mut self, grace: Duration) {
+    pub async fn shutdown_with_grace(self, grace: Duration) {
         self.shutdown_tx.send_replace(Some(grace));
-        if let Some(t) = self.task.take() {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = task {
             let _ = t.await;
         }
     }
@@ -151,18 +169,31 @@ async fn run(
             return;
         }
     };
-    if matches!(outcome, GateOutcome::TimedOut { .. }) && gate.timeout_action() == TimeoutAction::SkipHooks {
-        tl.emit("hooks_skipped", json!({"reason": "gate timed out (--gate-timeout-action skip-hooks)", "hooks": all}));
+    if matches!(outcome, GateOutcome::TimedOut { .. })
+        && gate.timeout_action() == TimeoutAction::SkipHooks
+    {
+        tl.emit(
+            "hooks_skipped",
+            json!({"reason": "gate timed out (--gate-timeout-action skip-hooks)", "hooks": all}),
+        );
         return;
     }
     for (i, cmd) in cfg.hooks.iter().enumerate() {
         let index = i + 1;
         if shutdown_rx.borrow().is_some() {
-            tl.emit("hooks_not_run", json!({"reason": "target exited", "hooks": &all[i..]}));
+            tl.emit(
+                "hooks_not_run",
+                json!({"reason": "target exited", "hooks": &all[i..]}),
+            );
             return;
         }
         let mut command = tokio::process::Command::new("sh");
-        command.arg("-c").arg(cmd).stdin(Stdio::null()).process_group(0).kill_on_drop(true);
+        command
+            .arg("-c")
+            .arg(cmd)
+            .stdin(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
         if let Some(k) = &cfg.kubeconfig {
             command.env("KUBECONFIG", k);
         }
@@ -175,7 +206,10 @@ async fn run(
                         command.stderr(Stdio::from(f2));
                     }
                 }
-                Err(e) => eprintln!("k3shim: hook log {}: {e}; hook output goes to stderr", log.display()),
+                Err(e) => eprintln!(
+                    "k3shim: hook log {}: {e}; hook output goes to stderr",
+                    log.display()
+                ),
             }
         } else {
             // Hook output goes to k3shim's stderr, not into the target's stdout stream.
@@ -198,7 +232,10 @@ async fn run(
             }
         };
         let pid = child.id();
-        tl.emit("hook_start", json!({"index": index, "cmd": cmd, "pid": pid}));
+        tl.emit(
+            "hook_start",
+            json!({"index": index, "cmd": cmd, "pid": pid}),
+        );
         let (status, killed) = tokio::select! {
             s = child.wait() => (s, None),
             grace = shutdown_signalled(&mut shutdown_rx) => {
@@ -225,7 +262,10 @@ async fn run(
         tl.emit("hook_end", f);
         if killed.is_some() {
             if index < all.len() {
-                tl.emit("hooks_not_run", json!({"reason": "target exited", "hooks": &all[index..]}));
+                tl.emit(
+                    "hooks_not_run",
+                    json!({"reason": "target exited", "hooks": &all[index..]}),
+                );
             }
             return;
         }
@@ -243,11 +283,20 @@ fn request_stop(
     cmd: &str,
     rest: &[serde_json::Value],
 ) {
-    tl.emit("hook_stop", json!({"index": index, "cmd": cmd, "reason": "hook failed and --hook-failure stop"}));
+    tl.emit(
+        "hook_stop",
+        json!({"index": index, "cmd": cmd, "reason": "hook failed and --hook-failure stop"}),
+    );
     if !rest.is_empty() {
-        tl.emit("hooks_not_run", json!({"reason": format!("hook {index} failed (--hook-failure stop)"), "hooks": rest}));
+        tl.emit(
+            "hooks_not_run",
+            json!({"reason": format!("hook {index} failed (--hook-failure stop)"), "hooks": rest}),
+        );
     }
-    stop_tx.send_replace(Some(HookStop { index, cmd: cmd.to_string() }));
+    stop_tx.send_replace(Some(HookStop {
+        index,
+        cmd: cmd.to_string(),
+    }));
 }
 
 fn describe_status(f: &mut serde_json::Value, s: &ExitStatus) {
@@ -263,7 +312,11 @@ fn describe_status(f: &mut serde_json::Value, s: &ExitStatus) {
 
 /// SIGTERM to the hook's process group, SIGKILL after `grace`. Returns
 /// "SIGTERM" or "SIGKILL": the signal that ended it.
-async fn terminate(child: &mut tokio::process::Child, pid: Option<u32>, grace: Duration) -> &'static str {
+async fn terminate(
+    child: &mut tokio::process::Child,
+    pid: Option<u32>,
+    grace: Duration,
+) -> &'static str {
     let Some(pid) = pid else { return "SIGTERM" };
     let pgid = nix::unistd::Pid::from_raw(pid as i32);
     let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGTERM);

@@ -36,7 +36,9 @@ struct State {
 
 impl std::fmt::Debug for Timeline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Timeline").field("path", &self.inner.path).finish()
+        f.debug_struct("Timeline")
+            .field("path", &self.inner.path)
+            .finish()
     }
 }
 
@@ -49,10 +51,9 @@ impl Timeline {
         let start = Instant::now();
         let wall = SystemTime::now();
         let file = match path {
-            Some(p) => Some(
-                File::create(p)
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("--timeline {}: {e}", p.display())))?,
-            ),
+            Some(p) => Some(File::create(p).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("--timeline {}: {e}", p.display()))
+            })?),
             None => None,
         };
         let tl = Timeline {
@@ -63,10 +64,16 @@ impl Timeline {
                 warned: AtomicBool::new(false),
             }),
         };
-        let unix_ms = wall.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let unix_ms = wall
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let mut fields = Map::new();
         fields.insert("argv".into(), Value::from(argv.to_vec()));
-        fields.insert("wall_clock".into(), Value::from(humantime::format_rfc3339_millis(wall).to_string()));
+        fields.insert(
+            "wall_clock".into(),
+            Value::from(humantime::format_rfc3339_millis(wall).to_string()),
+        );
         fields.insert("unix_ms".into(), Value::from(unix_ms));
         fields.insert("version".into(), Value::from(env!("CARGO_PKG_VERSION")));
         fields.insert("pid".into(), Value::from(std::process::id()));
@@ -82,8 +89,9 @@ impl Timeline {
         let line = render(0, "launch", &Value::Object(fields));
         let mut st = tl.inner.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = st.file.as_mut() {
-            f.write_all(line.as_bytes())
-                .map_err(|e| std::io::Error::new(e.kind(), format!("--timeline {}: {e}", tl.path_display())))?;
+            f.write_all(line.as_bytes()).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("--timeline {}: {e}", tl.path_display()))
+            })?;
         }
         drop(st);
         Ok(tl)
@@ -95,7 +103,10 @@ impl Timeline {
             inner: Arc::new(Inner {
                 start: Instant::now(),
                 path: None,
-                state: Mutex::new(State { file: None, last_t: 0 }),
+                state: Mutex::new(State {
+                    file: None,
+                    last_t: 0,
+                }),
                 warned: AtomicBool::new(false),
             }),
         }
@@ -112,7 +123,11 @@ impl Timeline {
     }
 
     fn path_display(&self) -> String {
-        self.inner.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+        self.inner
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
     }
 
     /// Milliseconds since launch on the monotonic clock.
@@ -132,7 +147,10 @@ impl Timeline {
         let line = render(t, kind, &fields);
         if let Err(e) = file.write_all(line.as_bytes()) {
             if !self.inner.warned.swap(true, Ordering::Relaxed) {
-                eprintln!("k3shim: warning: timeline {}: {e}; later events may be missing", self.path_display());
+                eprintln!(
+                    "k3shim: warning: timeline {}: {e}; later events may be missing",
+                    self.path_display()
+                );
             }
         }
     }
@@ -171,7 +189,8 @@ fn render(t: u64, kind: &str, fields: &Value) -> String {
 /// `t_ms` and a string `kind`. Blank lines are skipped. Errors are one line
 /// naming the file and the line number.
 pub fn read_events(path: &Path) -> Result<Vec<Value>, anyhow::Error> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("timeline {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("timeline {}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let n = i + 1;
@@ -181,13 +200,22 @@ pub fn read_events(path: &Path) -> Result<Vec<Value>, anyhow::Error> {
         let v: Value = serde_json::from_str(line)
             .map_err(|e| anyhow!("timeline {}:{n}: not a JSON line: {e}", path.display()))?;
         let Some(obj) = v.as_object() else {
-            return Err(anyhow!("timeline {}:{n}: expected a JSON object", path.display()));
+            return Err(anyhow!(
+                "timeline {}:{n}: expected a JSON object",
+                path.display()
+            ));
         };
         if !obj.get("t_ms").is_some_and(Value::is_number) {
-            return Err(anyhow!("timeline {}:{n}: missing or non-numeric \"t_ms\"", path.display()));
+            return Err(anyhow!(
+                "timeline {}:{n}: missing or non-numeric \"t_ms\"",
+                path.display()
+            ));
         }
         if !obj.get("kind").is_some_and(Value::is_string) {
-            return Err(anyhow!("timeline {}:{n}: missing or non-string \"kind\"", path.display()));
+            return Err(anyhow!(
+                "timeline {}:{n}: missing or non-string \"kind\"",
+                path.display()
+            ));
         }
         out.push(v);
     }
@@ -206,8 +234,14 @@ mod tests {
     fn render_puts_t_ms_and_kind_first() {
         let l = render(12, "probe", &json!({"status": 200, "kind": "ignored"}));
         assert_eq!(l, "{\"t_ms\":12,\"kind\":\"probe\",\"status\":200}\n");
-        assert_eq!(render(1, "x", &Value::Null), "{\"t_ms\":1,\"kind\":\"x\"}\n");
-        assert_eq!(render(1, "x", &json!(5)), "{\"t_ms\":1,\"kind\":\"x\",\"value\":5}\n");
+        assert_eq!(
+            render(1, "x", &Value::Null),
+            "{\"t_ms\":1,\"kind\":\"x\"}\n"
+        );
+        assert_eq!(
+            render(1, "x", &json!(5)),
+            "{\"t_ms\":1,\"kind\":\"x\",\"value\":5}\n"
+        );
     }
 
     #[test]

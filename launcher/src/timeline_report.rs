@@ -143,7 +143,15 @@ fn analyze(events: &[Value]) -> Analysis {
         match kind {
             "launch" => {
                 if let Some(argv) = e.get("argv").and_then(Value::as_array) {
-                    a.argv = argv.iter().map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).collect::<Vec<_>>().join(" ");
+                    a.argv = argv
+                        .iter()
+                        .map(|x| {
+                            x.as_str()
+                                .map(str::to_string)
+                                .unwrap_or_else(|| x.to_string())
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ");
                 }
                 a.wall_clock = s(e, "wall_clock").unwrap_or_default();
                 a.version = s(e, "version").unwrap_or_default();
@@ -158,7 +166,9 @@ fn analyze(events: &[Value]) -> Analysis {
                 push(&mut a, format!("log:{name}"), format!("log: {name}"), t);
             }
             "gate_open" => {
-                let n = u(e, "attempts").map(|n| format!(" (attempt {n})")).unwrap_or_default();
+                let n = u(e, "attempts")
+                    .map(|n| format!(" (attempt {n})"))
+                    .unwrap_or_default();
                 push(&mut a, "gate".into(), format!("gate open{n}"), t);
                 a.gate.get_or_insert(("open".into(), t));
             }
@@ -168,20 +178,36 @@ fn analyze(events: &[Value]) -> Analysis {
             }
             "hook_start" | "hook_end" => {
                 let idx = u(e, "index").unwrap_or(hooks.len() as u64 + 1);
-                let h = hooks.entry(idx).or_insert_with(|| Hook { index: idx, ..Default::default() });
+                let h = hooks.entry(idx).or_insert_with(|| Hook {
+                    index: idx,
+                    ..Default::default()
+                });
                 h.cmd = s(e, "cmd").unwrap_or_default();
                 if kind == "hook_start" {
                     h.start = Some(t);
-                    push(&mut a, format!("hook:{idx}:start"), format!("hook {idx} start"), t);
+                    push(
+                        &mut a,
+                        format!("hook:{idx}:start"),
+                        format!("hook {idx} start"),
+                        t,
+                    );
                 } else {
                     h.end = Some(t);
                     h.status = i(e, "status");
                     h.signal = i(e, "signal");
                     h.killed = s(e, "killed");
                     h.error = s(e, "error");
-                    h.ok = e.get("ok").and_then(Value::as_bool).or(Some(h.status == Some(0)));
+                    h.ok = e
+                        .get("ok")
+                        .and_then(Value::as_bool)
+                        .or(Some(h.status == Some(0)));
                     let how = hook_result(h);
-                    push(&mut a, format!("hook:{idx}:end"), format!("hook {idx} end ({how})"), t);
+                    push(
+                        &mut a,
+                        format!("hook:{idx}:end"),
+                        format!("hook {idx} end ({how})"),
+                        t,
+                    );
                 }
             }
             "hooks_skipped" | "hooks_not_run" | "hook_stop" => {
@@ -207,7 +233,11 @@ fn analyze(events: &[Value]) -> Analysis {
                 a.holds.push(h);
             }
             "release" => {
-                let key = (i(e, "pid").unwrap_or(0), i(e, "tid").unwrap_or(0), s(e, "what").unwrap_or_default());
+                let key = (
+                    i(e, "pid").unwrap_or(0),
+                    i(e, "tid").unwrap_or(0),
+                    s(e, "what").unwrap_or_default(),
+                );
                 let waited = u(e, "waited_ms");
                 if let Some(ix) = open_holds.remove(&key) {
                     let h = &mut a.holds[ix];
@@ -288,7 +318,11 @@ fn delta(a: Option<u64>, b: Option<u64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) => {
             let d = b as i64 - a as i64;
-            format!("{}{:.3}", if d >= 0 { "+" } else { "-" }, d.unsigned_abs() as f64 / 1000.0)
+            format!(
+                "{}{:.3}",
+                if d >= 0 { "+" } else { "-" },
+                d.unsigned_abs() as f64 / 1000.0
+            )
         }
         _ => "-".into(),
     }
@@ -316,6 +350,7 @@ impl Table {
         }
     }
 
+    #[allow(clippy::needless_range_loop)] // one index over widths, headers and cells
     fn text(&self, out: &mut String) {
         let _ = writeln!(out, "{}", self.title);
         if !self.rows.is_empty() {
@@ -365,13 +400,22 @@ impl Table {
         if !self.rows.is_empty() {
             out.push_str("<table><thead><tr>");
             for (c, h) in self.headers.iter().enumerate() {
-                let _ = write!(out, "<th class=\"{}\">{}</th>", if self.numeric[c] { "num" } else { "" }, esc(h));
+                let _ = write!(
+                    out,
+                    "<th class=\"{}\">{}</th>",
+                    if self.numeric[c] { "num" } else { "" },
+                    esc(h)
+                );
             }
             out.push_str("</tr></thead><tbody>\n");
             for r in &self.rows {
                 out.push_str("<tr>");
                 for (c, cell) in r.iter().enumerate() {
-                    let cls = if self.numeric.get(c).copied().unwrap_or(false) { "num" } else { "" };
+                    let cls = if self.numeric.get(c).copied().unwrap_or(false) {
+                        "num"
+                    } else {
+                        ""
+                    };
                     let _ = write!(out, "<td class=\"{cls}\">{}</td>", esc(cell));
                 }
                 out.push_str("</tr>\n");
@@ -396,10 +440,19 @@ fn summary_lines(a: &Analysis) -> Vec<String> {
     if !a.version.is_empty() {
         let _ = write!(l, " (k3shim {})", a.version);
     }
-    let _ = write!(l, "{}ran {} s", if l.is_empty() { "" } else { "; " }, secs(a.end_t));
+    let _ = write!(
+        l,
+        "{}ran {} s",
+        if l.is_empty() { "" } else { "; " },
+        secs(a.end_t)
+    );
     match &a.exit {
         Some((_, code, sig)) => {
-            let _ = write!(l, "; exit code {}", code.map(|c| c.to_string()).unwrap_or_else(|| "?".into()));
+            let _ = write!(
+                l,
+                "; exit code {}",
+                code.map(|c| c.to_string()).unwrap_or_else(|| "?".into())
+            );
             if let Some(sig) = sig {
                 let _ = write!(l, " (target died of {sig})");
             }
@@ -413,22 +466,49 @@ fn summary_lines(a: &Analysis) -> Vec<String> {
 fn tables(a: &Analysis) -> Vec<Table> {
     let mut out = Vec::new();
 
-    let mut m = Table::new("Milestones and periods", &[("#", true), ("milestone", false), ("t (s)", true), ("period (s)", true), ("period", false)]);
+    let mut m = Table::new(
+        "Milestones and periods",
+        &[
+            ("#", true),
+            ("milestone", false),
+            ("t (s)", true),
+            ("period (s)", true),
+            ("period", false),
+        ],
+    );
     for (n, ms) in a.milestones.iter().enumerate() {
         let (p, pl) = if n == 0 {
             ("-".to_string(), String::new())
         } else {
             let prev = &a.milestones[n - 1];
-            (secs(ms.t - prev.t), format!("Period {n}: {} → {}", prev.label, ms.label))
+            (
+                secs(ms.t - prev.t),
+                format!("Period {n}: {} → {}", prev.label, ms.label),
+            )
         };
-        m.rows.push(vec![n.to_string(), ms.label.clone(), secs(ms.t), p, pl]);
+        m.rows
+            .push(vec![n.to_string(), ms.label.clone(), secs(ms.t), p, pl]);
     }
     if let Some((t, _, _)) = &a.exit {
-        m.rows.push(vec!["".into(), "whole run".into(), "".into(), secs(*t), "launch → exit".into()]);
+        m.rows.push(vec![
+            "".into(),
+            "whole run".into(),
+            "".into(),
+            secs(*t),
+            "launch → exit".into(),
+        ]);
     }
     out.push(m);
 
-    let mut p = Table::new("Probes", &[("result", false), ("count", true), ("first (s)", true), ("last (s)", true)]);
+    let mut p = Table::new(
+        "Probes",
+        &[
+            ("result", false),
+            ("count", true),
+            ("first (s)", true),
+            ("last (s)", true),
+        ],
+    );
     if a.probes.is_empty() {
         p.notes.push("no probe (no gate)".into());
     } else {
@@ -453,7 +533,9 @@ fn tables(a: &Analysis) -> Vec<Table> {
         p.notes.push(format!(
             "{} attempts; first success {}; latency max {} ms",
             a.probes.len(),
-            first_ok.map(|p| format!("at {} s (attempt {})", secs(p.t), p.attempt)).unwrap_or_else(|| "never".into()),
+            first_ok
+                .map(|p| format!("at {} s (attempt {})", secs(p.t), p.attempt))
+                .unwrap_or_else(|| "never".into()),
             lat.iter().max().copied().unwrap_or(0)
         ));
     }
@@ -464,7 +546,17 @@ fn tables(a: &Analysis) -> Vec<Table> {
     }
     out.push(p);
 
-    let mut h = Table::new("Holds", &[("what", false), ("holds", true), ("released", true), ("total wait (s)", true), ("max wait (s)", true), ("threads", false)]);
+    let mut h = Table::new(
+        "Holds",
+        &[
+            ("what", false),
+            ("holds", true),
+            ("released", true),
+            ("total wait (s)", true),
+            ("max wait (s)", true),
+            ("threads", false),
+        ],
+    );
     if a.holds.is_empty() {
         h.notes.push("no hold".into());
     } else {
@@ -476,27 +568,76 @@ fn tables(a: &Analysis) -> Vec<Table> {
             let released = hs.iter().filter(|h| h.end.is_some()).count();
             let total: u64 = hs.iter().filter_map(|h| h.waited_ms).sum();
             let max = hs.iter().filter_map(|h| h.waited_ms).max().unwrap_or(0);
-            let mut threads: Vec<String> = hs.iter().map(|h| format!("{}[{}/{}]", h.comm, h.pid, h.tid)).collect();
+            let mut threads: Vec<String> = hs
+                .iter()
+                .map(|h| format!("{}[{}/{}]", h.comm, h.pid, h.tid))
+                .collect();
             threads.dedup();
-            let th = if threads.len() > 3 { format!("{} and {} more", threads[..3].join(", "), threads.len() - 3) } else { threads.join(", ") };
-            h.rows.push(vec![what.to_string(), hs.len().to_string(), released.to_string(), secs(total), secs(max), th]);
+            let th = if threads.len() > 3 {
+                format!("{} and {} more", threads[..3].join(", "), threads.len() - 3)
+            } else {
+                threads.join(", ")
+            };
+            h.rows.push(vec![
+                what.to_string(),
+                hs.len().to_string(),
+                released.to_string(),
+                secs(total),
+                secs(max),
+                th,
+            ]);
         }
         let total: u64 = a.holds.iter().filter_map(|h| h.waited_ms).sum();
-        let max = a.holds.iter().filter_map(|h| h.waited_ms).max().unwrap_or(0);
+        let max = a
+            .holds
+            .iter()
+            .filter_map(|h| h.waited_ms)
+            .max()
+            .unwrap_or(0);
         let unreleased = a.holds.iter().filter(|h| h.end.is_none()).count();
-        h.notes.push(format!("{} holds, total wait {} s, max wait {} s{}", a.holds.len(), secs(total), secs(max),
-            if unreleased > 0 { format!(", {unreleased} never released") } else { String::new() }));
+        h.notes.push(format!(
+            "{} holds, total wait {} s, max wait {} s{}",
+            a.holds.len(),
+            secs(total),
+            secs(max),
+            if unreleased > 0 {
+                format!(", {unreleased} never released")
+            } else {
+                String::new()
+            }
+        ));
     }
     out.push(h);
 
-    let mut k = Table::new("Hooks", &[("#", true), ("command", false), ("start (s)", true), ("end (s)", true), ("duration (s)", true), ("result", false)]);
+    let mut k = Table::new(
+        "Hooks",
+        &[
+            ("#", true),
+            ("command", false),
+            ("start (s)", true),
+            ("end (s)", true),
+            ("duration (s)", true),
+            ("result", false),
+        ],
+    );
     for hk in &a.hooks {
         let dur = match (hk.start, hk.end) {
             (Some(s), Some(e)) => secs(e.saturating_sub(s)),
             _ => "-".into(),
         };
-        let res = if hk.end.is_some() { hook_result(hk) } else { "still running at the end".into() };
-        k.rows.push(vec![hk.index.to_string(), short(&hk.cmd, 60), hk.start.map(secs).unwrap_or("-".into()), hk.end.map(secs).unwrap_or("-".into()), dur, res]);
+        let res = if hk.end.is_some() {
+            hook_result(hk)
+        } else {
+            "still running at the end".into()
+        };
+        k.rows.push(vec![
+            hk.index.to_string(),
+            short(&hk.cmd, 60),
+            hk.start.map(secs).unwrap_or("-".into()),
+            hk.end.map(secs).unwrap_or("-".into()),
+            dur,
+            res,
+        ]);
     }
     for (t, n) in &a.hook_notes {
         k.notes.push(format!("{} s: {n}", secs(*t)));
@@ -506,19 +647,46 @@ fn tables(a: &Analysis) -> Vec<Table> {
     }
     out.push(k);
 
-    let mut r = Table::new("Redirects, writes, signals", &[("what", false), ("count", true), ("first (s)", true), ("last (s)", true), ("example", false)]);
+    let mut r = Table::new(
+        "Redirects, writes, signals",
+        &[
+            ("what", false),
+            ("count", true),
+            ("first (s)", true),
+            ("last (s)", true),
+            ("example", false),
+        ],
+    );
     if !a.redirects.is_empty() {
         let mut paths: Vec<&str> = a.redirects.iter().map(|r| r.1.as_str()).collect();
         paths.sort();
         paths.dedup();
-        r.rows.push(vec!["redirects (first per path)".into(), a.redirects.len().to_string(), secs(a.redirects[0].0), secs(a.redirects.last().unwrap().0), a.redirects[0].1.clone()]);
+        r.rows.push(vec![
+            "redirects (first per path)".into(),
+            a.redirects.len().to_string(),
+            secs(a.redirects[0].0),
+            secs(a.redirects.last().unwrap().0),
+            a.redirects[0].1.clone(),
+        ]);
     }
     if !a.writes.is_empty() {
         let failed = a.writes.iter().filter(|w| !w.2).count();
-        r.rows.push(vec![format!("writes ({failed} failed)"), a.writes.len().to_string(), secs(a.writes[0].0), secs(a.writes.last().unwrap().0), a.writes[0].1.clone()]);
+        r.rows.push(vec![
+            format!("writes ({failed} failed)"),
+            a.writes.len().to_string(),
+            secs(a.writes[0].0),
+            secs(a.writes.last().unwrap().0),
+            a.writes[0].1.clone(),
+        ]);
     }
     for (t, sig) in &a.signals {
-        r.rows.push(vec![format!("signal {sig}"), "1".into(), secs(*t), secs(*t), String::new()]);
+        r.rows.push(vec![
+            format!("signal {sig}"),
+            "1".into(),
+            secs(*t),
+            secs(*t),
+            String::new(),
+        ]);
     }
     if r.rows.is_empty() {
         r.notes.push("none".into());
@@ -544,7 +712,11 @@ pub fn table(events: &[Value]) -> String {
 
 /// Milestone keys of both runs in one order: A's, then B's own in B's order.
 fn union_keys<'a>(a: &'a Analysis, b: &'a Analysis) -> Vec<(&'a str, &'a str)> {
-    let mut keys: Vec<(&str, &str)> = a.milestones.iter().map(|m| (m.key.as_str(), m.label.as_str())).collect();
+    let mut keys: Vec<(&str, &str)> = a
+        .milestones
+        .iter()
+        .map(|m| (m.key.as_str(), m.label.as_str()))
+        .collect();
     for (n, m) in b.milestones.iter().enumerate() {
         if keys.iter().any(|k| k.0 == m.key) {
             continue;
@@ -564,7 +736,15 @@ fn union_keys<'a>(a: &'a Analysis, b: &'a Analysis) -> Vec<(&'a str, &'a str)> {
 fn compare_table(a: &Analysis, b: &Analysis) -> Table {
     let mut t = Table::new(
         "Runs compared (A, B): milestones and periods",
-        &[("#", true), ("milestone", false), ("A t (s)", true), ("B t (s)", true), ("A period (s)", true), ("B period (s)", true), ("Δ period B−A (s)", true)],
+        &[
+            ("#", true),
+            ("milestone", false),
+            ("A t (s)", true),
+            ("B t (s)", true),
+            ("A period (s)", true),
+            ("B period (s)", true),
+            ("Δ period B−A (s)", true),
+        ],
     );
     let keys = union_keys(a, b);
     let at = |an: &Analysis, k: &str| an.milestones.iter().find(|m| m.key == k).map(|m| m.t);
@@ -572,24 +752,51 @@ fn compare_table(a: &Analysis, b: &Analysis) -> Table {
         let (ta, tb) = (at(a, k), at(b, k));
         // The period runs from the last earlier milestone that both runs have,
         // so that A's and B's periods cover the same stretch.
-        let prev = keys[..n].iter().rev().map(|k| k.0).find(|pk| at(a, pk).is_some() && at(b, pk).is_some());
+        let prev = keys[..n]
+            .iter()
+            .rev()
+            .map(|k| k.0)
+            .find(|pk| at(a, pk).is_some() && at(b, pk).is_some());
         let (pa, pb) = match prev {
             None => (None, None),
-            Some(pk) => (ta.zip(at(a, pk)).map(|(x, y)| x.saturating_sub(y)), tb.zip(at(b, pk)).map(|(x, y)| x.saturating_sub(y))),
+            Some(pk) => (
+                ta.zip(at(a, pk)).map(|(x, y)| x.saturating_sub(y)),
+                tb.zip(at(b, pk)).map(|(x, y)| x.saturating_sub(y)),
+            ),
         };
         // Labels differ between runs for the same key (gate open vs timeout, exit codes).
-        let lb = b.milestones.iter().find(|m| m.key == *k).map(|m| m.label.as_str());
+        let lb = b
+            .milestones
+            .iter()
+            .find(|m| m.key == *k)
+            .map(|m| m.label.as_str());
         let label = match lb {
             Some(l) if l != *label && ta.is_some() => format!("{label} / B: {l}"),
             _ => label.to_string(),
         };
         let f = |x: Option<u64>| x.map(secs).unwrap_or_else(|| "-".into());
-        t.rows.push(vec![n.to_string(), label, f(ta), f(tb), f(pa), f(pb), delta(pa, pb)]);
+        t.rows.push(vec![
+            n.to_string(),
+            label,
+            f(ta),
+            f(tb),
+            f(pa),
+            f(pb),
+            delta(pa, pb),
+        ]);
     }
     let ea = a.exit.as_ref().map(|e| e.0);
     let eb = b.exit.as_ref().map(|e| e.0);
     let f = |x: Option<u64>| x.map(secs).unwrap_or_else(|| "-".into());
-    t.rows.push(vec!["".into(), "whole run".into(), "".into(), "".into(), f(ea), f(eb), delta(ea, eb)]);
+    t.rows.push(vec![
+        "".into(),
+        "whole run".into(),
+        "".into(),
+        "".into(),
+        f(ea),
+        f(eb),
+        delta(ea, eb),
+    ]);
     let hw = |an: &Analysis| an.holds.iter().filter_map(|h| h.waited_ms).sum::<u64>();
     t.notes.push(format!(
         "probes: A {} attempts, B {}; holds: A {} (wait {} s), B {} (wait {} s); redirects: A {}, B {}; exit: A {}, B {}",
@@ -654,13 +861,18 @@ fn esc(s: &str) -> String {
 const W: f64 = 1120.0;
 const LEFT: f64 = 150.0;
 const RIGHT: f64 = 30.0;
-const PERIOD_COLOURS: [&str; 6] = ["#4e79a7", "#59a14f", "#9c755f", "#edc948", "#76b7b2", "#b07aa1"];
+const PERIOD_COLOURS: [&str; 6] = [
+    "#4e79a7", "#59a14f", "#9c755f", "#edc948", "#76b7b2", "#b07aa1",
+];
 
 /// A "nice" tick step for a span in ms.
 fn tick_step(span: u64) -> u64 {
     let target = span as f64 / 10.0;
     let mut step = 1u64;
-    for s in [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 15_000, 30_000, 60_000, 120_000, 300_000, 600_000, 1_200_000, 1_800_000, 3_600_000] {
+    for s in [
+        1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 15_000, 30_000, 60_000,
+        120_000, 300_000, 600_000, 1_200_000, 1_800_000, 3_600_000,
+    ] {
         step = s;
         if s as f64 >= target {
             break;
@@ -687,11 +899,29 @@ fn svg(a: &Analysis, span: u64, title: &str) -> String {
     let mut body = String::new();
     let mut y = 56.0; // below the milestone numbers
     let lane_label = |body: &mut String, y: f64, h: f64, name: &str, sub: &str| {
-        let _ = write!(body, r##"<text class="lane-label" x="{}" y="{:.1}" text-anchor="end">{}</text>"##, LEFT - 10.0, y + h / 2.0 + 1.0, esc(name));
+        let _ = write!(
+            body,
+            r##"<text class="lane-label" x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+            LEFT - 10.0,
+            y + h / 2.0 + 1.0,
+            esc(name)
+        );
         if !sub.is_empty() {
-            let _ = write!(body, r##"<text class="lane-sub" x="{}" y="{:.1}" text-anchor="end">{}</text>"##, LEFT - 10.0, y + h / 2.0 + 14.0, esc(sub));
+            let _ = write!(
+                body,
+                r##"<text class="lane-sub" x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
+                LEFT - 10.0,
+                y + h / 2.0 + 14.0,
+                esc(sub)
+            );
         }
-        let _ = write!(body, r##"<line class="lane-sep" x1="{LEFT}" x2="{}" y1="{:.1}" y2="{:.1}"/>"##, W - RIGHT, y + h + 6.0, y + h + 6.0);
+        let _ = write!(
+            body,
+            r##"<line class="lane-sep" x1="{LEFT}" x2="{}" y1="{:.1}" y2="{:.1}"/>"##,
+            W - RIGHT,
+            y + h + 6.0,
+            y + h + 6.0
+        );
     };
 
     // Periods lane.
@@ -710,8 +940,18 @@ fn svg(a: &Analysis, span: u64, title: &str) -> String {
             secs(m.t - p.t)
         );
         if wdt > 34.0 {
-            let label = if wdt > 90.0 { format!("P{n} {}s", secs(m.t - p.t)) } else { format!("P{n}") };
-            let _ = write!(body, r##"<text class="bar-text" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"##, x0 + wdt / 2.0, y + h / 2.0 + 4.0, esc(&label));
+            let label = if wdt > 90.0 {
+                format!("P{n} {}s", secs(m.t - p.t))
+            } else {
+                format!("P{n}")
+            };
+            let _ = write!(
+                body,
+                r##"<text class="bar-text" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+                x0 + wdt / 2.0,
+                y + h / 2.0 + 4.0,
+                esc(&label)
+            );
         }
         body.push_str("</g>");
     }
@@ -719,13 +959,21 @@ fn svg(a: &Analysis, span: u64, title: &str) -> String {
 
     // Probes lane.
     let h = 22.0;
-    let sub = if a.probes.is_empty() { "none".to_string() } else { format!("{} attempts", a.probes.len()) };
+    let sub = if a.probes.is_empty() {
+        "none".to_string()
+    } else {
+        format!("{} attempts", a.probes.len())
+    };
     lane_label(&mut body, y, h, "probes", &sub);
     for p in &a.probes {
         let (cls, col, what) = match (p.status, &p.error) {
             (Some(s), _) if p.ok => ("probe probe-ok", "#2ca02c", format!("status {s}")),
             (Some(s), _) => ("probe probe-bad", "#f28e2b", format!("status {s}")),
-            (None, e) => ("probe probe-err", "#d62728", format!("error: {}", e.clone().unwrap_or_default())),
+            (None, e) => (
+                "probe probe-err",
+                "#d62728",
+                format!("error: {}", e.clone().unwrap_or_default()),
+            ),
         };
         let _ = write!(
             body,
@@ -758,12 +1006,20 @@ fn svg(a: &Analysis, span: u64, title: &str) -> String {
     let nrows = rows_end.len().clamp(1, 12);
     let rh = 12.0;
     let h = (nrows as f64 * (rh + 3.0)).max(22.0);
-    let sub = if a.holds.is_empty() { "none".to_string() } else { format!("{} held", a.holds.len()) };
+    let sub = if a.holds.is_empty() {
+        "none".to_string()
+    } else {
+        format!("{} held", a.holds.len())
+    };
     lane_label(&mut body, y, h, "holds", &sub);
     for (row, hd, end) in placed {
         let row = row.min(11);
         let (x0, x1) = (x(hd.t), x(end));
-        let col = if hd.end.is_some() { "#8c6bb1" } else { "#e15759" };
+        let col = if hd.end.is_some() {
+            "#8c6bb1"
+        } else {
+            "#e15759"
+        };
         let _ = write!(
             body,
             r##"<rect class="hold" x="{x0:.1}" y="{:.1}" width="{:.1}" height="{rh}" rx="2" fill="{col}"><title>{} {}[{}/{}] held {} → {} ({} s){}</title></rect>"##,
@@ -776,7 +1032,11 @@ fn svg(a: &Analysis, span: u64, title: &str) -> String {
             secs(hd.t),
             secs(end),
             secs(hd.waited_ms.unwrap_or(end - hd.t)),
-            if hd.end.is_none() { ", never released" } else { "" }
+            if hd.end.is_none() {
+                ", never released"
+            } else {
+                ""
+            }
         );
     }
     y += h + 16.0;
@@ -785,7 +1045,15 @@ fn svg(a: &Analysis, span: u64, title: &str) -> String {
     let hh = 18.0;
     let nh = a.hooks.len().max(1);
     let h = nh as f64 * (hh + 4.0);
-    let sub = if a.hooks.is_empty() { if a.hook_notes.is_empty() { "none".to_string() } else { "not run".to_string() } } else { format!("{} run", a.hooks.len()) };
+    let sub = if a.hooks.is_empty() {
+        if a.hook_notes.is_empty() {
+            "none".to_string()
+        } else {
+            "not run".to_string()
+        }
+    } else {
+        format!("{} run", a.hooks.len())
+    };
     lane_label(&mut body, y, h, "hooks", &sub);
     for (n, hk) in a.hooks.iter().enumerate() {
         let s0 = hk.start.unwrap_or(0);
@@ -799,7 +1067,11 @@ fn svg(a: &Analysis, span: u64, title: &str) -> String {
         let (x0, x1) = (x(s0), x(e0));
         let wdt = (x1 - x0).max(3.0);
         let yy = y + n as f64 * (hh + 4.0);
-        let res = if hk.end.is_some() { hook_result(hk) } else { "running".into() };
+        let res = if hk.end.is_some() {
+            hook_result(hk)
+        } else {
+            "running".into()
+        };
         let _ = write!(
             body,
             r##"<g class="hook"><title>hook {}: {} ({} → {} s, {})</title><rect x="{x0:.1}" y="{yy:.1}" width="{wdt:.1}" height="{hh}" rx="3" fill="{col}"/>"##,
@@ -813,11 +1085,29 @@ fn svg(a: &Analysis, span: u64, title: &str) -> String {
         // Label inside a wide bar, else to its right (or left near the end).
         let approx = label.chars().count() as f64 * 6.6;
         if wdt > approx + 8.0 {
-            let _ = write!(body, r##"<text class="bar-text" x="{:.1}" y="{:.1}">{}</text>"##, x0 + 5.0, yy + 13.0, esc(&label));
+            let _ = write!(
+                body,
+                r##"<text class="bar-text" x="{:.1}" y="{:.1}">{}</text>"##,
+                x0 + 5.0,
+                yy + 13.0,
+                esc(&label)
+            );
         } else if x1 + approx + 6.0 < W {
-            let _ = write!(body, r##"<text class="hook-text" x="{:.1}" y="{:.1}">{}</text>"##, x1 + 5.0, yy + 13.0, esc(&label));
+            let _ = write!(
+                body,
+                r##"<text class="hook-text" x="{:.1}" y="{:.1}">{}</text>"##,
+                x1 + 5.0,
+                yy + 13.0,
+                esc(&label)
+            );
         } else {
-            let _ = write!(body, r##"<text class="hook-text" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##, x0 - 5.0, yy + 13.0, esc(&label));
+            let _ = write!(
+                body,
+                r##"<text class="hook-text" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+                x0 - 5.0,
+                yy + 13.0,
+                esc(&label)
+            );
         }
         body.push_str("</g>");
     }
@@ -836,14 +1126,33 @@ fn svg(a: &Analysis, span: u64, title: &str) -> String {
             let _ = write!(pts, " {:.1},{yy0:.1} {:.1},{yy1:.1}", x(*t), x(*t));
         }
         let _ = write!(pts, " {:.1},{y:.1}", x(a.end_t));
-        let _ = write!(body, r##"<polyline class="redirects" points="{pts}" fill="none" stroke="#4e79a7" stroke-width="2"><title>{} redirected paths (first time per path)</title></polyline>"##, a.redirects.len());
+        let _ = write!(
+            body,
+            r##"<polyline class="redirects" points="{pts}" fill="none" stroke="#4e79a7" stroke-width="2"><title>{} redirected paths (first time per path)</title></polyline>"##,
+            a.redirects.len()
+        );
         for (t, p) in &a.redirects {
-            let _ = write!(body, r##"<line class="redirect" x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="#4e79a7" stroke-opacity="0.35"><title>{3} s redirect {4}</title></line>"##, x(*t), y + h + 1.0, y + h + 5.0, secs(*t), esc(p));
+            let _ = write!(
+                body,
+                r##"<line class="redirect" x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="#4e79a7" stroke-opacity="0.35"><title>{3} s redirect {4}</title></line>"##,
+                x(*t),
+                y + h + 1.0,
+                y + h + 5.0,
+                secs(*t),
+                esc(p)
+            );
         }
     }
     for (t, p, ok) in &a.writes {
         let col = if *ok { "#59a14f" } else { "#d62728" };
-        let _ = write!(body, r##"<path class="write" d="M{0:.1},{1:.1} l-4,-7 h8 z" fill="{col}"><title>{2} s write {3}</title></path>"##, x(*t), y + 8.0, secs(*t), esc(p));
+        let _ = write!(
+            body,
+            r##"<path class="write" d="M{0:.1},{1:.1} l-4,-7 h8 z" fill="{col}"><title>{2} s write {3}</title></path>"##,
+            x(*t),
+            y + 8.0,
+            secs(*t),
+            esc(p)
+        );
     }
     y += h + 22.0;
 
@@ -854,12 +1163,26 @@ fn svg(a: &Analysis, span: u64, title: &str) -> String {
     let mut level = 0;
     for (n, m) in a.milestones.iter().enumerate() {
         let xm = x(m.t);
-        let _ = write!(marks, r##"<g class="milestone"><title>{n}: {} at {} s</title><line x1="{xm:.1}" x2="{xm:.1}" y1="{top:.1}" y2="{:.1}" stroke="#333" stroke-dasharray="3,3" stroke-opacity="0.55"/>"##, esc(&m.label), secs(m.t), y - 14.0);
+        let _ = write!(
+            marks,
+            r##"<g class="milestone"><title>{n}: {} at {} s</title><line x1="{xm:.1}" x2="{xm:.1}" y1="{top:.1}" y2="{:.1}" stroke="#333" stroke-dasharray="3,3" stroke-opacity="0.55"/>"##,
+            esc(&m.label),
+            secs(m.t),
+            y - 14.0
+        );
         // Alternate heights when numbers would touch.
-        level = if xm - last_label_x < 18.0 { (level + 1) % 2 } else { 0 };
+        level = if xm - last_label_x < 18.0 {
+            (level + 1) % 2
+        } else {
+            0
+        };
         last_label_x = xm;
         let cy = top - 8.0 - level as f64 * 16.0;
-        let _ = write!(marks, r##"<circle cx="{xm:.1}" cy="{cy:.1}" r="7.5" fill="#fff" stroke="#333"/><text class="ms-num" x="{xm:.1}" y="{:.1}" text-anchor="middle">{n}</text></g>"##, cy + 3.5);
+        let _ = write!(
+            marks,
+            r##"<circle cx="{xm:.1}" cy="{cy:.1}" r="7.5" fill="#fff" stroke="#333"/><text class="ms-num" x="{xm:.1}" y="{:.1}" text-anchor="middle">{n}</text></g>"##,
+            cy + 3.5
+        );
     }
 
     // Time axis.
@@ -868,7 +1191,13 @@ fn svg(a: &Analysis, span: u64, title: &str) -> String {
     let mut t = 0;
     while t <= span {
         let xt = x(t);
-        let _ = write!(axis, r##"<line class="grid" x1="{xt:.1}" x2="{xt:.1}" y1="{top:.1}" y2="{:.1}"/><text class="tick" x="{xt:.1}" y="{:.1}" text-anchor="middle">{}</text>"##, y - 14.0, y, fmt_tick(t, step));
+        let _ = write!(
+            axis,
+            r##"<line class="grid" x1="{xt:.1}" x2="{xt:.1}" y1="{top:.1}" y2="{:.1}"/><text class="tick" x="{xt:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
+            y - 14.0,
+            y,
+            fmt_tick(t, step)
+        );
         t += step;
     }
     let height = y + 12.0;
@@ -900,6 +1229,8 @@ th{background:#eef1f5}td.num,th.num{text-align:right;font-variant-numeric:tabula
 tbody tr:nth-child(even){background:#fafbfc}
 .note{font-size:13px;color:#444;margin:6px 0}
 .legend{font-size:12px;color:#444;margin:6px 0 0}.legend span{margin-right:16px;white-space:nowrap}
+.ms-legend{font-size:12px;color:#333;margin:4px 0 2px;line-height:1.7}.ms-legend span{margin-right:14px;white-space:nowrap}
+.ms-legend b{display:inline-block;min-width:15px;height:15px;line-height:15px;border:1px solid #333;border-radius:8px;text-align:center;font-size:10px;margin-right:3px}.ms-legend small{color:#777}
 .legend i{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:5px;vertical-align:-1px}
 "#;
 
@@ -916,7 +1247,15 @@ pub fn html(events: &[Value], compare: Option<&[Value]>) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>k3shim timeline{}</title><style>{CSS}</style></head><body>\n",
         if b.is_some() { " comparison" } else { "" }
     );
-    let _ = writeln!(out, "<h1>k3shim timeline{}</h1>", if b.is_some() { ": two runs compared" } else { "" });
+    let _ = writeln!(
+        out,
+        "<h1>k3shim timeline{}</h1>",
+        if b.is_some() {
+            ": two runs compared"
+        } else {
+            ""
+        }
+    );
     let runs: Vec<(&str, &Analysis)> = match &b {
         Some(b) => vec![("Run A", &a), ("Run B", b)],
         None => vec![("Run", &a)],
@@ -924,9 +1263,28 @@ pub fn html(events: &[Value], compare: Option<&[Value]>) -> String {
     for (name, an) in &runs {
         out.push_str("<div class=\"card\">");
         for l in summary_lines(an) {
-            let _ = writeln!(out, "<p class=\"meta\">{}{}</p>", if b.is_some() { format!("<b>{name}</b> ") } else { String::new() }, esc(&l));
+            let _ = writeln!(
+                out,
+                "<p class=\"meta\">{}{}</p>",
+                if b.is_some() {
+                    format!("<b>{name}</b> ")
+                } else {
+                    String::new()
+                },
+                esc(&l)
+            );
         }
         out.push_str(&svg(an, span, &format!("{name}: {} s", secs(an.end_t))));
+        out.push_str("<p class=\"ms-legend\">");
+        for (n, m) in an.milestones.iter().enumerate() {
+            let _ = write!(
+                out,
+                "<span><b>{n}</b> {} <small>{} s</small></span>",
+                esc(&m.label),
+                secs(m.t)
+            );
+        }
+        out.push_str("</p>");
         out.push_str(legend());
         out.push_str("</div>\n");
     }
@@ -962,6 +1320,9 @@ mod tests {
 
     #[test]
     fn escapes_html() {
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 }

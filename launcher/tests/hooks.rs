@@ -17,18 +17,35 @@ use serde_json::json;
 
 fn timeline(dir: &Path) -> (Timeline, std::path::PathBuf) {
     let p = dir.join("timeline.jsonl");
-    (Timeline::create(Some(&p), &["k3shim".into()], json!({})).unwrap(), p)
+    (
+        Timeline::create(Some(&p), &["k3shim".into()], json!({})).unwrap(),
+        p,
+    )
 }
 
-fn gate_for(url: &str, timeout: Option<Duration>, action: TimeoutAction, tl: &Timeline) -> GateHandle {
-    let c = GateConfig { url: url.into(), interval: Duration::from_millis(50), timeout, timeout_action: action, ..Default::default() };
+fn gate_for(
+    url: &str,
+    timeout: Option<Duration>,
+    action: TimeoutAction,
+    tl: &Timeline,
+) -> GateHandle {
+    let c = GateConfig {
+        url: url.into(),
+        interval: Duration::from_millis(50),
+        timeout,
+        timeout_action: action,
+        ..Default::default()
+    };
     gate::start(c.validate().unwrap(), tl.clone())
 }
 
 async fn until_finished(r: &HookRunner) {
     let t0 = Instant::now();
     while !r.is_finished() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "hooks did not finish");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "hooks did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -45,7 +62,10 @@ async fn hooks_start_only_after_the_gate_opens_in_order_with_kubeconfig_set() {
     let cfg = HookConfig {
         hooks: vec![
             format!("echo \"first $KUBECONFIG\" >> {}", out.display()),
-            format!("echo second >> {}; echo 'to the log'; echo 'err too' >&2", out.display()),
+            format!(
+                "echo second >> {}; echo 'to the log'; echo 'err too' >&2",
+                out.display()
+            ),
         ],
         failure: HookFailure::Continue,
         kubeconfig: Some(kc.clone()),
@@ -57,9 +77,15 @@ async fn hooks_start_only_after_the_gate_opens_in_order_with_kubeconfig_set() {
     until_finished(&runner).await;
     runner.shutdown().await;
 
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), format!("first {}\nsecond\n", kc.display()));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        format!("first {}\nsecond\n", kc.display())
+    );
     let logged = std::fs::read_to_string(&log).unwrap();
-    assert!(logged.contains("to the log") && logged.contains("err too"), "hook output kept in the log: {logged:?}");
+    assert!(
+        logged.contains("to the log") && logged.contains("err too"),
+        "hook output kept in the log: {logged:?}"
+    );
 
     let ev = events(&path);
     let open = t_of(&ev, "gate_open");
@@ -70,7 +96,10 @@ async fn hooks_start_only_after_the_gate_opens_in_order_with_kubeconfig_set() {
     assert!(starts[0]["t_ms"].as_u64().unwrap() >= open);
     assert_eq!(starts[0]["index"], 1);
     assert_eq!(starts[1]["index"], 2);
-    assert!(starts[1]["t_ms"].as_u64() >= ends[0]["t_ms"].as_u64(), "in order, one at a time");
+    assert!(
+        starts[1]["t_ms"].as_u64() >= ends[0]["t_ms"].as_u64(),
+        "in order, one at a time"
+    );
     for e in &ends {
         assert_eq!(e["status"], 0);
         assert_eq!(e["ok"], true);
@@ -83,13 +112,19 @@ async fn hooks_start_only_after_the_gate_opens_in_order_with_kubeconfig_set() {
 
 #[tokio::test]
 async fn a_gate_timeout_runs_hooks_or_skips_them_as_asked() {
-    for (action, runs) in [(TimeoutAction::RunHooks, true), (TimeoutAction::SkipHooks, false)] {
+    for (action, runs) in [
+        (TimeoutAction::RunHooks, true),
+        (TimeoutAction::SkipHooks, false),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let (tl, path) = timeline(dir.path());
         let srv = http_server(Duration::ZERO, true).await; // never ready
         let gate = gate_for(&srv.url, Some(Duration::from_millis(400)), action, &tl);
         let marker = dir.path().join("ran");
-        let cfg = HookConfig { hooks: vec![format!("touch {}", marker.display())], ..Default::default() };
+        let cfg = HookConfig {
+            hooks: vec![format!("touch {}", marker.display())],
+            ..Default::default()
+        };
         let runner = HookRunner::start(cfg, gate, tl);
         until_finished(&runner).await;
         runner.shutdown().await;
@@ -98,10 +133,18 @@ async fn a_gate_timeout_runs_hooks_or_skips_them_as_asked() {
         assert_eq!(marker.exists(), runs, "{action:?}");
         assert_eq!(of_kind(&ev, "hook_start").len(), usize::from(runs));
         let skipped = of_kind(&ev, "hooks_skipped");
-        assert_eq!(skipped.len(), usize::from(!runs), "{action:?}: {:?}", kinds(&ev));
+        assert_eq!(
+            skipped.len(),
+            usize::from(!runs),
+            "{action:?}: {:?}",
+            kinds(&ev)
+        );
         if !runs {
             assert!(t_of(&ev, "hooks_skipped") >= t_of(&ev, "gate_timeout"));
-            assert_eq!(skipped[0]["hooks"], json!([format!("touch {}", marker.display())]));
+            assert_eq!(
+                skipped[0]["hooks"],
+                json!([format!("touch {}", marker.display())])
+            );
         }
     }
 }
@@ -112,12 +155,18 @@ async fn a_failing_hook_with_stop_requests_the_stop_and_later_hooks_never_run() 
     let (tl, path) = timeline(dir.path());
     let never = dir.path().join("never");
     let cfg = HookConfig {
-        hooks: vec!["true".into(), "exit 3".into(), format!("touch {}", never.display())],
+        hooks: vec![
+            "true".into(),
+            "exit 3".into(),
+            format!("touch {}", never.display()),
+        ],
         failure: HookFailure::Stop,
         ..Default::default()
     };
     let runner = HookRunner::start(cfg, GateHandle::already_open(), tl);
-    let stop = tokio::time::timeout(Duration::from_secs(10), runner.stop_requested()).await.expect("stop requested");
+    let stop = tokio::time::timeout(Duration::from_secs(10), runner.stop_requested())
+        .await
+        .expect("stop requested");
     assert_eq!(stop.index, 2);
     assert_eq!(stop.cmd, "exit 3");
     assert!(runner.stop_fired().is_some());
@@ -130,20 +179,29 @@ async fn a_failing_hook_with_stop_requests_the_stop_and_later_hooks_never_run() 
     assert_eq!(ends[1]["status"], 3);
     assert_eq!(ends[1]["ok"], false);
     assert_eq!(of_kind(&ev, "hook_stop")[0]["index"], 2);
-    assert_eq!(of_kind(&ev, "hooks_not_run")[0]["hooks"], json!([format!("touch {}", never.display())]));
+    assert_eq!(
+        of_kind(&ev, "hooks_not_run")[0]["hooks"],
+        json!([format!("touch {}", never.display())])
+    );
 }
 
 #[tokio::test]
 async fn a_failing_hook_with_continue_lets_the_next_one_run() {
     let dir = tempfile::tempdir().unwrap();
     let (tl, path) = timeline(dir.path());
-    let cfg = HookConfig { hooks: vec!["exit 1".into(), "true".into()], ..Default::default() };
+    let cfg = HookConfig {
+        hooks: vec!["exit 1".into(), "true".into()],
+        ..Default::default()
+    };
     let runner = HookRunner::start(cfg, GateHandle::already_open(), tl);
     until_finished(&runner).await;
     let stop = tokio::time::timeout(Duration::from_millis(100), runner.stop_requested()).await;
     assert!(stop.is_err(), "continue never requests a stop");
     runner.shutdown().await;
-    let ends: Vec<_> = of_kind(&events(&path), "hook_end").iter().map(|e| e["status"].clone()).collect();
+    let ends: Vec<_> = of_kind(&events(&path), "hook_end")
+        .iter()
+        .map(|e| e["status"].clone())
+        .collect();
     assert_eq!(ends, [json!(1), json!(0)]);
 }
 
@@ -153,7 +211,10 @@ async fn shutdown_terminates_a_running_hook_and_its_children() {
     let (tl, path) = timeline(dir.path());
     let pidfile = dir.path().join("pid");
     let cfg = HookConfig {
-        hooks: vec![format!("sleep 60 & echo $! > {}; wait", pidfile.display()), "touch never".into()],
+        hooks: vec![
+            format!("sleep 60 & echo $! > {}; wait", pidfile.display()),
+            "touch never".into(),
+        ],
         ..Default::default()
     };
     let runner = HookRunner::start(cfg, GateHandle::already_open(), tl);
@@ -162,13 +223,26 @@ async fn shutdown_terminates_a_running_hook_and_its_children() {
         assert!(t0.elapsed() < Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let sleeper: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let sleeper: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let t1 = Instant::now();
     runner.shutdown().await;
-    assert!(t1.elapsed() < Duration::from_secs(3), "SIGTERM was enough: {:?}", t1.elapsed());
+    assert!(
+        t1.elapsed() < Duration::from_secs(3),
+        "SIGTERM was enough: {:?}",
+        t1.elapsed()
+    );
     // The hook's background child was in its process group and got the signal too.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!Path::new(&format!("/proc/{sleeper}")).exists() || std::fs::read_to_string(format!("/proc/{sleeper}/stat")).unwrap().contains(") Z"));
+    assert!(
+        !Path::new(&format!("/proc/{sleeper}")).exists()
+            || std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
+                .unwrap()
+                .contains(") Z")
+    );
     let ev = events(&path);
     let end = of_kind(&ev, "hook_end")[0].clone();
     assert_eq!(end["killed"], "SIGTERM");
@@ -182,7 +256,13 @@ async fn a_hook_that_ignores_sigterm_gets_sigkill_after_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let (tl, path) = timeline(dir.path());
     let started = dir.path().join("started");
-    let cfg = HookConfig { hooks: vec![format!("trap '' TERM; touch {}; sleep 60", started.display())], ..Default::default() };
+    let cfg = HookConfig {
+        hooks: vec![format!(
+            "trap '' TERM; touch {}; sleep 60",
+            started.display()
+        )],
+        ..Default::default()
+    };
     let runner = HookRunner::start(cfg, GateHandle::already_open(), tl);
     let t0 = Instant::now();
     while !started.exists() {
@@ -192,7 +272,10 @@ async fn a_hook_that_ignores_sigterm_gets_sigkill_after_the_grace() {
     let t1 = Instant::now();
     runner.shutdown_with_grace(Duration::from_millis(300)).await;
     let took = t1.elapsed();
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
     let end = of_kind(&events(&path), "hook_end")[0].clone();
     assert_eq!(end["killed"], "SIGKILL");
     assert_eq!(end["signal"], 9);
@@ -205,7 +288,10 @@ async fn when_the_target_exits_before_the_gate_opens_no_hook_runs_and_the_timeli
     let url = format!("http://127.0.0.1:{}/readyz", dead_port());
     let gate = gate_for(&url, None, TimeoutAction::RunHooks, &tl);
     let marker = dir.path().join("ran");
-    let cfg = HookConfig { hooks: vec![format!("touch {}", marker.display()), "true".into()], ..Default::default() };
+    let cfg = HookConfig {
+        hooks: vec![format!("touch {}", marker.display()), "true".into()],
+        ..Default::default()
+    };
     let runner = HookRunner::start(cfg, gate.clone(), tl);
     tokio::time::sleep(Duration::from_millis(200)).await;
     runner.shutdown().await;
@@ -228,4 +314,28 @@ async fn no_hooks_means_nothing_runs_and_nothing_is_logged() {
     assert!(runner.is_finished());
     runner.shutdown().await;
     assert_eq!(kinds(&events(&path)), ["launch"]);
+}
+
+#[tokio::test]
+async fn one_clone_can_wait_for_a_stop_while_another_shuts_the_hooks_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tl, path) = timeline(dir.path());
+    let cfg = HookConfig {
+        hooks: vec!["sleep 60".into()],
+        failure: HookFailure::Stop,
+        ..Default::default()
+    };
+    let runner = HookRunner::start(cfg, GateHandle::already_open(), tl);
+    let waiter = runner.clone();
+    let watching = tokio::spawn(async move { waiter.stop_requested().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::timeout(Duration::from_secs(5), runner.shutdown())
+        .await
+        .expect("shutdown does not wait for the other clone");
+    assert!(
+        !watching.is_finished(),
+        "a hook killed at shutdown is not a --hook-failure stop"
+    );
+    watching.abort();
+    assert_eq!(of_kind(&events(&path), "hook_end")[0]["killed"], "SIGTERM");
 }

@@ -16,7 +16,10 @@ fn create_truncates_and_writes_the_launch_event_first() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("t.jsonl");
     std::fs::write(&p, "old run\n".repeat(100)).unwrap();
-    let argv: Vec<String> = ["k3shim", "run", "--", "k3s", "server"].iter().map(|s| s.to_string()).collect();
+    let argv: Vec<String> = ["k3shim", "run", "--", "k3s", "server"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let tl = Timeline::create(Some(&p), &argv, json!({"kernel": "4.4.0", "gvisor": true})).unwrap();
     tl.emit("exec", json!({"pid": 7, "path": "/usr/local/bin/k3s"}));
     let ev = read_events(&p).unwrap();
@@ -28,12 +31,22 @@ fn create_truncates_and_writes_the_launch_event_first() {
     assert_eq!(l["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(l["kernel"], "4.4.0");
     assert_eq!(l["gvisor"], true);
-    assert!(l["wall_clock"].as_str().unwrap().ends_with('Z'), "RFC3339 UTC: {}", l["wall_clock"]);
+    assert!(
+        l["wall_clock"].as_str().unwrap().ends_with('Z'),
+        "RFC3339 UTC: {}",
+        l["wall_clock"]
+    );
     assert!(l["unix_ms"].as_u64().unwrap() > 1_600_000_000_000);
     // The file reads as it was written: t_ms and kind first on every line.
     let text = std::fs::read_to_string(&p).unwrap();
     assert!(text.lines().all(|l| l.starts_with("{\"t_ms\":")));
-    assert!(text.lines().nth(1).unwrap().starts_with("{\"t_ms\":0,\"kind\":\"exec\",\"pid\":7,") || text.lines().nth(1).unwrap().contains("\"kind\":\"exec\""));
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("{\"t_ms\":0,\"kind\":\"exec\",\"pid\":7,")
+            || text.lines().nth(1).unwrap().contains("\"kind\":\"exec\"")
+    );
 }
 
 #[test]
@@ -77,7 +90,11 @@ fn eight_threads_emitting_at_once_leave_whole_lines_with_non_decreasing_t_ms() {
     assert!(ts.windows(2).all(|w| w[0] <= w[1]), "t_ms never decreases");
     for th in 0..8 {
         // Per thread, events keep their order.
-        let ns: Vec<String> = ev.iter().filter(|e| e["pid"] == th).map(|e| e["new"].as_str().unwrap().to_string()).collect();
+        let ns: Vec<String> = ev
+            .iter()
+            .filter(|e| e["pid"] == th)
+            .map(|e| e["new"].as_str().unwrap().to_string())
+            .collect();
         assert_eq!(ns.len(), 2000);
         assert!(ns.iter().enumerate().all(|(i, n)| *n == format!("{i}\n")));
     }
@@ -101,10 +118,19 @@ fn read_events_errors_name_the_file_and_line() {
     assert!(e.contains(&format!("{}:4", p.display())), "{e}");
     assert!(!e.contains('\n'));
     std::fs::write(&p, "{\"kind\":\"launch\"}\n").unwrap();
-    assert!(read_events(&p).unwrap_err().to_string().contains(":1: missing or non-numeric \"t_ms\""));
+    assert!(read_events(&p)
+        .unwrap_err()
+        .to_string()
+        .contains(":1: missing or non-numeric \"t_ms\""));
     std::fs::write(&p, "[1]\n").unwrap();
-    assert!(read_events(&p).unwrap_err().to_string().contains(":1: expected a JSON object"));
-    assert!(read_events(&dir.path().join("missing")).unwrap_err().to_string().contains("missing"));
+    assert!(read_events(&p)
+        .unwrap_err()
+        .to_string()
+        .contains(":1: expected a JSON object"));
+    assert!(read_events(&dir.path().join("missing"))
+        .unwrap_err()
+        .to_string()
+        .contains("missing"));
 }
 
 #[test]
@@ -112,10 +138,25 @@ fn the_table_shows_milestones_periods_probes_holds_hooks_and_the_exit() {
     let t = timeline_report::table(&fixture_run(1.0));
     println!("{t}");
     // Milestones in order, with the period from the previous one.
-    let order = ["| launch", "first exec /usr/local/bin/k3s", "log: apiserver-start", "log: kubelet-start", "gate open (attempt 13)", "hook 1 start", "hook 1 end (status 0)", "hook 2 start", "log: node-ready", "hook 2 end (status 0)", "exit 143 (SIGTERM)"];
+    let order = [
+        "| launch",
+        "first exec /usr/local/bin/k3s",
+        "log: apiserver-start",
+        "log: kubelet-start",
+        "gate open (attempt 13)",
+        "hook 1 start",
+        "hook 1 end (status 0)",
+        "hook 2 start",
+        "log: node-ready",
+        "hook 2 end (status 0)",
+        "exit 143 (SIGTERM)",
+    ];
     let mut at = 0;
     for m in order {
-        let pos = t[at..].find(m).unwrap_or_else(|| panic!("{m:?} after byte {at}:\n{t}")) + at;
+        let pos = t[at..]
+            .find(m)
+            .unwrap_or_else(|| panic!("{m:?} after byte {at}:\n{t}"))
+            + at;
         at = pos;
     }
     assert!(t.contains("|  4 | gate open (attempt 13)        |  9.051 |      5.051 | Period 4: log: kubelet-start → gate open (attempt 13)          |"), "{t}");
@@ -126,7 +167,10 @@ fn the_table_shows_milestones_periods_probes_holds_hooks_and_the_exit() {
     assert!(t.contains("| status 200 (ready)"));
     assert!(t.contains("13 attempts; first success at 9.050 s (attempt 13)"));
     // Holds: per rule, with total and max wait.
-    assert!(t.contains("| connect 127.0.0.1:6443 |     2 |        2 |         13.604 |        6.952 |"), "{t}");
+    assert!(
+        t.contains("| connect 127.0.0.1:6443 |     2 |        2 |         13.604 |        6.952 |"),
+        "{t}"
+    );
     assert!(t.contains("3 holds, total wait 19.356 s, max wait 6.952 s"));
     // Hooks, redirects, writes, signals.
     assert!(t.contains("kubectl apply -f /srv/manifests"));
@@ -156,17 +200,25 @@ fn compare_puts_two_runs_side_by_side_with_the_difference_per_period() {
             *e = json!({"t_ms": e["t_ms"], "kind": "gate_timeout", "attempts": 13, "action": "run-hooks"});
         }
     }
-    b.push(json!({"t_ms": 1, "kind": "log_match", "name": "extra", "line": "x", "stream": "stdout"}));
+    b.push(
+        json!({"t_ms": 1, "kind": "log_match", "name": "extra", "line": "x", "stream": "stdout"}),
+    );
     b.sort_by_key(|e| e["t_ms"].as_u64().unwrap());
     let c = timeline_report::compare(&a, &b);
     println!("{c}");
     assert!(c.contains("A: command: k3shim run"));
     assert!(c.contains("B: command: k3shim run"));
-    assert!(c.contains("gate open (attempt 13) / B: gate timeout"), "{c}");
+    assert!(
+        c.contains("gate open (attempt 13) / B: gate timeout"),
+        "{c}"
+    );
     assert!(c.contains("|  5 | gate open (attempt 13) / B: gate timeout |   9.051 |  13.577 |        5.051 |        7.577 |           +2.526 |"), "{c}");
     assert!(c.contains("|  1 | log: extra                               |       - |   0.001 |            - |        0.001 |                - |"), "{c}");
     assert!(c.contains("|  2 | first exec /usr/local/bin/k3s            |   0.014 |   0.021 |        0.014 |        0.021 |           +0.007 |"), "periods run from the last milestone both runs have:\n{c}");
     assert!(c.contains("| whole run"));
-    assert!(c.contains("+10.200"), "whole run differs by 30.600 - 20.400:\n{c}");
+    assert!(
+        c.contains("+10.200"),
+        "whole run differs by 30.600 - 20.400:\n{c}"
+    );
     assert!(c.contains("probes: A 13 attempts, B 13"));
 }

@@ -36,7 +36,9 @@ pub async fn http_server(not_ready_for: Duration, never: bool) -> Fixture {
     let started = Instant::now();
     tokio::spawn(async move {
         loop {
-            let Ok((sock, _)) = listener.accept().await else { return };
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
             let seen = s2.clone();
             tokio::spawn(async move {
                 let ready = !never && started.elapsed() >= not_ready_for;
@@ -44,11 +46,19 @@ pub async fn http_server(not_ready_for: Duration, never: bool) -> Fixture {
             });
         }
     });
-    Fixture { url: format!("http://127.0.0.1:{port}/readyz"), port, seen }
+    Fixture {
+        url: format!("http://127.0.0.1:{port}/readyz"),
+        port,
+        seen,
+    }
 }
 
 /// Reads one request and answers it (200 if `ready`, else a readyz-like 503).
-pub async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut sock: S, seen: Arc<Seen>, ready: bool) {
+pub async fn serve_one<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut sock: S,
+    seen: Arc<Seen>,
+    ready: bool,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -90,7 +100,9 @@ pub fn events(path: &Path) -> Vec<Value> {
 }
 
 pub fn kinds(ev: &[Value]) -> Vec<String> {
-    ev.iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect()
+    ev.iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
 }
 
 pub fn of_kind<'a>(ev: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -98,7 +110,11 @@ pub fn of_kind<'a>(ev: &'a [Value], kind: &str) -> Vec<&'a Value> {
 }
 
 pub fn t_of(ev: &[Value], kind: &str) -> u64 {
-    of_kind(ev, kind).first().unwrap_or_else(|| panic!("no {kind} event in {:?}", kinds(ev)))["t_ms"].as_u64().unwrap()
+    of_kind(ev, kind)
+        .first()
+        .unwrap_or_else(|| panic!("no {kind} event in {:?}", kinds(ev)))["t_ms"]
+        .as_u64()
+        .unwrap()
 }
 
 /// A timeline of a k3s-like run as the engine and launcher write it:
@@ -111,7 +127,16 @@ pub fn fixture_run(scale: f64) -> Vec<Value> {
         json!({"t_ms": 0, "kind": "launch", "argv": ["k3shim", "run", "--gate-kubeconfig", "/etc/rancher/k3s/k3s.yaml", "--hold", "connect:127.0.0.1:6443", "--hook", "kubectl apply -f /srv/manifests", "--", "k3s", "server"], "wall_clock": "2026-11-02T10:00:00.000Z", "unix_ms": 1793613600000u64, "version": "0.1.0", "kernel": "4.4.0"}),
         json!({"t_ms": t(14), "kind": "exec", "pid": 101, "path": "/usr/local/bin/k3s"}),
     ];
-    let sysctls = ["vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops", "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes", "net/ipv4/conf/all/route_localnet", "net/bridge/bridge-nf-call-iptables", "net/netfilter/nf_conntrack_max"];
+    let sysctls = [
+        "vm/panic_on_oom",
+        "kernel/panic",
+        "kernel/panic_on_oops",
+        "kernel/keys/root_maxkeys",
+        "kernel/keys/root_maxbytes",
+        "net/ipv4/conf/all/route_localnet",
+        "net/bridge/bridge-nf-call-iptables",
+        "net/netfilter/nf_conntrack_max",
+    ];
     for (n, p) in sysctls.iter().enumerate() {
         v.push(json!({"t_ms": t(900 + 35 * n as u64), "kind": "redirect", "pid": 101, "tid": 104, "syscall": "openat", "path": format!("/proc/sys/{p}"), "backing": format!("/var/lib/k3shim/sys/{p}")}));
     }
@@ -124,10 +149,19 @@ pub fn fixture_run(scale: f64) -> Vec<Value> {
     let mut pt = 250;
     while pt < 9000 {
         attempt += 1;
-        let (st, err) = if pt < 2600 { (None, Some("error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)")) } else { (Some(503), None) };
+        let (st, err) = if pt < 2600 {
+            (None, Some("error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)"))
+        } else {
+            (Some(503), None)
+        };
         let mut p = json!({"t_ms": t(pt), "kind": "probe", "attempt": attempt, "ok": false, "latency_ms": if st.is_some() { 40 } else { 1 }});
-        if let Some(s) = st { p["status"] = json!(s); p["failing"] = json!(["poststarthook/scheduling/bootstrap-system-priority-classes"]); }
-        if let Some(e) = err { p["error"] = json!(e); }
+        if let Some(s) = st {
+            p["status"] = json!(s);
+            p["failing"] = json!(["poststarthook/scheduling/bootstrap-system-priority-classes"]);
+        }
+        if let Some(e) = err {
+            p["error"] = json!(e);
+        }
         v.push(p);
         pt += 750;
     }
@@ -138,7 +172,11 @@ pub fn fixture_run(scale: f64) -> Vec<Value> {
     attempt += 1;
     v.push(json!({"t_ms": t(9050), "kind": "probe", "attempt": attempt, "status": 200, "ok": true, "latency_ms": 12}));
     v.push(json!({"t_ms": t(9051), "kind": "gate_open", "attempts": attempt, "url": "https://127.0.0.1:6443/readyz"}));
-    for (pid, tid, comm, what, since) in [(140, 140, "k3s-agent", "connect 127.0.0.1:6443", 2100), (140, 146, "k3s-agent", "connect 127.0.0.1:6443", 2400), (177, 177, "containerd", "exec /usr/bin/kubectl", 3300)] {
+    for (pid, tid, comm, what, since) in [
+        (140, 140, "k3s-agent", "connect 127.0.0.1:6443", 2100),
+        (140, 146, "k3s-agent", "connect 127.0.0.1:6443", 2400),
+        (177, 177, "containerd", "exec /usr/bin/kubectl", 3300),
+    ] {
         v.push(json!({"t_ms": t(9052), "kind": "release", "pid": pid, "tid": tid, "comm": comm, "what": what, "waited_ms": t(9052) - t(since)}));
     }
     v.push(json!({"t_ms": t(9053), "kind": "hook_start", "index": 1, "cmd": "kubectl apply -f /srv/manifests", "pid": 300}));
