@@ -15,3 +15,5 @@ pub mod timeline;
 pub mod timeline_cmd;
 pub mod timeline_report;
 pub mod trace;
+pub mod fakefs_cmd;
+pub mod doctor;

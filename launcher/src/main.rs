@@ -21,8 +21,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Run(a) => launcher::run::run(&a, None),
         Cmd::Trace(t) => launcher::run::run(&t.run, Some(&t)),
         Cmd::Timeline(t) => launcher::timeline_cmd::run(&t),
-        Cmd::Fakefs(_) => anyhow::bail!("k3shim fakefs: not built yet"),
-        Cmd::Doctor(_) => anyhow::bail!("k3shim doctor: not built yet"),
+        Cmd::Fakefs(f) => launcher::fakefs_cmd::run(&f),
+        Cmd::Doctor(d) => launcher::doctor::run(&d),
         Cmd::Experiment(e) => launcher::experiment::run(&e),
         Cmd::Bench(b) => launcher::bench::run(&b),
     }

@@ -291,7 +291,7 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
     let _enter = rt.enter();
     let gate: Option<GateHandle> = prepared.map(|p| gate::start(p, timeline.clone()));
     let hook_gate = gate.clone().unwrap_or_else(GateHandle::already_open);
-    let runner = Arc::new(HookRunner::start(
+    let runner = HookRunner::start(
         HookConfig {
             hooks: a.hooks.clone(),
             failure: match a.hook_failure {
@@ -303,7 +303,7 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         },
         hook_gate,
         timeline.clone(),
-    ));
+    );
     let stopped = Arc::new(AtomicBool::new(false));
     let watcher = {
         let r = runner.clone();
@@ -328,9 +328,7 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
     }
     watcher.abort();
     let _ = rt.block_on(watcher);
-    if let Ok(r) = Arc::try_unwrap(runner) {
-        rt.block_on(r.shutdown());
-    }
+    rt.block_on(runner.shutdown());
     if let Some(g) = &gate {
         g.stop();
     }
