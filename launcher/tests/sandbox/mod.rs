@@ -98,3 +98,13 @@ pub fn host_sysctls() -> Vec<(String, String)> {
         .map(|p| (p.to_string(), std::fs::read_to_string(format!("/proc/sys/{p}")).unwrap_or_default()))
         .collect()
 }
+
+/// The real python3 binary (not a pyenv shim script, which starts slowly in gVisor).
+pub fn python() -> String {
+    static P: OnceLock<String> = OnceLock::new();
+    P.get_or_init(|| {
+        let o = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().expect("python3 is needed by the tests");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    })
+    .clone()
+}
