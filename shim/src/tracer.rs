@@ -483,7 +483,8 @@ impl Tracer {
                 a.borrow_mut().release(s);
             }
         }
-        th.in_syscall = false;
+        // The exec event comes from inside execve: in step mode its exit stop is next.
+        th.in_syscall = self.mode == FilterMode::Everything;
         let p = self.procs.entry(tgid).or_insert_with(Proc::new);
         p.scratch = None;
         p.scratch_failed = false;
@@ -594,6 +595,14 @@ impl Tracer {
                 // Unreadable or over-long: the kernel gives EFAULT or ENAMETOOLONG itself.
                 return self.finish_entry(tid, work, None, policy);
             };
+            if raw.is_empty() {
+                // "" names the dirfd itself (AT_EMPTY_PATH) or fails with ENOENT: nothing to redirect.
+                if let Some(r) = work.rec.as_mut() {
+                    r.args = decode::path_args(nr, &args, &raw, how_fl);
+                    r.path = Some(String::new());
+                }
+                return self.finish_entry(tid, work, None, policy);
+            }
             if i == 0 {
                 first_ptr = (ptr, raw.len());
             }
@@ -888,7 +897,12 @@ impl Tracer {
         };
         let mut ret = cur.rax as i64;
         let tgid = self.threads.get(&tid).map(|t| t.tgid).unwrap_or(tid);
-        if let (Some((token, cloexec)), true) = (w.write_token, ret >= 0) {
+        if let (Some((token, cloexec)), true) = (w.write_token, ret >= 0 && self.mode == FilterMode::Everything) {
+            // Every write stops in step mode: the fd can stay where it is.
+            if let Some(p) = self.procs.get(&tgid) {
+                p.write_fds.borrow_mut().insert(ret as i32, WriteFd { token, pos: 0, cloexec });
+            }
+        } else if let (Some((token, cloexec)), true) = (w.write_token, ret >= 0) {
             match self.move_fd(tid, &cur, ret, cloexec) {
                 Ok(newfd) => {
                     ret = newfd;
@@ -912,7 +926,10 @@ impl Tracer {
             let in_range = (FD_TRAP_BASE..FD_TRAP_END).contains(&(ret as u64));
             let known = self.procs.get(&tgid).map(|p| p.trapped_low.borrow().contains(&(ret as i32))).unwrap_or(false);
             let mut sigs = Vec::new();
-            let trapped = in_range || known || match self.trap_low_fd(tid, tgid, &cur, ret as i32, &mut sigs) {
+            // Step mode stops every syscall already: no filter is needed (nor possible:
+            // RET_TRACE without PTRACE_O_TRACESECCOMP fails the syscall with ENOSYS).
+            let step = self.mode == FilterMode::Everything;
+            let trapped = in_range || known || step || match self.trap_low_fd(tid, tgid, &cur, ret as i32, &mut sigs) {
                 Ok(t) => t,
                 Err(st) => {
                     self.threads.get_mut(&tid).map(|t| t.pending = Pending::None);
