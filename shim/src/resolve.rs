@@ -173,7 +173,7 @@ mod tests {
     }
     fn fake() -> Fake {
         Fake {
-            cwd: HashMap::from([(10, "/proc/sys"), (20, "/tmp")]),
+            cwd: HashMap::from([(10, "/proc/sys"), (11, "/proc/sys"), (20, "/tmp")]),
             fds: HashMap::from([((10, 3), "/proc/sys/vm"), ((10, 4), "socket:[123]"), ((20, 5), "/proc")]),
         }
     }
