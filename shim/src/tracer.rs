@@ -76,7 +76,8 @@ struct ExitWork {
 enum Pending {
     None,
     Exit(Box<ExitWork>),
-    Held { since: Instant, what: String, comm: String },
+    /// Waiting in its seccomp stop for the gate; `work` resumes it (trace record).
+    Held { since: Instant, what: String, comm: String, work: Option<Box<ExitWork>> },
 }
 
 struct Thread {
@@ -85,6 +86,8 @@ struct Thread {
     pending: Pending,
     /// Step mode: inside a syscall (between its enter and exit stops).
     in_syscall: bool,
+    /// Cached /proc/TID/comm (trace lines and holds); cleared by exec.
+    comm: Option<String>,
 }
 
 /// The tracer. Create with [`Tracer::start`], then [`Tracer::run`] on the same thread.
@@ -256,7 +259,7 @@ impl Tracer {
             held: 0,
             fixes_logged: false,
         };
-        t.threads.insert(root, Thread { tgid: root, started: false, pending: Pending::None, in_syscall: false });
+        t.threads.insert(root, Thread { tgid: root, started: false, pending: Pending::None, in_syscall: false, comm: None });
         t.procs.insert(root, Proc::new());
         Ok(t)
     }
@@ -316,8 +319,15 @@ impl Tracer {
         let tids: Vec<i32> = self.threads.iter().filter(|(_, t)| matches!(t.pending, Pending::Held { .. })).map(|(k, _)| *k).collect();
         for tid in tids {
             let th = self.threads.get_mut(&tid).expect("listed");
-            if let Pending::Held { since, what, comm } = std::mem::replace(&mut th.pending, Pending::None) {
+            if let Pending::Held { since, what, comm, work } = std::mem::replace(&mut th.pending, Pending::None) {
                 let tgid = th.tgid;
+                if let Some(mut w) = work {
+                    // Take the exit stop so the trace line shows the result.
+                    if let Some(r) = w.rec.as_mut() {
+                        r.action = Action::Held;
+                    }
+                    th.pending = Pending::Exit(w);
+                }
                 policy.on_event(&Event::Release { pid: tgid, tid, comm, what, waited_ms: since.elapsed().as_millis() as u64 });
             }
             if self.mode == FilterMode::Everything {
@@ -336,10 +346,15 @@ impl Tracer {
         ptrace_raw(req, tid, 0, sig as u64);
     }
 
+    fn comm(&mut self, tid: i32) -> String {
+        let th = self.threads.get_mut(&tid).expect("known");
+        th.comm.get_or_insert_with(|| comm_of(tid)).clone()
+    }
+
     fn ensure_thread(&mut self, tid: i32) {
         if !self.threads.contains_key(&tid) {
             let tgid = tgid_of(tid);
-            self.threads.insert(tid, Thread { tgid, started: false, pending: Pending::None, in_syscall: false });
+            self.threads.insert(tid, Thread { tgid, started: false, pending: Pending::None, in_syscall: false, comm: None });
             self.procs.entry(tgid).or_insert_with(|| Proc { awaiting_parent: true, ..Proc::new() });
         }
     }
@@ -422,7 +437,7 @@ impl Tracer {
         match self.threads.get_mut(&child) {
             Some(t) => t.tgid = tgid,
             None => {
-                self.threads.insert(child, Thread { tgid, started: false, pending: Pending::None, in_syscall: false });
+                self.threads.insert(child, Thread { tgid, started: false, pending: Pending::None, in_syscall: false, comm: None });
             }
         }
         if !thread {
@@ -476,8 +491,9 @@ impl Tracer {
             }
         }
         let _ = former;
-        let th = self.threads.entry(tid).or_insert(Thread { tgid, started: true, pending: Pending::None, in_syscall: false });
+        let th = self.threads.entry(tid).or_insert(Thread { tgid, started: true, pending: Pending::None, in_syscall: false, comm: None });
         th.started = true;
+        th.comm = None;
         if let Pending::Exit(w) = std::mem::replace(&mut th.pending, Pending::None) {
             if let Some((a, s)) = w.slot {
                 a.borrow_mut().release(s);
@@ -544,7 +560,7 @@ impl Tracer {
             work.rec = Some(SyscallRecord {
                 pid: tgid,
                 tid,
-                comm: comm_of(tid),
+                comm: self.comm(tid),
                 name: sysent::name(nr),
                 args: String::new(),
                 path: None,
@@ -564,7 +580,7 @@ impl Tracer {
                     r.args = format!("{}, {}", args[0] as i32, decode::hold_what(&req));
                 }
                 if !policy.gate_open() && policy.should_hold(&req) {
-                    return self.hold(tid, tgid, decode::hold_what(&req), policy);
+                    return self.hold(tid, tgid, decode::hold_what(&req), work, policy);
                 }
             }
             return self.finish_entry(tid, work, None, policy);
@@ -624,7 +640,7 @@ impl Tracer {
             }
             let Some(path) = resolved else { continue };
             if op == PathOp::Exec && !policy.gate_open() && policy.should_hold(&HoldRequest::Exec { path: path.clone() }) {
-                return self.hold(tid, tgid, format!("exec:{}", path.display()), policy);
+                return self.hold(tid, tgid, format!("exec:{}", path.display()), work, policy);
             }
             let req = PathRequest { pid: tgid, tid, syscall: entry.sysno.name(), op, path: &path, raw: &raw };
             let d = policy.on_path(&req);
@@ -746,11 +762,12 @@ impl Tracer {
         self.finish_entry(tid, work, Some(()), policy);
     }
 
-    fn hold(&mut self, tid: i32, tgid: i32, what: String, policy: &mut dyn Policy) {
-        let comm = comm_of(tid);
+    fn hold(&mut self, tid: i32, tgid: i32, what: String, work: ExitWork, policy: &mut dyn Policy) {
+        let comm = self.comm(tid);
         policy.on_event(&Event::Hold { pid: tgid, tid, comm: comm.clone(), what: what.clone() });
         let th = self.threads.get_mut(&tid).expect("known");
-        th.pending = Pending::Held { since: Instant::now(), what, comm };
+        let work = work.rec.is_some().then(|| Box::new(work));
+        th.pending = Pending::Held { since: Instant::now(), what, comm, work };
         self.held += 1;
     }
 
