@@ -187,10 +187,19 @@ async fn run(
             );
             return;
         }
+        // The hook runs under a wrapper shell that also writes its exit status to a
+        // file: k3shim's tracer waits for any child (waitpid(-1) is how it hears from
+        // every tracee), so it may reap the wrapper before tokio does. The file says
+        // how the hook ended either way.
+        let status_file = std::env::temp_dir().join(format!("k3shim-hook-{}-{index}.status", std::process::id()));
+        let _ = std::fs::remove_file(&status_file);
         let mut command = tokio::process::Command::new("sh");
         command
             .arg("-c")
+            .arg(r#"sh -c "$1"; s=$?; echo "$s" > "$2"; exit "$s""#)
+            .arg("k3shim-hook")
             .arg(cmd)
+            .arg(&status_file)
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(true);
@@ -245,12 +254,19 @@ async fn run(
         };
         let duration_ms = t0.elapsed().as_millis() as u64;
         let mut f = json!({"index": index, "cmd": cmd, "duration_ms": duration_ms});
-        let ok = match &status {
-            Ok(s) => {
+        let from_file = std::fs::read_to_string(&status_file).ok().and_then(|t| t.trim().parse::<i32>().ok());
+        let _ = std::fs::remove_file(&status_file);
+        let ok = match (&status, from_file) {
+            (Ok(s), _) => {
                 describe_status(&mut f, s);
                 s.success()
             }
-            Err(e) => {
+            // Reaped by the tracer: the wrapper's file has the status.
+            (Err(_), Some(code)) => {
+                f["status"] = json!(code);
+                code == 0
+            }
+            (Err(e), None) => {
                 f["error"] = json!(e.to_string());
                 false
             }
