@@ -174,7 +174,10 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
                 envs.push((stem.clone(), v));
             }
         }
-        for (path, mut o) in read_outcomes(d)? {
+        let mut outs = read_outcomes(d)?;
+        let pos = |step: &str| loaded.steps.iter().position(|s| s.name == step).unwrap_or(usize::MAX);
+        outs.sort_by(|a, b| (pos(&a.1.step), a.1.attempt).cmp(&(pos(&b.1.step), b.1.attempt)));
+        for (path, mut o) in outs {
             // Re-derive from the timeline and the expectation in the file as used.
             if let Ok(ev) = crate::timeline::read_events(&path.join("timeline.jsonl")) {
                 let (m, l, e) = milestones(&ev);

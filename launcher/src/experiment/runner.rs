@@ -270,7 +270,7 @@ fn key_line(exp: &Loaded, o: &Outcome) -> Option<String> {
     let step = exp.steps.iter().find(|s| s.name == o.step)?;
     let best = step.expect.milestones.iter().filter_map(|m| Some((o.milestones.get(m)?, o.lines.get(m)?))).max_by(|a, b| a.0.total_cmp(b.0))?;
     let l = best.1;
-    Some(if l.chars().count() > 200 { format!("{}…", l.chars().take(199).collect::<String>()) } else { l.clone() })
+    Some(if l.chars().count() > 600 { format!("{}…", l.chars().take(599).collect::<String>()) } else { l.clone() })
 }
 
 #[allow(clippy::too_many_arguments)]
