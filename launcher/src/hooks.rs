@@ -151,6 +151,17 @@ async fn shutdown_signalled(rx: &mut watch::Receiver<Option<Duration>>) -> Durat
     }
 }
 
+/// Runs the hook ($1) as its child, writes its exit status to $2, and ends the
+/// way the hook ended (same code, or the same signal re-raised). The wrapper
+/// ignores SIGTERM itself so that a hook that ignores it keeps running until
+/// the SIGKILL after the grace period, as it would without the wrapper.
+const HOOK_WRAPPER: &str = r#"sh -c "$1" & p=$!
+trap '' TERM
+wait "$p"; s=$?
+echo "$s" > "$2"
+if [ "$s" -gt 128 ]; then trap - TERM; kill -"$((s - 128))" $$; fi
+exit "$s""#;
+
 async fn run(
     cfg: HookConfig,
     gate: GateHandle,
@@ -196,7 +207,7 @@ async fn run(
         let mut command = tokio::process::Command::new("sh");
         command
             .arg("-c")
-            .arg(r#"sh -c "$1"; s=$?; echo "$s" > "$2"; exit "$s""#)
+            .arg(HOOK_WRAPPER)
             .arg("k3shim-hook")
             .arg(cmd)
             .arg(&status_file)
@@ -262,6 +273,11 @@ async fn run(
                 s.success()
             }
             // Reaped by the tracer: the wrapper's file has the status.
+            (Err(_), Some(code)) if code > 128 => {
+                f["status"] = serde_json::Value::Null;
+                f["signal"] = json!(code - 128);
+                false
+            }
             (Err(_), Some(code)) => {
                 f["status"] = json!(code);
                 code == 0
