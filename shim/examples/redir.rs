@@ -28,11 +28,16 @@ impl Policy for P {
         Decision::Pass
     }
     fn untranslate(&self, host: &Path) -> Option<PathBuf> {
-        host.strip_prefix(&self.dir).ok().map(|r| Path::new("/proc/sys").join(r))
+        host.strip_prefix(&self.dir)
+            .ok()
+            .map(|r| Path::new("/proc/sys").join(r))
     }
     fn on_write(&mut self, _t: u64, pid: i32, off: u64, data: &[u8]) -> Result<usize, i32> {
         if self.verbose {
-            eprintln!("[write pid={pid} off={off} {:?}]", String::from_utf8_lossy(data));
+            eprintln!(
+                "[write pid={pid} off={off} {:?}]",
+                String::from_utf8_lossy(data)
+            );
         }
         if data.starts_with(b"bad") {
             return Err(libc::EINVAL);
@@ -56,7 +61,11 @@ fn main() {
         eprintln!("facts: {facts:?}");
     }
     let program = PathBuf::from(&argv[0]);
-    let mode = if std::env::var_os("REDIR_STEP").is_some() { FilterMode::Everything } else { FilterMode::Paths };
+    let mode = if std::env::var_os("REDIR_STEP").is_some() {
+        FilterMode::Everything
+    } else {
+        FilterMode::Paths
+    };
     let plan = Plan {
         program,
         argv,

@@ -6,7 +6,13 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
 
 /// Reads a sockaddr of `len` bytes at `addr`.
-pub fn connect_target(mem: &mut Mem, tgid: i32, tid: i32, addr: u64, len: u64) -> Option<HoldRequest> {
+pub fn connect_target(
+    mem: &mut Mem,
+    tgid: i32,
+    tid: i32,
+    addr: u64,
+    len: u64,
+) -> Option<HoldRequest> {
     let len = (len as usize).min(128);
     let mut b = [0u8; 128];
     if len < 2 || mem.read(tgid, tid, addr, &mut b[..len]) < len {
@@ -17,24 +23,34 @@ pub fn connect_target(mem: &mut Mem, tgid: i32, tid: i32, addr: u64, len: u64) -
         libc::AF_INET if len >= 8 => {
             let port = u16::from_be_bytes([b[2], b[3]]);
             let ip = Ipv4Addr::new(b[4], b[5], b[6], b[7]);
-            Some(HoldRequest::ConnectInet { addr: SocketAddr::V4(SocketAddrV4::new(ip, port)) })
+            Some(HoldRequest::ConnectInet {
+                addr: SocketAddr::V4(SocketAddrV4::new(ip, port)),
+            })
         }
         libc::AF_INET6 if len >= 24 => {
             let port = u16::from_be_bytes([b[2], b[3]]);
             let mut o = [0u8; 16];
             o.copy_from_slice(&b[8..24]);
-            Some(HoldRequest::ConnectInet { addr: SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(o), port, 0, 0)) })
+            Some(HoldRequest::ConnectInet {
+                addr: SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(o), port, 0, 0)),
+            })
         }
         libc::AF_UNIX if len > 2 => {
             let p = &b[2..len];
             let s = if p[0] == 0 {
-                let end = p[1..].iter().position(|&c| c == 0).map(|e| e + 1).unwrap_or(p.len());
+                let end = p[1..]
+                    .iter()
+                    .position(|&c| c == 0)
+                    .map(|e| e + 1)
+                    .unwrap_or(p.len());
                 format!("@{}", String::from_utf8_lossy(&p[1..end]))
             } else {
                 let end = p.iter().position(|&c| c == 0).unwrap_or(p.len());
                 String::from_utf8_lossy(&p[..end]).into_owned()
             };
-            Some(HoldRequest::ConnectUnix { path: PathBuf::from(s) })
+            Some(HoldRequest::ConnectUnix {
+                path: PathBuf::from(s),
+            })
         }
         _ => None,
     }
@@ -137,7 +153,11 @@ fn access_mode(m: u64) -> String {
         return "F_OK".into();
     }
     let mut p = Vec::new();
-    for (b, n) in [(libc::R_OK, "R_OK"), (libc::W_OK, "W_OK"), (libc::X_OK, "X_OK")] {
+    for (b, n) in [
+        (libc::R_OK, "R_OK"),
+        (libc::W_OK, "W_OK"),
+        (libc::X_OK, "X_OK"),
+    ] {
         if m & b != 0 {
             p.push(n);
         }
@@ -158,20 +178,36 @@ pub fn path_args(nr: i64, a: &[u64; 6], path: &[u8], how: Option<(u64, u64)>) ->
         libc::SYS_creat => format!("{q}, {:#o}", a[1]),
         libc::SYS_openat => {
             if a[2] as i32 & libc::O_CREAT != 0 {
-                format!("{}, {q}, {}, {:#o}", dirfd(a[0]), open_flags(a[2] as i32), a[3])
+                format!(
+                    "{}, {q}, {}, {:#o}",
+                    dirfd(a[0]),
+                    open_flags(a[2] as i32),
+                    a[3]
+                )
             } else {
                 format!("{}, {q}, {}", dirfd(a[0]), open_flags(a[2] as i32))
             }
         }
         libc::SYS_openat2 => {
             let (f, m) = how.unwrap_or((0, 0));
-            format!("{}, {q}, {{flags={}, mode={m:#o}}}, {}", dirfd(a[0]), open_flags(f as i32), a[3])
+            format!(
+                "{}, {q}, {{flags={}, mode={m:#o}}}, {}",
+                dirfd(a[0]),
+                open_flags(f as i32),
+                a[3]
+            )
         }
         libc::SYS_newfstatat => format!("{}, {q}, {:#x}, {}", dirfd(a[0]), a[2], at_flags(a[3])),
         libc::SYS_statx => format!("{}, {q}, {}, {:#x}", dirfd(a[0]), at_flags(a[2]), a[3]),
         libc::SYS_access => format!("{q}, {}", access_mode(a[1])),
-        libc::SYS_faccessat | libc::SYS_faccessat2 => format!("{}, {q}, {}", dirfd(a[0]), access_mode(a[2])),
-        libc::SYS_readlinkat | libc::SYS_mkdirat | libc::SYS_unlinkat | libc::SYS_fchmodat | libc::SYS_execveat => {
+        libc::SYS_faccessat | libc::SYS_faccessat2 => {
+            format!("{}, {q}, {}", dirfd(a[0]), access_mode(a[2]))
+        }
+        libc::SYS_readlinkat
+        | libc::SYS_mkdirat
+        | libc::SYS_unlinkat
+        | libc::SYS_fchmodat
+        | libc::SYS_execveat => {
             format!("{}, {q}, ...", dirfd(a[0]))
         }
         _ => format!("{q}, ..."),
@@ -184,8 +220,14 @@ mod tests {
 
     #[test]
     fn open_flags_read_like_strace() {
-        assert_eq!(open_flags(libc::O_RDONLY | libc::O_CLOEXEC), "O_RDONLY|O_CLOEXEC");
-        assert_eq!(open_flags(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC), "O_WRONLY|O_CREAT|O_TRUNC");
+        assert_eq!(
+            open_flags(libc::O_RDONLY | libc::O_CLOEXEC),
+            "O_RDONLY|O_CLOEXEC"
+        );
+        assert_eq!(
+            open_flags(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC),
+            "O_WRONLY|O_CREAT|O_TRUNC"
+        );
     }
 
     #[test]
@@ -195,7 +237,17 @@ mod tests {
 
     #[test]
     fn openat_args_name_at_fdcwd() {
-        let a = [libc::AT_FDCWD as i64 as u64, 0, libc::O_RDONLY as u64, 0, 0, 0];
-        assert_eq!(path_args(libc::SYS_openat, &a, b"/proc/sys/x", None), "AT_FDCWD, \"/proc/sys/x\", O_RDONLY");
+        let a = [
+            libc::AT_FDCWD as i64 as u64,
+            0,
+            libc::O_RDONLY as u64,
+            0,
+            0,
+            0,
+        ];
+        assert_eq!(
+            path_args(libc::SYS_openat, &a, b"/proc/sys/x", None),
+            "AT_FDCWD, \"/proc/sys/x\", O_RDONLY"
+        );
     }
 }

@@ -3,7 +3,11 @@
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{call} failed ({err}) while {what}")]
-    Os { call: &'static str, what: String, err: std::io::Error },
+    Os {
+        call: &'static str,
+        what: String,
+        err: std::io::Error,
+    },
     #[error("{0}")]
     Config(String),
     #[error("{0}")]
@@ -16,6 +20,10 @@ pub enum Error {
 
 impl Error {
     pub fn os(call: &'static str, what: &str) -> Error {
-        Error::Os { call, what: what.to_string(), err: std::io::Error::last_os_error() }
+        Error::Os {
+            call,
+            what: what.to_string(),
+            err: std::io::Error::last_os_error(),
+        }
     }
 }

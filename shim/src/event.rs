@@ -41,17 +41,42 @@ pub enum Event {
     /// A successful execve anywhere in the tree.
     Exec { pid: i32, path: String },
     /// A process or thread started (fork, vfork, clone).
-    Spawn { parent: i32, child: i32, thread: bool },
+    Spawn {
+        parent: i32,
+        child: i32,
+        thread: bool,
+    },
     /// A path was redirected (every time; the launcher de-duplicates).
-    Redirect { pid: i32, tid: i32, syscall: &'static str, path: PathBuf, backing: PathBuf },
+    Redirect {
+        pid: i32,
+        tid: i32,
+        syscall: &'static str,
+        path: PathBuf,
+        backing: PathBuf,
+    },
     /// A syscall was held until the gate opens.
-    Hold { pid: i32, tid: i32, comm: String, what: String },
+    Hold {
+        pid: i32,
+        tid: i32,
+        comm: String,
+        what: String,
+    },
     /// A held syscall continued.
-    Release { pid: i32, tid: i32, comm: String, what: String, waited_ms: u64 },
+    Release {
+        pid: i32,
+        tid: i32,
+        comm: String,
+        what: String,
+        waited_ms: u64,
+    },
     /// A signal was delivered to a tracee.
     Signal { pid: i32, tid: i32, signal: i32 },
     /// A process of the tree ended. `code` for exit, `signal` when killed.
-    ProcessExit { pid: i32, code: Option<i32>, signal: Option<i32> },
+    ProcessExit {
+        pid: i32,
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
     /// Decoded syscall (only with Plan::report_syscalls).
     Syscall(SyscallRecord),
     /// A compatibility fix was applied for the first time in this run.

@@ -3,7 +3,10 @@
 //! everything else, so that untouched syscalls never stop.
 
 use crate::sysent::PATH_SYSCALLS;
-use seccompiler::{BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Cond, SeccompFilter, SeccompRule, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op,
+    SeccompCondition as Cond, SeccompFilter, SeccompRule, TargetArch,
+};
 use std::collections::BTreeMap;
 use syscalls::Sysno;
 
@@ -56,12 +59,26 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
         rules.insert(Sysno::connect.id() as i64, vec![]);
     }
     if spec.write_fds {
-        for s in [Sysno::write, Sysno::pwrite64, Sysno::writev, Sysno::pwritev, Sysno::pwritev2, Sysno::close, Sysno::ftruncate] {
+        for s in [
+            Sysno::write,
+            Sysno::pwrite64,
+            Sysno::writev,
+            Sysno::pwritev,
+            Sysno::pwritev2,
+            Sysno::close,
+            Sysno::ftruncate,
+        ] {
             rules.insert(s.id() as i64, vec![SeccompRule::new(fd_range(0))?]);
         }
         // dup2/dup3 from the range (a copy to follow) or onto it (an entry replaced).
         for s in [Sysno::dup2, Sysno::dup3] {
-            rules.insert(s.id() as i64, vec![SeccompRule::new(fd_range(0))?, SeccompRule::new(fd_range(1))?]);
+            rules.insert(
+                s.id() as i64,
+                vec![
+                    SeccompRule::new(fd_range(0))?,
+                    SeccompRule::new(fd_range(1))?,
+                ],
+            );
         }
         let mut f = Vec::new();
         for cmd in [libc::F_DUPFD, libc::F_DUPFD_CLOEXEC] {
@@ -82,15 +99,32 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
 pub fn build_for_fd(fd: u32) -> Result<BpfProgram, seccompiler::BackendError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     let v = u64::from(fd);
-    for s in [Sysno::write, Sysno::pwrite64, Sysno::writev, Sysno::pwritev, Sysno::pwritev2, Sysno::close, Sysno::ftruncate] {
-        rules.insert(s.id() as i64, vec![SeccompRule::new(vec![c(0, Op::Eq, v)])?]);
+    for s in [
+        Sysno::write,
+        Sysno::pwrite64,
+        Sysno::writev,
+        Sysno::pwritev,
+        Sysno::pwritev2,
+        Sysno::close,
+        Sysno::ftruncate,
+    ] {
+        rules.insert(
+            s.id() as i64,
+            vec![SeccompRule::new(vec![c(0, Op::Eq, v)])?],
+        );
     }
     for s in [Sysno::dup2, Sysno::dup3] {
-        rules.insert(s.id() as i64, vec![SeccompRule::new(vec![c(1, Op::Eq, v)])?]);
+        rules.insert(
+            s.id() as i64,
+            vec![SeccompRule::new(vec![c(1, Op::Eq, v)])?],
+        );
     }
     let mut fc = Vec::new();
     for cmd in [libc::F_DUPFD, libc::F_DUPFD_CLOEXEC] {
-        fc.push(SeccompRule::new(vec![c(0, Op::Eq, v), c(1, Op::Eq, cmd as u64)])?);
+        fc.push(SeccompRule::new(vec![
+            c(0, Op::Eq, v),
+            c(1, Op::Eq, cmd as u64),
+        ])?);
     }
     rules.insert(Sysno::fcntl.id() as i64, fc);
     SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Trace(0), arch())?.try_into()
@@ -110,8 +144,16 @@ mod tests {
     #[test]
     fn filter_builds_with_and_without_extras() {
         let plain = build(&FilterSpec::default()).unwrap();
-        let full = build(&FilterSpec { connect: true, write_fds: true, statx_no_automount: true }).unwrap();
+        let full = build(&FilterSpec {
+            connect: true,
+            write_fds: true,
+            statx_no_automount: true,
+        })
+        .unwrap();
         assert!(full.len() > plain.len());
-        assert!(plain.len() < 4096, "BPF programs are limited to 4096 instructions");
+        assert!(
+            plain.len() < 4096,
+            "BPF programs are limited to 4096 instructions"
+        );
     }
 }

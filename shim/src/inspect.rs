@@ -16,11 +16,18 @@ pub struct Target {
 
 /// Inspects `path`. Err is a one-line reason the shim cannot trace it.
 pub fn inspect(path: &Path) -> Result<Target, String> {
-    let data = std::fs::read(path).map_err(|e| format!("{}: cannot read the program: {e}", path.display()))?;
+    let data = std::fs::read(path)
+        .map_err(|e| format!("{}: cannot read the program: {e}", path.display()))?;
     if data.starts_with(b"#!") {
-        return Ok(Target { machine: "script", is_static: false, is_go: false, kind: "script" });
+        return Ok(Target {
+            machine: "script",
+            is_static: false,
+            is_go: false,
+            kind: "script",
+        });
     }
-    let elf = Elf::parse(&data).map_err(|e| format!("{}: not an ELF program or script ({e})", path.display()))?;
+    let elf = Elf::parse(&data)
+        .map_err(|e| format!("{}: not an ELF program or script ({e})", path.display()))?;
     let machine = match elf.header.e_machine {
         header::EM_X86_64 => "x86_64",
         header::EM_AARCH64 => "aarch64",
@@ -38,8 +45,18 @@ pub fn inspect(path: &Path) -> Result<Target, String> {
         ));
     }
     let is_static = elf.interpreter.is_none();
-    let is_go = elf.section_headers.iter().any(|s| matches!(elf.shdr_strtab.get_at(s.sh_name), Some(".go.buildinfo") | Some(".gopclntab")));
-    Ok(Target { machine, is_static, is_go, kind: "elf" })
+    let is_go = elf.section_headers.iter().any(|s| {
+        matches!(
+            elf.shdr_strtab.get_at(s.sh_name),
+            Some(".go.buildinfo") | Some(".gopclntab")
+        )
+    });
+    Ok(Target {
+        machine,
+        is_static,
+        is_go,
+        kind: "elf",
+    })
 }
 
 #[cfg(test)]

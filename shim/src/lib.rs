@@ -47,7 +47,9 @@ pub struct Fixes {
 
 impl Default for Fixes {
     fn default() -> Self {
-        Fixes { statx_no_automount: true }
+        Fixes {
+            statx_no_automount: true,
+        }
     }
 }
 
@@ -78,5 +80,8 @@ pub enum ExitStatus {
     Code(i32),
     Signal(i32),
     /// The child could not exec: stage ('X' exec, 'S' seccomp, 'C' chdir, 'N' no_new_privs) and errno.
-    ExecFailed { stage: char, errno: i32 },
+    ExecFailed {
+        stage: char,
+        errno: i32,
+    },
 }

@@ -25,7 +25,10 @@ pub const PATH_MAX: usize = 4096;
 
 impl Mem {
     pub fn new(mode: ReadMode) -> Self {
-        Mem { mode, files: HashMap::new() }
+        Mem {
+            mode,
+            files: HashMap::new(),
+        }
     }
 
     /// Forget the cached fd of a process (after exec its mm changed; after exit it is gone).
@@ -37,8 +40,14 @@ impl Mem {
     pub fn read(&mut self, tgid: i32, tid: i32, addr: u64, buf: &mut [u8]) -> usize {
         match self.mode {
             ReadMode::ProcessVmReadv => {
-                let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-                let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: buf.len() };
+                let local = libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf.len(),
+                };
+                let remote = libc::iovec {
+                    iov_base: addr as *mut libc::c_void,
+                    iov_len: buf.len(),
+                };
                 // SAFETY: `local` points into `buf`, which is valid for writes of buf.len() bytes;
                 // the remote iovec is only interpreted by the kernel in the tracee's address space.
                 let n = unsafe { libc::process_vm_readv(tid, &local, 1, &remote, 1, 0) };
@@ -92,7 +101,12 @@ impl Mem {
     }
 
     /// Reads a plain value (e.g. struct open_how) at addr.
-    pub fn read_bytes<const N: usize>(&mut self, tgid: i32, tid: i32, addr: u64) -> Option<[u8; N]> {
+    pub fn read_bytes<const N: usize>(
+        &mut self,
+        tgid: i32,
+        tid: i32,
+        addr: u64,
+    ) -> Option<[u8; N]> {
         let mut b = [0u8; N];
         (self.read(tgid, tid, addr, &mut b) == N).then_some(b)
     }

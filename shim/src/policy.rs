@@ -40,9 +40,16 @@ impl PathOp {
         match self {
             PathOp::Open { flags, .. } => {
                 let acc = flags & libc::O_ACCMODE;
-                acc == libc::O_WRONLY || acc == libc::O_RDWR || flags & (libc::O_CREAT | libc::O_TRUNC) != 0
+                acc == libc::O_WRONLY
+                    || acc == libc::O_RDWR
+                    || flags & (libc::O_CREAT | libc::O_TRUNC) != 0
             }
-            PathOp::Truncate | PathOp::Create | PathOp::Link | PathOp::Remove | PathOp::Rename | PathOp::Modify => true,
+            PathOp::Truncate
+            | PathOp::Create
+            | PathOp::Link
+            | PathOp::Remove
+            | PathOp::Rename
+            | PathOp::Modify => true,
             _ => false,
         }
     }
@@ -78,7 +85,12 @@ pub struct Redirect {
 
 impl Redirect {
     pub fn to(p: impl Into<PathBuf>) -> Self {
-        Redirect { to: p.into(), add_flags: 0, clear_flags: 0, write_token: None }
+        Redirect {
+            to: p.into(),
+            add_flags: 0,
+            clear_flags: 0,
+            write_token: None,
+        }
     }
 }
 
@@ -119,7 +131,13 @@ pub trait Policy {
     /// A write to an fd opened through a redirect with a `write_token`.
     /// `offset` is the fd's position (0 for the first write after open).
     /// Return the byte count the write reports, or an errno.
-    fn on_write(&mut self, _token: u64, _pid: i32, _offset: u64, _data: &[u8]) -> Result<usize, i32> {
+    fn on_write(
+        &mut self,
+        _token: u64,
+        _pid: i32,
+        _offset: u64,
+        _data: &[u8],
+    ) -> Result<usize, i32> {
         Err(libc::EBADF)
     }
 

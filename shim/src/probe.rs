@@ -18,14 +18,23 @@ pub struct Facts {
 }
 
 fn uname_release() -> String {
-    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn statx_broken() -> bool {
     let mut buf = [0u8; 256];
     // SAFETY: statx writes at most sizeof(struct statx) (256) bytes into buf.
     let r = unsafe {
-        libc::syscall(libc::SYS_statx, libc::AT_FDCWD, c"/".as_ptr(), libc::AT_NO_AUTOMOUNT, libc::STATX_BASIC_STATS, buf.as_mut_ptr())
+        libc::syscall(
+            libc::SYS_statx,
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+            libc::AT_NO_AUTOMOUNT,
+            libc::STATX_BASIC_STATS,
+            buf.as_mut_ptr(),
+        )
     };
     r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
 }
@@ -39,8 +48,13 @@ pub fn probe() -> Result<Facts, crate::Error> {
     let arch = TargetArch::x86_64;
     #[cfg(target_arch = "aarch64")]
     let arch = TargetArch::aarch64;
-    let prog: seccompiler::BpfProgram = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Trace(0), arch)?.try_into()?;
-    let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut _ };
+    let prog: seccompiler::BpfProgram =
+        SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Trace(0), arch)?
+            .try_into()?;
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut _,
+    };
     // SAFETY: the child only makes raw syscalls on data prepared before fork, then _exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -51,7 +65,13 @@ pub fn probe() -> Result<Facts, crate::Error> {
         unsafe {
             libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
             libc::kill(libc::getpid(), libc::SIGSTOP);
-            if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog as *const _) != 0 {
+            if libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &fprog as *const _,
+            ) != 0
+            {
                 libc::_exit(3);
             }
             libc::syscall(libc::SYS_getppid);
@@ -65,7 +85,12 @@ pub fn probe() -> Result<Facts, crate::Error> {
         while libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL) == pid {}
     }
     let (enter_after, read_mode) = result?;
-    Ok(Facts { enter_stop_after_seccomp: enter_after, read_mode, statx_no_automount_broken: statx_broken(), kernel_release: uname_release() })
+    Ok(Facts {
+        enter_stop_after_seccomp: enter_after,
+        read_mode,
+        statx_no_automount_broken: statx_broken(),
+        kernel_release: uname_release(),
+    })
 }
 
 fn watch(pid: i32) -> Result<(bool, ReadMode), crate::Error> {
@@ -75,7 +100,8 @@ fn watch(pid: i32) -> Result<(bool, ReadMode), crate::Error> {
         if libc::waitpid(pid, &mut st, libc::WUNTRACED | libc::__WALL) != pid {
             return Err(crate::Error::os("waitpid", "probing ptrace behaviour"));
         }
-        let opts = libc::PTRACE_O_TRACESECCOMP | libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL;
+        let opts =
+            libc::PTRACE_O_TRACESECCOMP | libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL;
         if libc::ptrace(libc::PTRACE_SEIZE, pid, 0, opts) != 0 {
             return Err(crate::Error::os("ptrace(PTRACE_SEIZE)", "probing: ptrace is not allowed here (needs CAP_SYS_PTRACE or a permissive yama ptrace_scope)"));
         }
@@ -86,7 +112,11 @@ fn watch(pid: i32) -> Result<(bool, ReadMode), crate::Error> {
                 return Err(crate::Error::os("waitpid", "probing ptrace behaviour"));
             }
             if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
-                let code = if libc::WIFEXITED(st) { libc::WEXITSTATUS(st) } else { -1 };
+                let code = if libc::WIFEXITED(st) {
+                    libc::WEXITSTATUS(st)
+                } else {
+                    -1
+                };
                 return Err(crate::Error::Unsupported(format!(
                     "probe child exited ({code}) before its traced syscall: seccomp filters are not allowed here"
                 )));
@@ -96,8 +126,14 @@ fn watch(pid: i32) -> Result<(bool, ReadMode), crate::Error> {
                 let mut regs: libc::user_regs_struct = std::mem::zeroed();
                 libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut regs);
                 let mut b = [0u8; 8];
-                let local = libc::iovec { iov_base: b.as_mut_ptr().cast(), iov_len: 8 };
-                let remote = libc::iovec { iov_base: regs.rsp as *mut _, iov_len: 8 };
+                let local = libc::iovec {
+                    iov_base: b.as_mut_ptr().cast(),
+                    iov_len: 8,
+                };
+                let remote = libc::iovec {
+                    iov_base: regs.rsp as *mut _,
+                    iov_len: 8,
+                };
                 if libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) != 8 {
                     read_mode = ReadMode::ProcMem;
                 }

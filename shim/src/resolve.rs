@@ -29,7 +29,14 @@ const MAX_MAGIC_HOPS: usize = 8;
 /// magic link in the last component is followed (false for readlink and lstat).
 /// Returns None when the base cannot be known (a bad dirfd): the caller then
 /// passes the syscall through and lets the kernel report the error.
-pub fn resolve(raw: &[u8], base: Base, pid: i32, tid: i32, follow_last: bool, lk: &mut dyn Lookup) -> Option<PathBuf> {
+pub fn resolve(
+    raw: &[u8],
+    base: Base,
+    pid: i32,
+    tid: i32,
+    follow_last: bool,
+    lk: &mut dyn Lookup,
+) -> Option<PathBuf> {
     let mut out: Vec<Vec<u8>> = Vec::new();
     if raw.first() != Some(&b'/') {
         let b = match base {
@@ -41,7 +48,10 @@ pub fn resolve(raw: &[u8], base: Base, pid: i32, tid: i32, follow_last: bool, lk
         }
         push_all(&mut out, &b);
     }
-    let comps: Vec<&[u8]> = raw.split(|&c| c == b'/').filter(|c| !c.is_empty()).collect();
+    let comps: Vec<&[u8]> = raw
+        .split(|&c| c == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
     let mut hops = 0;
     for (i, c) in comps.iter().enumerate() {
         let last = i + 1 == comps.len();
@@ -52,7 +62,8 @@ pub fn resolve(raw: &[u8], base: Base, pid: i32, tid: i32, follow_last: bool, lk
             }
             c => {
                 out.push(c.to_vec());
-                if (!last || follow_last) && hops < MAX_MAGIC_HOPS && magic(&mut out, pid, tid, lk) {
+                if (!last || follow_last) && hops < MAX_MAGIC_HOPS && magic(&mut out, pid, tid, lk)
+                {
                     hops += 1;
                 }
             }
@@ -140,7 +151,9 @@ fn magic(out: &mut Vec<Vec<u8>>, pid: i32, tid: i32, lk: &mut dyn Lookup) -> boo
             } else {
                 return false;
             };
-            let (Some(who), Some(fd)) = (who, parse_pid(fdc)) else { return false };
+            let (Some(who), Some(fd)) = (who, parse_pid(fdc)) else {
+                return false;
+            };
             match lk.fd_path(who, fd) {
                 Some(p) if p.first() == Some(&b'/') => {
                     out.clear();
@@ -174,25 +187,42 @@ mod tests {
     fn fake() -> Fake {
         Fake {
             cwd: HashMap::from([(10, "/proc/sys"), (11, "/proc/sys"), (20, "/tmp")]),
-            fds: HashMap::from([((10, 3), "/proc/sys/vm"), ((10, 4), "socket:[123]"), ((20, 5), "/proc")]),
+            fds: HashMap::from([
+                ((10, 3), "/proc/sys/vm"),
+                ((10, 4), "socket:[123]"),
+                ((20, 5), "/proc"),
+            ]),
         }
     }
     fn r(raw: &str, base: Base, pid: i32) -> Option<String> {
-        resolve(raw.as_bytes(), base, pid, pid + 1, true, &mut fake()).map(|p| p.to_string_lossy().into_owned())
+        resolve(raw.as_bytes(), base, pid, pid + 1, true, &mut fake())
+            .map(|p| p.to_string_lossy().into_owned())
     }
 
     #[test]
     fn absolute_paths_fold_dots_and_slashes() {
-        assert_eq!(r("/proc//sys/./vm/../vm/panic_on_oom", Base::Cwd, 10).unwrap(), "/proc/sys/vm/panic_on_oom");
+        assert_eq!(
+            r("/proc//sys/./vm/../vm/panic_on_oom", Base::Cwd, 10).unwrap(),
+            "/proc/sys/vm/panic_on_oom"
+        );
         assert_eq!(r("/../../proc/sys/", Base::Cwd, 10).unwrap(), "/proc/sys");
         assert_eq!(r("/", Base::Cwd, 10).unwrap(), "/");
     }
 
     #[test]
     fn relative_paths_start_at_cwd_or_dirfd() {
-        assert_eq!(r("vm/panic_on_oom", Base::Cwd, 10).unwrap(), "/proc/sys/vm/panic_on_oom");
-        assert_eq!(r("panic_on_oom", Base::Fd(3), 10).unwrap(), "/proc/sys/vm/panic_on_oom");
-        assert_eq!(r("sys/kernel/panic", Base::Fd(5), 20).unwrap(), "/proc/sys/kernel/panic");
+        assert_eq!(
+            r("vm/panic_on_oom", Base::Cwd, 10).unwrap(),
+            "/proc/sys/vm/panic_on_oom"
+        );
+        assert_eq!(
+            r("panic_on_oom", Base::Fd(3), 10).unwrap(),
+            "/proc/sys/vm/panic_on_oom"
+        );
+        assert_eq!(
+            r("sys/kernel/panic", Base::Fd(5), 20).unwrap(),
+            "/proc/sys/kernel/panic"
+        );
         assert_eq!(r("../../etc/passwd", Base::Cwd, 10).unwrap(), "/etc/passwd");
     }
 
@@ -206,15 +236,36 @@ mod tests {
 
     #[test]
     fn proc_magic_links_are_followed() {
-        assert_eq!(r("/proc/self/cwd/vm/x", Base::Cwd, 10).unwrap(), "/proc/sys/vm/x");
-        assert_eq!(r("/proc/self/root/proc/sys/x", Base::Cwd, 10).unwrap(), "/proc/sys/x");
-        assert_eq!(r("/proc/10/fd/3/x", Base::Cwd, 20).unwrap(), "/proc/sys/vm/x");
+        assert_eq!(
+            r("/proc/self/cwd/vm/x", Base::Cwd, 10).unwrap(),
+            "/proc/sys/vm/x"
+        );
+        assert_eq!(
+            r("/proc/self/root/proc/sys/x", Base::Cwd, 10).unwrap(),
+            "/proc/sys/x"
+        );
+        assert_eq!(
+            r("/proc/10/fd/3/x", Base::Cwd, 20).unwrap(),
+            "/proc/sys/vm/x"
+        );
         assert_eq!(r("/proc/self/fd/3", Base::Cwd, 10).unwrap(), "/proc/sys/vm");
-        assert_eq!(r("/proc/thread-self/root/proc/sys/x", Base::Cwd, 10).unwrap(), "/proc/sys/x");
-        assert_eq!(r("/proc/self/../sys/x", Base::Cwd, 10).unwrap(), "/proc/sys/x");
-        assert_eq!(r("/proc/10/task/11/cwd/x", Base::Cwd, 10).unwrap(), "/proc/sys/x");
+        assert_eq!(
+            r("/proc/thread-self/root/proc/sys/x", Base::Cwd, 10).unwrap(),
+            "/proc/sys/x"
+        );
+        assert_eq!(
+            r("/proc/self/../sys/x", Base::Cwd, 10).unwrap(),
+            "/proc/sys/x"
+        );
+        assert_eq!(
+            r("/proc/10/task/11/cwd/x", Base::Cwd, 10).unwrap(),
+            "/proc/sys/x"
+        );
         // Not a magic link: stays as written.
-        assert_eq!(r("/proc/self/status", Base::Cwd, 10).unwrap(), "/proc/10/status");
+        assert_eq!(
+            r("/proc/self/status", Base::Cwd, 10).unwrap(),
+            "/proc/10/status"
+        );
         assert_eq!(r("/proc/10/fd/4", Base::Cwd, 10).unwrap(), "/proc/10/fd/4");
     }
 

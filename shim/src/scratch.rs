@@ -29,14 +29,26 @@ impl Area {
         // SAFETY: a fresh shared mapping of a file we hold open, of the length we just set;
         // the kernel picks the address, so nothing of ours is replaced.
         let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), AREA_SIZE, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, file.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                AREA_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
         };
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
         // LIFO reuse keeps the touched pages (and so the tracer's RSS) few.
         let free = (0..SLOTS as u32).rev().collect();
-        Ok(Area { ptr: ptr.cast(), _file: file, free, id })
+        Ok(Area {
+            ptr: ptr.cast(),
+            _file: file,
+            free,
+            id,
+        })
     }
 
     pub fn alloc(&mut self) -> Option<u32> {

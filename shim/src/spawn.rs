@@ -24,18 +24,37 @@ fn cstr(b: &[u8], what: &str) -> Result<CString, Error> {
 }
 
 impl Prepared {
-    pub fn new(plan: &crate::Plan, filter: Option<Vec<libc::sock_filter>>) -> Result<Prepared, Error> {
+    pub fn new(
+        plan: &crate::Plan,
+        filter: Option<Vec<libc::sock_filter>>,
+    ) -> Result<Prepared, Error> {
         let program = cstr(plan.program.as_os_str().as_bytes(), "program path")?;
-        let argv = plan.argv.iter().map(|a| cstr(a.as_bytes(), "argument")).collect::<Result<_, _>>()?;
+        let argv = plan
+            .argv
+            .iter()
+            .map(|a| cstr(a.as_bytes(), "argument"))
+            .collect::<Result<_, _>>()?;
         let envp = match &plan.env {
-            Some(e) => Some(e.iter().map(|a| cstr(a.as_bytes(), "environment entry")).collect::<Result<_, _>>()?),
+            Some(e) => Some(
+                e.iter()
+                    .map(|a| cstr(a.as_bytes(), "environment entry"))
+                    .collect::<Result<_, _>>()?,
+            ),
             None => None,
         };
         let cwd = match &plan.cwd {
             Some(c) => Some(cstr(c.as_os_str().as_bytes(), "working directory")?),
             None => None,
         };
-        Ok(Prepared { program, argv, envp, filter, no_new_privs: plan.no_new_privs, stdio: Default::default(), cwd })
+        Ok(Prepared {
+            program,
+            argv,
+            envp,
+            filter,
+            no_new_privs: plan.no_new_privs,
+            stdio: Default::default(),
+            cwd,
+        })
     }
 }
 
@@ -55,13 +74,21 @@ pub fn spawn(p: &Prepared, options: i64) -> Result<Child, Error> {
     }
     let mut argv: Vec<*const libc::c_char> = p.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
-    let envp_vec: Option<Vec<*const libc::c_char>> =
-        p.envp.as_ref().map(|e| e.iter().map(|a| a.as_ptr()).chain(std::iter::once(std::ptr::null())).collect());
+    let envp_vec: Option<Vec<*const libc::c_char>> = p.envp.as_ref().map(|e| {
+        e.iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    });
     extern "C" {
         static environ: *const *const libc::c_char;
     }
-    let prog = p.filter.as_ref().map(|f| libc::sock_fprog { len: f.len() as u16, filter: f.as_ptr() as *mut _ });
-    let stdio: [i32; 3] = [0, 1, 2].map(|i| p.stdio[i].as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1));
+    let prog = p.filter.as_ref().map(|f| libc::sock_fprog {
+        len: f.len() as u16,
+        filter: f.as_ptr() as *mut _,
+    });
+    let stdio: [i32; 3] =
+        [0, 1, 2].map(|i| p.stdio[i].as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1));
 
     // SAFETY: fork; the child below only calls async-signal-safe functions on memory
     // prepared before the fork, then execs or _exits.
@@ -86,7 +113,11 @@ pub fn spawn(p: &Prepared, options: i64) -> Result<Child, Error> {
                 let e = *libc::__errno_location();
                 let msg = [stage, (e & 0xff) as u8, ((e >> 8) & 0xff) as u8, 0];
                 libc::write(fds[1], msg.as_ptr().cast(), 4);
-                libc::_exit(if stage == b'X' && e == libc::ENOENT { 127 } else { 126 });
+                libc::_exit(if stage == b'X' && e == libc::ENOENT {
+                    127
+                } else {
+                    126
+                });
             };
             if let Some(c) = &p.cwd {
                 if libc::chdir(c.as_ptr()) != 0 {
@@ -99,7 +130,13 @@ pub fn spawn(p: &Prepared, options: i64) -> Result<Child, Error> {
             // Wait here until the tracer has seized us.
             libc::kill(libc::getpid(), libc::SIGSTOP);
             if let Some(prog) = &prog {
-                if libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, prog as *const libc::sock_fprog) != 0 {
+                if libc::syscall(
+                    libc::SYS_seccomp,
+                    libc::SECCOMP_SET_MODE_FILTER,
+                    0,
+                    prog as *const libc::sock_fprog,
+                ) != 0
+                {
                     fail(b'S');
                 }
             }
@@ -117,7 +154,9 @@ pub fn spawn(p: &Prepared, options: i64) -> Result<Child, Error> {
     // SAFETY: waiting for our own child's stop.
     let r = unsafe { libc::waitpid(pid, &mut st, libc::WUNTRACED | libc::__WALL) };
     if r != pid || !libc::WIFSTOPPED(st) {
-        return Err(Error::Spawn(format!("child {pid} did not stop before exec (status {st:#x}); see the exec-error pipe")));
+        return Err(Error::Spawn(format!(
+            "child {pid} did not stop before exec (status {st:#x}); see the exec-error pipe"
+        )));
     }
     // SAFETY: PTRACE_SEIZE on our stopped child with a valid options word.
     if unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, options) } != 0 {

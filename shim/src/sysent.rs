@@ -18,12 +18,20 @@ pub struct PathArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpKind {
     /// Open with flags in register `flags` (u8::MAX: creat) and mode in `mode`.
-    Open { flags: u8, mode: u8 },
+    Open {
+        flags: u8,
+        mode: u8,
+    },
     /// openat2: struct open_how at register 2.
     Openat2,
     /// Stat; `nofollow_flags`: register holding AT_* flags (AT_SYMLINK_NOFOLLOW), if any.
-    Stat { lstat: bool, flags: Option<u8> },
-    Access { mode: u8 },
+    Stat {
+        lstat: bool,
+        flags: Option<u8>,
+    },
+    Access {
+        mode: u8,
+    },
     Readlink,
     Exec,
     Chdir,
@@ -50,62 +58,283 @@ const fn p(path: u8) -> PathArg {
     PathArg { dirfd: None, path }
 }
 const fn dp(dirfd: u8, path: u8) -> PathArg {
-    PathArg { dirfd: Some(dirfd), path }
+    PathArg {
+        dirfd: Some(dirfd),
+        path,
+    }
 }
 
 /// Path-taking syscalls, x86_64.
 pub static PATH_SYSCALLS: &[Entry] = &[
-    Entry { sysno: Sysno::open, kind: OpKind::Open { flags: 1, mode: 2 }, paths: &[p(0)] },
-    Entry { sysno: Sysno::creat, kind: OpKind::Open { flags: u8::MAX, mode: 1 }, paths: &[p(0)] },
-    Entry { sysno: Sysno::openat, kind: OpKind::Open { flags: 2, mode: 3 }, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::openat2, kind: OpKind::Openat2, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::stat, kind: OpKind::Stat { lstat: false, flags: None }, paths: &[p(0)] },
-    Entry { sysno: Sysno::lstat, kind: OpKind::Stat { lstat: true, flags: None }, paths: &[p(0)] },
-    Entry { sysno: Sysno::newfstatat, kind: OpKind::Stat { lstat: false, flags: Some(3) }, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::statx, kind: OpKind::Stat { lstat: false, flags: Some(2) }, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::statfs, kind: OpKind::Stat { lstat: false, flags: None }, paths: &[p(0)] },
-    Entry { sysno: Sysno::access, kind: OpKind::Access { mode: 1 }, paths: &[p(0)] },
-    Entry { sysno: Sysno::faccessat, kind: OpKind::Access { mode: 2 }, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::faccessat2, kind: OpKind::Access { mode: 2 }, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::readlink, kind: OpKind::Readlink, paths: &[p(0)] },
-    Entry { sysno: Sysno::readlinkat, kind: OpKind::Readlink, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::execve, kind: OpKind::Exec, paths: &[p(0)] },
-    Entry { sysno: Sysno::execveat, kind: OpKind::Exec, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::chdir, kind: OpKind::Chdir, paths: &[p(0)] },
-    Entry { sysno: Sysno::truncate, kind: OpKind::Truncate, paths: &[p(0)] },
-    Entry { sysno: Sysno::mkdir, kind: OpKind::Create, paths: &[p(0)] },
-    Entry { sysno: Sysno::mkdirat, kind: OpKind::Create, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::mknod, kind: OpKind::Create, paths: &[p(0)] },
-    Entry { sysno: Sysno::mknodat, kind: OpKind::Create, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::unlink, kind: OpKind::Remove, paths: &[p(0)] },
-    Entry { sysno: Sysno::unlinkat, kind: OpKind::Remove, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::rmdir, kind: OpKind::Remove, paths: &[p(0)] },
-    Entry { sysno: Sysno::rename, kind: OpKind::Rename, paths: &[p(0), p(1)] },
-    Entry { sysno: Sysno::renameat, kind: OpKind::Rename, paths: &[dp(0, 1), dp(2, 3)] },
-    Entry { sysno: Sysno::renameat2, kind: OpKind::Rename, paths: &[dp(0, 1), dp(2, 3)] },
-    Entry { sysno: Sysno::link, kind: OpKind::Link, paths: &[p(0), p(1)] },
-    Entry { sysno: Sysno::linkat, kind: OpKind::Link, paths: &[dp(0, 1), dp(2, 3)] },
+    Entry {
+        sysno: Sysno::open,
+        kind: OpKind::Open { flags: 1, mode: 2 },
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::creat,
+        kind: OpKind::Open {
+            flags: u8::MAX,
+            mode: 1,
+        },
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::openat,
+        kind: OpKind::Open { flags: 2, mode: 3 },
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::openat2,
+        kind: OpKind::Openat2,
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::stat,
+        kind: OpKind::Stat {
+            lstat: false,
+            flags: None,
+        },
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::lstat,
+        kind: OpKind::Stat {
+            lstat: true,
+            flags: None,
+        },
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::newfstatat,
+        kind: OpKind::Stat {
+            lstat: false,
+            flags: Some(3),
+        },
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::statx,
+        kind: OpKind::Stat {
+            lstat: false,
+            flags: Some(2),
+        },
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::statfs,
+        kind: OpKind::Stat {
+            lstat: false,
+            flags: None,
+        },
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::access,
+        kind: OpKind::Access { mode: 1 },
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::faccessat,
+        kind: OpKind::Access { mode: 2 },
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::faccessat2,
+        kind: OpKind::Access { mode: 2 },
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::readlink,
+        kind: OpKind::Readlink,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::readlinkat,
+        kind: OpKind::Readlink,
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::execve,
+        kind: OpKind::Exec,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::execveat,
+        kind: OpKind::Exec,
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::chdir,
+        kind: OpKind::Chdir,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::truncate,
+        kind: OpKind::Truncate,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::mkdir,
+        kind: OpKind::Create,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::mkdirat,
+        kind: OpKind::Create,
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::mknod,
+        kind: OpKind::Create,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::mknodat,
+        kind: OpKind::Create,
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::unlink,
+        kind: OpKind::Remove,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::unlinkat,
+        kind: OpKind::Remove,
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::rmdir,
+        kind: OpKind::Remove,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::rename,
+        kind: OpKind::Rename,
+        paths: &[p(0), p(1)],
+    },
+    Entry {
+        sysno: Sysno::renameat,
+        kind: OpKind::Rename,
+        paths: &[dp(0, 1), dp(2, 3)],
+    },
+    Entry {
+        sysno: Sysno::renameat2,
+        kind: OpKind::Rename,
+        paths: &[dp(0, 1), dp(2, 3)],
+    },
+    Entry {
+        sysno: Sysno::link,
+        kind: OpKind::Link,
+        paths: &[p(0), p(1)],
+    },
+    Entry {
+        sysno: Sysno::linkat,
+        kind: OpKind::Link,
+        paths: &[dp(0, 1), dp(2, 3)],
+    },
     // symlink's first argument is the link's content, not a path that is looked up.
-    Entry { sysno: Sysno::symlink, kind: OpKind::Link, paths: &[p(1)] },
-    Entry { sysno: Sysno::symlinkat, kind: OpKind::Link, paths: &[dp(1, 2)] },
-    Entry { sysno: Sysno::chmod, kind: OpKind::Modify, paths: &[p(0)] },
-    Entry { sysno: Sysno::fchmodat, kind: OpKind::Modify, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::chown, kind: OpKind::Modify, paths: &[p(0)] },
-    Entry { sysno: Sysno::lchown, kind: OpKind::Modify, paths: &[p(0)] },
-    Entry { sysno: Sysno::fchownat, kind: OpKind::Modify, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::utime, kind: OpKind::Modify, paths: &[p(0)] },
-    Entry { sysno: Sysno::utimes, kind: OpKind::Modify, paths: &[p(0)] },
-    Entry { sysno: Sysno::utimensat, kind: OpKind::Modify, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::futimesat, kind: OpKind::Modify, paths: &[dp(0, 1)] },
-    Entry { sysno: Sysno::setxattr, kind: OpKind::Modify, paths: &[p(0)] },
-    Entry { sysno: Sysno::lsetxattr, kind: OpKind::Modify, paths: &[p(0)] },
-    Entry { sysno: Sysno::removexattr, kind: OpKind::Modify, paths: &[p(0)] },
-    Entry { sysno: Sysno::lremovexattr, kind: OpKind::Modify, paths: &[p(0)] },
-    Entry { sysno: Sysno::getxattr, kind: OpKind::StatLike, paths: &[p(0)] },
-    Entry { sysno: Sysno::lgetxattr, kind: OpKind::StatLike, paths: &[p(0)] },
-    Entry { sysno: Sysno::listxattr, kind: OpKind::StatLike, paths: &[p(0)] },
-    Entry { sysno: Sysno::llistxattr, kind: OpKind::StatLike, paths: &[p(0)] },
-    Entry { sysno: Sysno::inotify_add_watch, kind: OpKind::StatLike, paths: &[dp(0, 1)] },
+    Entry {
+        sysno: Sysno::symlink,
+        kind: OpKind::Link,
+        paths: &[p(1)],
+    },
+    Entry {
+        sysno: Sysno::symlinkat,
+        kind: OpKind::Link,
+        paths: &[dp(1, 2)],
+    },
+    Entry {
+        sysno: Sysno::chmod,
+        kind: OpKind::Modify,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::fchmodat,
+        kind: OpKind::Modify,
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::chown,
+        kind: OpKind::Modify,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::lchown,
+        kind: OpKind::Modify,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::fchownat,
+        kind: OpKind::Modify,
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::utime,
+        kind: OpKind::Modify,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::utimes,
+        kind: OpKind::Modify,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::utimensat,
+        kind: OpKind::Modify,
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::futimesat,
+        kind: OpKind::Modify,
+        paths: &[dp(0, 1)],
+    },
+    Entry {
+        sysno: Sysno::setxattr,
+        kind: OpKind::Modify,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::lsetxattr,
+        kind: OpKind::Modify,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::removexattr,
+        kind: OpKind::Modify,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::lremovexattr,
+        kind: OpKind::Modify,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::getxattr,
+        kind: OpKind::StatLike,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::lgetxattr,
+        kind: OpKind::StatLike,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::listxattr,
+        kind: OpKind::StatLike,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::llistxattr,
+        kind: OpKind::StatLike,
+        paths: &[p(0)],
+    },
+    Entry {
+        sysno: Sysno::inotify_add_watch,
+        kind: OpKind::StatLike,
+        paths: &[dp(0, 1)],
+    },
 ];
 
 /// Index: syscall number -> table entry. Built once.
@@ -119,12 +348,18 @@ pub fn lookup(nr: i64) -> Option<&'static Entry> {
         }
         v
     });
-    usize::try_from(nr).ok().and_then(|i| map.get(i).copied().flatten())
+    usize::try_from(nr)
+        .ok()
+        .and_then(|i| map.get(i).copied().flatten())
 }
 
 /// The syscall's name, for events and trace lines.
 pub fn name(nr: i64) -> &'static str {
-    usize::try_from(nr).ok().and_then(Sysno::new).map(|s| s.name()).unwrap_or("unknown")
+    usize::try_from(nr)
+        .ok()
+        .and_then(Sysno::new)
+        .map(|s| s.name())
+        .unwrap_or("unknown")
 }
 
 /// Turns an entry plus its registers into a PathOp. `open_how_flags` is read from
@@ -133,20 +368,34 @@ pub fn path_op(e: &Entry, args: &[u64; 6], openat2: Option<(u64, u64)>) -> PathO
     match e.kind {
         OpKind::Open { flags, mode } => {
             if flags == u8::MAX {
-                PathOp::Open { flags: libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC, mode: args[mode as usize] as u32 }
+                PathOp::Open {
+                    flags: libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
+                    mode: args[mode as usize] as u32,
+                }
             } else {
-                PathOp::Open { flags: args[flags as usize] as i32, mode: args[mode as usize] as u32 }
+                PathOp::Open {
+                    flags: args[flags as usize] as i32,
+                    mode: args[mode as usize] as u32,
+                }
             }
         }
         OpKind::Openat2 => {
             let (flags, mode) = openat2.unwrap_or((0, 0));
-            PathOp::Open { flags: flags as i32, mode: mode as u32 }
+            PathOp::Open {
+                flags: flags as i32,
+                mode: mode as u32,
+            }
         }
         OpKind::Stat { lstat, flags } => {
-            let nofollow = lstat || flags.map(|r| args[r as usize] as i32 & libc::AT_SYMLINK_NOFOLLOW != 0).unwrap_or(false);
+            let nofollow = lstat
+                || flags
+                    .map(|r| args[r as usize] as i32 & libc::AT_SYMLINK_NOFOLLOW != 0)
+                    .unwrap_or(false);
             PathOp::Stat { nofollow }
         }
-        OpKind::Access { mode } => PathOp::Access { mode: args[mode as usize] as i32 },
+        OpKind::Access { mode } => PathOp::Access {
+            mode: args[mode as usize] as i32,
+        },
         OpKind::Readlink => PathOp::Readlink,
         OpKind::Exec => PathOp::Exec,
         OpKind::Chdir => PathOp::Chdir,
@@ -177,7 +426,13 @@ mod tests {
     fn creat_is_an_open_for_writing_with_truncation() {
         let e = lookup(Sysno::creat.id() as i64).unwrap();
         let op = path_op(e, &[0, 0o644, 0, 0, 0, 0], None);
-        assert_eq!(op, PathOp::Open { flags: libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC, mode: 0o644 });
+        assert_eq!(
+            op,
+            PathOp::Open {
+                flags: libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
+                mode: 0o644
+            }
+        );
         assert!(op.is_mutation());
     }
 }

@@ -52,7 +52,13 @@ struct Proc {
 
 impl Proc {
     fn new() -> Proc {
-        Proc { scratch: None, scratch_failed: false, write_fds: Rc::new(RefCell::new(HashMap::new())), trapped_low: Default::default(), awaiting_parent: false }
+        Proc {
+            scratch: None,
+            scratch_failed: false,
+            write_fds: Rc::new(RefCell::new(HashMap::new())),
+            trapped_low: Default::default(),
+            awaiting_parent: false,
+        }
     }
 }
 
@@ -77,7 +83,12 @@ enum Pending {
     None,
     Exit(Box<ExitWork>),
     /// Waiting in its seccomp stop for the gate; `work` resumes it (trace record).
-    Held { since: Instant, what: String, comm: String, work: Option<Box<ExitWork>> },
+    Held {
+        since: Instant,
+        what: String,
+        comm: String,
+        work: Option<Box<ExitWork>>,
+    },
 }
 
 struct Thread {
@@ -126,7 +137,12 @@ fn setregs(tid: i32, r: &Regs) -> bool {
 
 fn eventmsg(tid: i32) -> u64 {
     let mut m: libc::c_ulong = 0;
-    ptrace_raw(libc::PTRACE_GETEVENTMSG, tid, 0, &mut m as *mut libc::c_ulong as u64);
+    ptrace_raw(
+        libc::PTRACE_GETEVENTMSG,
+        tid,
+        0,
+        &mut m as *mut libc::c_ulong as u64,
+    );
     m
 }
 
@@ -146,7 +162,9 @@ fn set_arg(r: &mut Regs, i: usize, v: u64) {
 }
 
 fn readlink_bytes(p: &str) -> Option<Vec<u8>> {
-    std::fs::read_link(p).ok().map(|p| p.into_os_string().into_vec())
+    std::fs::read_link(p)
+        .ok()
+        .map(|p| p.into_os_string().into_vec())
 }
 
 use std::os::unix::ffi::OsStringExt;
@@ -176,13 +194,20 @@ impl Lookup for ProcLookup<'_> {
 }
 
 fn comm_of(tid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{tid}/comm")).map(|s| s.trim_end().to_string()).unwrap_or_default()
+    std::fs::read_to_string(format!("/proc/{tid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
 }
 
 fn tgid_of(tid: i32) -> i32 {
     std::fs::read_to_string(format!("/proc/{tid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Tgid:").map(|v| v.trim().parse().unwrap_or(tid))))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Tgid:")
+                    .map(|v| v.trim().parse().unwrap_or(tid))
+            })
+        })
         .unwrap_or(tid)
 }
 
@@ -204,7 +229,10 @@ fn is_fd_call(nr: i64) -> bool {
 }
 
 fn is_stop_signal(sig: i32) -> bool {
-    matches!(sig, libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU)
+    matches!(
+        sig,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+    )
 }
 
 /// Outcome of waiting on one thread during an injection.
@@ -228,7 +256,16 @@ impl Tracer {
             FilterMode::Everything => None,
         };
         // seccompiler's sock_filter has libc's layout; convert field by field.
-        let filter = filter.map(|f| f.iter().map(|i| libc::sock_filter { code: i.code, jt: i.jt, jf: i.jf, k: i.k }).collect());
+        let filter = filter.map(|f| {
+            f.iter()
+                .map(|i| libc::sock_filter {
+                    code: i.code,
+                    jt: i.jt,
+                    jf: i.jf,
+                    k: i.k,
+                })
+                .collect()
+        });
         let mut prep = crate::spawn::Prepared::new(&plan, filter)?;
         prep.stdio = std::mem::take(&mut plan.stdio);
         let mut opts = libc::PTRACE_O_TRACEFORK
@@ -259,7 +296,16 @@ impl Tracer {
             held: 0,
             fixes_logged: false,
         };
-        t.threads.insert(root, Thread { tgid: root, started: false, pending: Pending::None, in_syscall: false, comm: None });
+        t.threads.insert(
+            root,
+            Thread {
+                tgid: root,
+                started: false,
+                pending: Pending::None,
+                in_syscall: false,
+                comm: None,
+            },
+        );
         t.procs.insert(root, Proc::new());
         Ok(t)
     }
@@ -275,11 +321,16 @@ impl Tracer {
             if self.threads.is_empty() {
                 break;
             }
-            let Some((tid, st)) = self.wait(policy) else { break };
+            let Some((tid, st)) = self.wait(policy) else {
+                break;
+            };
             self.dispatch(tid, st, policy);
         }
         if let Some((stage, errno)) = crate::spawn::exec_error(&self.child) {
-            return Ok(ExitStatus::ExecFailed { stage: stage as char, errno });
+            return Ok(ExitStatus::ExecFailed {
+                stage: stage as char,
+                errno,
+            });
         }
         Ok(self.root_status.clone().unwrap_or(ExitStatus::Code(0)))
     }
@@ -316,10 +367,21 @@ impl Tracer {
     }
 
     fn release_all(&mut self, policy: &mut dyn Policy) {
-        let tids: Vec<i32> = self.threads.iter().filter(|(_, t)| matches!(t.pending, Pending::Held { .. })).map(|(k, _)| *k).collect();
+        let tids: Vec<i32> = self
+            .threads
+            .iter()
+            .filter(|(_, t)| matches!(t.pending, Pending::Held { .. }))
+            .map(|(k, _)| *k)
+            .collect();
         for tid in tids {
             let th = self.threads.get_mut(&tid).expect("listed");
-            if let Pending::Held { since, what, comm, work } = std::mem::replace(&mut th.pending, Pending::None) {
+            if let Pending::Held {
+                since,
+                what,
+                comm,
+                work,
+            } = std::mem::replace(&mut th.pending, Pending::None)
+            {
                 let tgid = th.tgid;
                 if let Some(mut w) = work {
                     // Take the exit stop so the trace line shows the result.
@@ -328,7 +390,13 @@ impl Tracer {
                     }
                     th.pending = Pending::Exit(w);
                 }
-                policy.on_event(&Event::Release { pid: tgid, tid, comm, what, waited_ms: since.elapsed().as_millis() as u64 });
+                policy.on_event(&Event::Release {
+                    pid: tgid,
+                    tid,
+                    comm,
+                    what,
+                    waited_ms: since.elapsed().as_millis() as u64,
+                });
             }
             if self.mode == FilterMode::Everything {
                 self.threads.get_mut(&tid).expect("listed").in_syscall = true;
@@ -340,8 +408,16 @@ impl Tracer {
 
     fn resume(&mut self, tid: i32, sig: i32) {
         let step = self.mode == FilterMode::Everything
-            || self.threads.get(&tid).map(|t| matches!(t.pending, Pending::Exit(_))).unwrap_or(false);
-        let req = if step { libc::PTRACE_SYSCALL } else { libc::PTRACE_CONT };
+            || self
+                .threads
+                .get(&tid)
+                .map(|t| matches!(t.pending, Pending::Exit(_)))
+                .unwrap_or(false);
+        let req = if step {
+            libc::PTRACE_SYSCALL
+        } else {
+            libc::PTRACE_CONT
+        };
         // ESRCH here means the thread was killed meanwhile: its exit status follows.
         ptrace_raw(req, tid, 0, sig as u64);
     }
@@ -352,10 +428,19 @@ impl Tracer {
     }
 
     fn ensure_thread(&mut self, tid: i32) {
-        if !self.threads.contains_key(&tid) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.threads.entry(tid) {
             let tgid = tgid_of(tid);
-            self.threads.insert(tid, Thread { tgid, started: false, pending: Pending::None, in_syscall: false, comm: None });
-            self.procs.entry(tgid).or_insert_with(|| Proc { awaiting_parent: true, ..Proc::new() });
+            e.insert(Thread {
+                tgid,
+                started: false,
+                pending: Pending::None,
+                in_syscall: false,
+                comm: None,
+            });
+            self.procs.entry(tgid).or_insert_with(|| Proc {
+                awaiting_parent: true,
+                ..Proc::new()
+            });
         }
     }
 
@@ -397,7 +482,11 @@ impl Tracer {
                 let th = self.threads.get_mut(&tid).expect("ensured");
                 th.started = true;
                 let pid = th.tgid;
-                policy.on_event(&Event::Signal { pid, tid, signal: sig });
+                policy.on_event(&Event::Signal {
+                    pid,
+                    tid,
+                    signal: sig,
+                });
                 self.resume(tid, sig);
             }
             _ => self.resume(tid, 0),
@@ -405,7 +494,9 @@ impl Tracer {
     }
 
     fn gone(&mut self, tid: i32, st: i32, policy: &mut dyn Policy) {
-        let Some(th) = self.threads.remove(&tid) else { return };
+        let Some(th) = self.threads.remove(&tid) else {
+            return;
+        };
         if let Pending::Exit(w) = th.pending {
             if let Some((a, s)) = w.slot {
                 a.borrow_mut().release(s);
@@ -414,9 +505,16 @@ impl Tracer {
             self.held = self.held.saturating_sub(1);
         }
         if tid == th.tgid {
-            let (code, signal) =
-                if libc::WIFEXITED(st) { (Some(libc::WEXITSTATUS(st)), None) } else { (None, Some(libc::WTERMSIG(st))) };
-            policy.on_event(&Event::ProcessExit { pid: tid, code, signal });
+            let (code, signal) = if libc::WIFEXITED(st) {
+                (Some(libc::WEXITSTATUS(st)), None)
+            } else {
+                (None, Some(libc::WTERMSIG(st)))
+            };
+            policy.on_event(&Event::ProcessExit {
+                pid: tid,
+                code,
+                signal,
+            });
             self.procs.remove(&tid);
             self.mem.forget(tid);
             if tid == self.root {
@@ -437,12 +535,25 @@ impl Tracer {
         match self.threads.get_mut(&child) {
             Some(t) => t.tgid = tgid,
             None => {
-                self.threads.insert(child, Thread { tgid, started: false, pending: Pending::None, in_syscall: false, comm: None });
+                self.threads.insert(
+                    child,
+                    Thread {
+                        tgid,
+                        started: false,
+                        pending: Pending::None,
+                        in_syscall: false,
+                        comm: None,
+                    },
+                );
             }
         }
         if !thread {
             let (scratch, fds, low) = match self.procs.get(&parent_tgid) {
-                Some(p) => (p.scratch.clone(), p.write_fds.borrow().clone(), p.trapped_low.borrow().clone()),
+                Some(p) => (
+                    p.scratch.clone(),
+                    p.write_fds.borrow().clone(),
+                    p.trapped_low.borrow().clone(),
+                ),
                 None => (None, HashMap::new(), Default::default()),
             };
             let known = self.procs.contains_key(&child);
@@ -460,7 +571,11 @@ impl Tracer {
         } else {
             self.procs.remove(&child);
         }
-        policy.on_event(&Event::Spawn { parent: parent_tgid, child, thread });
+        policy.on_event(&Event::Spawn {
+            parent: parent_tgid,
+            child,
+            thread,
+        });
     }
 
     fn clone_is_thread(&mut self, tid: i32, tgid: i32) -> bool {
@@ -480,7 +595,12 @@ impl Tracer {
         let former = eventmsg(tid) as i32;
         let tgid = tid;
         // The exec'ing thread took the leader's tid; every other thread is gone.
-        let old: Vec<i32> = self.threads.iter().filter(|(k, t)| t.tgid == tgid && **k != tid).map(|(k, _)| *k).collect();
+        let old: Vec<i32> = self
+            .threads
+            .iter()
+            .filter(|(k, t)| t.tgid == tgid && **k != tid)
+            .map(|(k, _)| *k)
+            .collect();
         for k in old {
             if let Some(t) = self.threads.remove(&k) {
                 if let Pending::Exit(w) = t.pending {
@@ -491,7 +611,13 @@ impl Tracer {
             }
         }
         let _ = former;
-        let th = self.threads.entry(tid).or_insert(Thread { tgid, started: true, pending: Pending::None, in_syscall: false, comm: None });
+        let th = self.threads.entry(tid).or_insert(Thread {
+            tgid,
+            started: true,
+            pending: Pending::None,
+            in_syscall: false,
+            comm: None,
+        });
         th.started = true;
         th.comm = None;
         if let Pending::Exit(w) = std::mem::replace(&mut th.pending, Pending::None) {
@@ -506,10 +632,18 @@ impl Tracer {
         p.scratch_failed = false;
         p.awaiting_parent = false;
         // A fresh fd table object: CLOEXEC entries are gone, the rest stay.
-        let kept: HashMap<i32, WriteFd> = p.write_fds.borrow().iter().filter(|(_, w)| !w.cloexec).map(|(k, v)| (*k, *v)).collect();
+        let kept: HashMap<i32, WriteFd> = p
+            .write_fds
+            .borrow()
+            .iter()
+            .filter(|(_, w)| !w.cloexec)
+            .map(|(k, v)| (*k, *v))
+            .collect();
         p.write_fds = Rc::new(RefCell::new(kept));
         self.mem.forget(tgid);
-        let path = readlink_bytes(&format!("/proc/{tgid}/exe")).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let path = readlink_bytes(&format!("/proc/{tgid}/exe"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         policy.on_event(&Event::Exec { pid: tgid, path });
     }
 
@@ -521,7 +655,9 @@ impl Tracer {
                 self.resume(tid, 0);
             }
             Pending::Exit(_) => {
-                let Pending::Exit(w) = std::mem::replace(&mut th.pending, Pending::None) else { unreachable!() };
+                let Pending::Exit(w) = std::mem::replace(&mut th.pending, Pending::None) else {
+                    unreachable!()
+                };
                 th.in_syscall = false;
                 self.on_exit(tid, *w, policy);
             }
@@ -599,7 +735,10 @@ impl Tracer {
             open_how = self.mem.read_bytes::<24>(tgid, tid, args[2]);
         }
         let how_fl = open_how.map(|b| {
-            (u64::from_ne_bytes(b[0..8].try_into().expect("8")), u64::from_ne_bytes(b[8..16].try_into().expect("8")))
+            (
+                u64::from_ne_bytes(b[0..8].try_into().expect("8")),
+                u64::from_ne_bytes(b[8..16].try_into().expect("8")),
+            )
         });
         let op = sysent::path_op(entry, &args, how_fl);
         for (i, pa) in entry.paths.iter().enumerate() {
@@ -626,8 +765,14 @@ impl Tracer {
                 Some(fd) if fd != libc::AT_FDCWD => Base::Fd(fd),
                 _ => Base::Cwd,
             };
-            let follow_last = !matches!(op, PathOp::Readlink | PathOp::Stat { nofollow: true } | PathOp::Remove | PathOp::Rename | PathOp::Link)
-                && !matches!(op, PathOp::Open { flags, .. } if flags & libc::O_NOFOLLOW != 0);
+            let follow_last = !matches!(
+                op,
+                PathOp::Readlink
+                    | PathOp::Stat { nofollow: true }
+                    | PathOp::Remove
+                    | PathOp::Rename
+                    | PathOp::Link
+            ) && !matches!(op, PathOp::Open { flags, .. } if flags & libc::O_NOFOLLOW != 0);
             let resolved = {
                 let mut lk = ProcLookup { policy: &*policy };
                 resolve::resolve(&raw, base, tgid, tid, follow_last, &mut lk)
@@ -639,16 +784,32 @@ impl Tracer {
                 }
             }
             let Some(path) = resolved else { continue };
-            if op == PathOp::Exec && !policy.gate_open() && policy.should_hold(&HoldRequest::Exec { path: path.clone() }) {
+            if op == PathOp::Exec
+                && !policy.gate_open()
+                && policy.should_hold(&HoldRequest::Exec { path: path.clone() })
+            {
                 return self.hold(tid, tgid, format!("exec:{}", path.display()), work, policy);
             }
-            let req = PathRequest { pid: tgid, tid, syscall: entry.sysno.name(), op, path: &path, raw: &raw };
+            let req = PathRequest {
+                pid: tgid,
+                tid,
+                syscall: entry.sysno.name(),
+                op,
+                path: &path,
+                raw: &raw,
+            };
             let d = policy.on_path(&req);
             decisions[i] = Some((pa.path as usize, d, path));
         }
 
         // A failure decided for either path wins.
-        if let Some(errno) = decisions.iter().flatten().find_map(|(_, d, _)| if let Decision::Fail(e) = d { Some(*e) } else { None }) {
+        if let Some(errno) = decisions.iter().flatten().find_map(|(_, d, _)| {
+            if let Decision::Fail(e) = d {
+                Some(*e)
+            } else {
+                None
+            }
+        }) {
             if let Some(r) = work.rec.as_mut() {
                 r.action = Action::Emulated;
             }
@@ -674,20 +835,31 @@ impl Tracer {
             })
             .collect();
         if !redirects.is_empty() {
-            let Some((base_addr, area)) = self.scratch_for(tid, tgid, &regs, first_ptr, skip_enter, policy) else {
+            let Some((base_addr, area)) =
+                self.scratch_for(tid, tgid, &regs, first_ptr, skip_enter, policy)
+            else {
                 // Either the syscall was rewound to run again once the area is mapped (it
                 // will stop again), or mapping failed and it was passed through.
                 return;
             };
             let Some(slot) = area.borrow_mut().alloc() else {
-                policy.on_event(&Event::Warning { pid: tgid, message: "all scratch slots in use; syscall passed through".into() });
+                policy.on_event(&Event::Warning {
+                    pid: tgid,
+                    message: "all scratch slots in use; syscall passed through".into(),
+                });
                 return self.finish_entry(tid, work, None, policy);
             };
             for (region, reg, r, path) in &redirects {
                 let bytes = r.to.as_os_str().as_bytes();
                 let off = area.borrow_mut().put(slot, *region, bytes);
                 set_arg(&mut m, *reg, base_addr + off as u64);
-                policy.on_event(&Event::Redirect { pid: tgid, tid, syscall: entry.sysno.name(), path: path.clone(), backing: r.to.clone() });
+                policy.on_event(&Event::Redirect {
+                    pid: tgid,
+                    tid,
+                    syscall: entry.sysno.name(),
+                    path: path.clone(),
+                    backing: r.to.clone(),
+                });
                 if let Some(rec) = work.rec.as_mut() {
                     rec.action = Action::Redirected;
                     rec.backing = Some(r.to.clone());
@@ -703,7 +875,9 @@ impl Tracer {
                         m.rsi = fix((libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as u64);
                         m.rdx = args[mode as usize];
                     }
-                    OpKind::Open { flags, .. } => set_arg(&mut m, flags as usize, fix(args[flags as usize])),
+                    OpKind::Open { flags, .. } => {
+                        set_arg(&mut m, flags as usize, fix(args[flags as usize]))
+                    }
                     OpKind::Openat2 => {
                         if let Some(mut how) = open_how {
                             let f = u64::from_ne_bytes(how[0..8].try_into().expect("8"));
@@ -742,7 +916,13 @@ impl Tracer {
     }
 
     /// Resumes after entry handling; `needs_exit`: registers changed, take the exit stop.
-    fn finish_entry(&mut self, tid: i32, work: ExitWork, needs_exit: Option<()>, _policy: &mut dyn Policy) {
+    fn finish_entry(
+        &mut self,
+        tid: i32,
+        work: ExitWork,
+        needs_exit: Option<()>,
+        _policy: &mut dyn Policy,
+    ) {
         let th = self.threads.get_mut(&tid).expect("known");
         if needs_exit.is_some() || work.rec.is_some() || work.dup_of.is_some() {
             th.pending = Pending::Exit(Box::new(work));
@@ -751,7 +931,14 @@ impl Tracer {
     }
 
     /// Makes the syscall return `ret` without running it (it becomes getpid).
-    fn emulate(&mut self, tid: i32, regs: Regs, mut work: ExitWork, ret: i64, policy: &mut dyn Policy) {
+    fn emulate(
+        &mut self,
+        tid: i32,
+        regs: Regs,
+        mut work: ExitWork,
+        ret: i64,
+        policy: &mut dyn Policy,
+    ) {
         let mut m = regs;
         m.orig_rax = libc::SYS_getpid as u64;
         if !setregs(tid, &m) {
@@ -764,16 +951,36 @@ impl Tracer {
 
     fn hold(&mut self, tid: i32, tgid: i32, what: String, work: ExitWork, policy: &mut dyn Policy) {
         let comm = self.comm(tid);
-        policy.on_event(&Event::Hold { pid: tgid, tid, comm: comm.clone(), what: what.clone() });
+        policy.on_event(&Event::Hold {
+            pid: tgid,
+            tid,
+            comm: comm.clone(),
+            what: what.clone(),
+        });
         let th = self.threads.get_mut(&tid).expect("known");
         let work = work.rec.is_some().then(|| Box::new(work));
-        th.pending = Pending::Held { since: Instant::now(), what, comm, work };
+        th.pending = Pending::Held {
+            since: Instant::now(),
+            what,
+            comm,
+            work,
+        };
         self.held += 1;
     }
 
     /// write/close/dup on an fd that holds an emulated entry. Returns true when handled.
-    fn on_trapped_fd(&mut self, tid: i32, tgid: i32, nr: i64, regs: &Regs, work: &mut ExitWork, policy: &mut dyn Policy) -> bool {
-        let Some(p) = self.procs.get(&tgid) else { return false };
+    fn on_trapped_fd(
+        &mut self,
+        tid: i32,
+        tgid: i32,
+        nr: i64,
+        regs: &Regs,
+        work: &mut ExitWork,
+        policy: &mut dyn Policy,
+    ) -> bool {
+        let Some(p) = self.procs.get(&tgid) else {
+            return false;
+        };
         let fds = p.write_fds.clone();
         let args = args_of(regs);
         let fd = args[0] as i32;
@@ -781,7 +988,9 @@ impl Tracer {
             // The target fd is replaced: whatever entry it held is gone.
             fds.borrow_mut().remove(&(args[1] as i32));
         }
-        let Some(wf) = fds.borrow().get(&fd).copied() else { return false };
+        let Some(wf) = fds.borrow().get(&fd).copied() else {
+            return false;
+        };
         let res: Option<i64> = match nr {
             libc::SYS_write | libc::SYS_pwrite64 => {
                 let len = (args[2] as usize).min(1 << 20);
@@ -790,8 +999,21 @@ impl Tracer {
                 if n < len {
                     Some(-(libc::EFAULT as i64))
                 } else {
-                    let pos = if nr == libc::SYS_pwrite64 { args[3] } else { wf.pos };
-                    Some(self.fake_write(&fds, fd, wf, tgid, pos, &buf, nr == libc::SYS_write, policy))
+                    let pos = if nr == libc::SYS_pwrite64 {
+                        args[3]
+                    } else {
+                        wf.pos
+                    };
+                    Some(self.fake_write(
+                        &fds,
+                        fd,
+                        wf,
+                        tgid,
+                        pos,
+                        &buf,
+                        nr == libc::SYS_write,
+                        policy,
+                    ))
                 }
             }
             libc::SYS_writev | libc::SYS_pwritev | libc::SYS_pwritev2 => {
@@ -799,12 +1021,16 @@ impl Tracer {
                 let mut data = Vec::new();
                 let mut ok = true;
                 for i in 0..cnt {
-                    let Some(iov) = self.mem.read_bytes::<16>(tgid, tid, args[1] + 16 * i as u64) else {
+                    let Some(iov) = self
+                        .mem
+                        .read_bytes::<16>(tgid, tid, args[1] + 16 * i as u64)
+                    else {
                         ok = false;
                         break;
                     };
                     let base = u64::from_ne_bytes(iov[0..8].try_into().expect("8"));
-                    let len = (u64::from_ne_bytes(iov[8..16].try_into().expect("8")) as usize).min(1 << 20);
+                    let len = (u64::from_ne_bytes(iov[8..16].try_into().expect("8")) as usize)
+                        .min(1 << 20);
                     let mut b = vec![0u8; len];
                     if self.mem.read(tgid, tid, base, &mut b) < len {
                         ok = false;
@@ -832,7 +1058,10 @@ impl Tracer {
                 None
             }
             libc::SYS_fcntl if matches!(args[1] as i32, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC) => {
-                work.dup_of = Some(WriteFd { cloexec: args[1] as i32 == libc::F_DUPFD_CLOEXEC, ..wf });
+                work.dup_of = Some(WriteFd {
+                    cloexec: args[1] as i32 == libc::F_DUPFD_CLOEXEC,
+                    ..wf
+                });
                 None
             }
             _ => None,
@@ -843,7 +1072,16 @@ impl Tracer {
         }
         let w = std::mem::replace(
             work,
-            ExitWork { saved: None, set_ret: None, slot: None, skip_enter: false, write_token: None, dup_of: None, rec: None, t0: Instant::now() },
+            ExitWork {
+                saved: None,
+                set_ret: None,
+                slot: None,
+                skip_enter: false,
+                write_token: None,
+                dup_of: None,
+                rec: None,
+                t0: Instant::now(),
+            },
         );
         match res {
             Some(ret) => self.emulate(tid, *regs, w, ret, policy),
@@ -855,10 +1093,23 @@ impl Tracer {
     /// Adds a seccomp filter to the tracee (all its threads) that traps writes on
     /// `fd`, from the tracee's own exit stop `at`. The program is placed in the
     /// scratch area. Returns false if it could not be done.
-    fn trap_low_fd(&mut self, tid: i32, tgid: i32, at: &Regs, fd: i32, sigs: &mut Vec<i32>) -> Result<bool, i32> {
-        let Some((base, area)) = self.procs.get(&tgid).and_then(|p| p.scratch.clone()) else { return Ok(false) };
-        let Ok(prog) = crate::filter::build_for_fd(fd as u32) else { return Ok(false) };
-        let Some(slot) = area.borrow_mut().alloc() else { return Ok(false) };
+    fn trap_low_fd(
+        &mut self,
+        tid: i32,
+        tgid: i32,
+        at: &Regs,
+        fd: i32,
+        sigs: &mut Vec<i32>,
+    ) -> Result<bool, i32> {
+        let Some((base, area)) = self.procs.get(&tgid).and_then(|p| p.scratch.clone()) else {
+            return Ok(false);
+        };
+        let Ok(prog) = crate::filter::build_for_fd(fd as u32) else {
+            return Ok(false);
+        };
+        let Some(slot) = area.borrow_mut().alloc() else {
+            return Ok(false);
+        };
         let mut bytes = Vec::with_capacity(prog.len() * 8);
         for i in &prog {
             bytes.extend_from_slice(&i.code.to_ne_bytes());
@@ -873,7 +1124,13 @@ impl Tracer {
             fprog[8..16].copy_from_slice(&insns.to_ne_bytes());
             let fp = base + area.borrow_mut().put(slot, 1, &fprog) as u64;
             let set = libc::SECCOMP_SET_MODE_FILTER as u64;
-            let mut r = self.inject(tid, at, libc::SYS_seccomp, &[set, libc::SECCOMP_FILTER_FLAG_TSYNC as u64, fp], sigs);
+            let mut r = self.inject(
+                tid,
+                at,
+                libc::SYS_seccomp,
+                &[set, libc::SECCOMP_FILTER_FLAG_TSYNC, fp],
+                sigs,
+            );
             if !matches!(r, Ok(0) | Err(_)) {
                 // TSYNC refused (a thread in another filter tree): this thread and its future children.
                 r = self.inject(tid, at, libc::SYS_seccomp, &[set, 0, fp], sigs);
@@ -891,7 +1148,17 @@ impl Tracer {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn fake_write(&mut self, fds: &FdMap, fd: i32, wf: WriteFd, pid: i32, pos: u64, data: &[u8], advance: bool, policy: &mut dyn Policy) -> i64 {
+    fn fake_write(
+        &mut self,
+        fds: &FdMap,
+        fd: i32,
+        wf: WriteFd,
+        pid: i32,
+        pos: u64,
+        data: &[u8],
+        advance: bool,
+        policy: &mut dyn Policy,
+    ) -> i64 {
         match policy.on_write(wf.token, pid, pos, data) {
             Ok(n) => {
                 if advance {
@@ -914,10 +1181,20 @@ impl Tracer {
         };
         let mut ret = cur.rax as i64;
         let tgid = self.threads.get(&tid).map(|t| t.tgid).unwrap_or(tid);
-        if let (Some((token, cloexec)), true) = (w.write_token, ret >= 0 && self.mode == FilterMode::Everything) {
+        if let (Some((token, cloexec)), true) = (
+            w.write_token,
+            ret >= 0 && self.mode == FilterMode::Everything,
+        ) {
             // Every write stops in step mode: the fd can stay where it is.
             if let Some(p) = self.procs.get(&tgid) {
-                p.write_fds.borrow_mut().insert(ret as i32, WriteFd { token, pos: 0, cloexec });
+                p.write_fds.borrow_mut().insert(
+                    ret as i32,
+                    WriteFd {
+                        token,
+                        pos: 0,
+                        cloexec,
+                    },
+                );
             }
         } else if let (Some((token, cloexec)), true) = (w.write_token, ret >= 0) {
             match self.move_fd(tid, &cur, ret, cloexec) {
@@ -925,7 +1202,14 @@ impl Tracer {
                     ret = newfd;
                     if (FD_TRAP_BASE..FD_TRAP_END).contains(&(newfd as u64)) {
                         if let Some(p) = self.procs.get(&tgid) {
-                            p.write_fds.borrow_mut().insert(newfd as i32, WriteFd { token, pos: 0, cloexec });
+                            p.write_fds.borrow_mut().insert(
+                                newfd as i32,
+                                WriteFd {
+                                    token,
+                                    pos: 0,
+                                    cloexec,
+                                },
+                            );
                         }
                     }
                 }
@@ -933,7 +1217,9 @@ impl Tracer {
                     if let Some((a, s)) = w.slot.take() {
                         a.borrow_mut().release(s);
                     }
-                    self.threads.get_mut(&tid).map(|t| t.pending = Pending::None);
+                    if let Some(t) = self.threads.get_mut(&tid) {
+                        t.pending = Pending::None;
+                    }
                     self.dispatch(tid, st, policy);
                     return;
                 }
@@ -941,19 +1227,28 @@ impl Tracer {
         }
         if let (Some(wf), true) = (w.dup_of, ret >= 0) {
             let in_range = (FD_TRAP_BASE..FD_TRAP_END).contains(&(ret as u64));
-            let known = self.procs.get(&tgid).map(|p| p.trapped_low.borrow().contains(&(ret as i32))).unwrap_or(false);
+            let known = self
+                .procs
+                .get(&tgid)
+                .map(|p| p.trapped_low.borrow().contains(&(ret as i32)))
+                .unwrap_or(false);
             let mut sigs = Vec::new();
             // Step mode stops every syscall already: no filter is needed (nor possible:
             // RET_TRACE without PTRACE_O_TRACESECCOMP fails the syscall with ENOSYS).
             let step = self.mode == FilterMode::Everything;
-            let trapped = in_range || known || step || match self.trap_low_fd(tid, tgid, &cur, ret as i32, &mut sigs) {
-                Ok(t) => t,
-                Err(st) => {
-                    self.threads.get_mut(&tid).map(|t| t.pending = Pending::None);
-                    self.dispatch(tid, st, policy);
-                    return;
-                }
-            };
+            let trapped = in_range
+                || known
+                || step
+                || match self.trap_low_fd(tid, tgid, &cur, ret as i32, &mut sigs) {
+                    Ok(t) => t,
+                    Err(st) => {
+                        if let Some(t) = self.threads.get_mut(&tid) {
+                            t.pending = Pending::None;
+                        }
+                        self.dispatch(tid, st, policy);
+                        return;
+                    }
+                };
             self.requeue(tid, &sigs);
             if let Some(p) = self.procs.get(&tgid) {
                 if trapped {
@@ -987,15 +1282,31 @@ impl Tracer {
     /// At an open's exit stop: dup the new fd into the trapped range and close the
     /// original, so writes on it reach the policy. Returns the fd the program gets.
     fn move_fd(&mut self, tid: i32, cur: &Regs, fd: i64, cloexec: bool) -> Result<i64, i32> {
-        let cmd = if cloexec { libc::F_DUPFD_CLOEXEC } else { libc::F_DUPFD };
+        let cmd = if cloexec {
+            libc::F_DUPFD_CLOEXEC
+        } else {
+            libc::F_DUPFD
+        };
         let mut pending_sigs = Vec::new();
-        let newfd = self.inject(tid, cur, libc::SYS_fcntl, &[fd as u64, cmd as u64, FD_TRAP_BASE], &mut pending_sigs)?;
+        let newfd = self.inject(
+            tid,
+            cur,
+            libc::SYS_fcntl,
+            &[fd as u64, cmd as u64, FD_TRAP_BASE],
+            &mut pending_sigs,
+        )?;
         let result = if newfd >= FD_TRAP_BASE as i64 && newfd < FD_TRAP_END as i64 {
             self.inject(tid, cur, libc::SYS_close, &[fd as u64], &mut pending_sigs)?;
             newfd
         } else {
             if newfd >= 0 {
-                self.inject(tid, cur, libc::SYS_close, &[newfd as u64], &mut pending_sigs)?;
+                self.inject(
+                    tid,
+                    cur,
+                    libc::SYS_close,
+                    &[newfd as u64],
+                    &mut pending_sigs,
+                )?;
             }
             fd
         };
@@ -1043,7 +1354,14 @@ impl Tracer {
     /// Runs syscall `nr` in `tid`, which is at a syscall-exit stop with registers
     /// `at`: rewinds to the syscall instruction, steps through enter and exit, and
     /// returns the result. Registers are left modified: the caller restores.
-    fn inject(&mut self, tid: i32, at: &Regs, nr: i64, a: &[u64], sigs: &mut Vec<i32>) -> Result<i64, i32> {
+    fn inject(
+        &mut self,
+        tid: i32,
+        at: &Regs,
+        nr: i64,
+        a: &[u64],
+        sigs: &mut Vec<i32>,
+    ) -> Result<i64, i32> {
         let mut m = *at;
         m.rip = at.rip - SYSCALL_INSN_LEN;
         m.rax = nr as u64;
@@ -1066,7 +1384,15 @@ impl Tracer {
     /// inside the tracee at its current syscall entry: memfd_create (name: the NUL
     /// that ends the path), mmap, close; then the original syscall is rewound so it
     /// runs again and stops again. Returns None in that case.
-    fn scratch_for(&mut self, tid: i32, tgid: i32, r0: &Regs, first: (u64, usize), skip_enter: bool, policy: &mut dyn Policy) -> Option<(u64, AreaRef)> {
+    fn scratch_for(
+        &mut self,
+        tid: i32,
+        tgid: i32,
+        r0: &Regs,
+        first: (u64, usize),
+        skip_enter: bool,
+        policy: &mut dyn Policy,
+    ) -> Option<(u64, AreaRef)> {
         let p = self.procs.entry(tgid).or_insert_with(Proc::new);
         if let Some((a, area)) = &p.scratch {
             return Some((*a, area.clone()));
@@ -1102,13 +1428,22 @@ impl Tracer {
         setregs(tid, &back);
         self.requeue(tid, &sigs);
         if self.mode == FilterMode::Everything {
-            self.threads.get_mut(&tid).map(|t| t.in_syscall = false);
+            if let Some(t) = self.threads.get_mut(&tid) {
+                t.in_syscall = false;
+            }
         }
         self.resume(tid, 0);
         None
     }
 
-    fn map_scratch(&mut self, tid: i32, r0: &Regs, first: (u64, usize), skip_enter: bool, sigs: &mut Vec<i32>) -> Result<Option<(u64, AreaRef)>, i32> {
+    fn map_scratch(
+        &mut self,
+        tid: i32,
+        r0: &Regs,
+        first: (u64, usize),
+        skip_enter: bool,
+        sigs: &mut Vec<i32>,
+    ) -> Result<Option<(u64, AreaRef)>, i32> {
         // 1. The current syscall becomes memfd_create("", MFD_CLOEXEC).
         let mut m = *r0;
         m.orig_rax = libc::SYS_memfd_create as u64;
@@ -1123,7 +1458,9 @@ impl Tracer {
                 return Err(st);
             }
         }
-        let Some(cur) = getregs(tid) else { return Ok(None) };
+        let Some(cur) = getregs(tid) else {
+            return Ok(None);
+        };
         let fd = cur.rax as i64;
         if fd < 0 {
             return Ok(None);
@@ -1141,13 +1478,22 @@ impl Tracer {
                 tid,
                 &cur,
                 libc::SYS_mmap,
-                &[0, crate::scratch::AREA_SIZE as u64, libc::PROT_READ as u64, libc::MAP_SHARED as u64, fd as u64, 0],
+                &[
+                    0,
+                    crate::scratch::AREA_SIZE as u64,
+                    libc::PROT_READ as u64,
+                    libc::MAP_SHARED as u64,
+                    fd as u64,
+                    0,
+                ],
                 sigs,
             )?;
         }
         self.inject(tid, &cur, libc::SYS_close, &[fd as u64], sigs)?;
         match mapped {
-            Some(area) if addr > 0 && (addr as u64) < u64::MAX - 4096 => Ok(Some((addr as u64, Rc::new(RefCell::new(area))))),
+            Some(area) if addr > 0 && (addr as u64) < u64::MAX - 4096 => {
+                Ok(Some((addr as u64, Rc::new(RefCell::new(area)))))
+            }
             _ => Ok(None),
         }
     }
