@@ -110,21 +110,17 @@ impl Root {
         let mut cur = self.fd.try_clone()?;
         for c in parts {
             let name = cstr(c)?;
-            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-            // SAFETY: valid fd and C string.
-            let mut r = unsafe { libc::openat(cur.as_raw_fd(), name.as_ptr(), flags) };
-            if r < 0 && create && io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT) {
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+            let mut r = open_at_checked(&cur, &name, flags, 0);
+            if create && matches!(&r, Err(e) if e.raw_os_error() == Some(libc::ENOENT)) {
                 // SAFETY: valid fd and C string.
                 let m = unsafe { libc::mkdirat(cur.as_raw_fd(), name.as_ptr(), 0o755) };
                 if m < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
                     return Err(io::Error::last_os_error());
                 }
-                // SAFETY: as above.
-                r = unsafe { libc::openat(cur.as_raw_fd(), name.as_ptr(), flags) };
+                r = open_at_checked(&cur, &name, flags, 0);
             }
-            let fd = check(r)?;
-            // SAFETY: fd is new and ours.
-            cur = unsafe { OwnedFd::from_raw_fd(fd) };
+            cur = r?;
         }
         Ok(cur)
     }
@@ -140,10 +136,7 @@ impl Root {
         let (dir, leaf) = split(rel)?;
         let d = self.open_dir(dir, false)?;
         let name = cstr(leaf)?;
-        // SAFETY: valid fd and C string.
-        let fd = check(unsafe { libc::openat(d.as_raw_fd(), name.as_ptr(), flags, mode as libc::c_uint) })?;
-        // SAFETY: fd is new and ours.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        open_at_checked(&d, &name, flags, mode)
     }
 
     /// Reads a whole regular file beneath the root.
@@ -271,11 +264,8 @@ pub(crate) fn remove_at(dir: &OwnedFd, name: &str, recursive: bool) -> io::Resul
     match e.raw_os_error() {
         Some(libc::ENOENT) => Ok(()),
         Some(libc::EISDIR) | Some(libc::EPERM) if recursive => {
-            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-            // SAFETY: valid fd and C string.
-            let sub = check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
-            // SAFETY: new fd, ours.
-            let sub = unsafe { OwnedFd::from_raw_fd(sub) };
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+            let sub = open_at_checked(dir, &c, flags, 0)?;
             // SAFETY: valid fd; a 0555 view must become writable to empty it.
             unsafe { libc::fchmod(sub.as_raw_fd(), 0o755) };
             for (n, _) in list(&sub)? {
@@ -335,14 +325,20 @@ pub(crate) fn list(dir: &OwnedFd) -> io::Result<Vec<(String, bool)>> {
 /// Creates an empty file `name` in `dir` with `mode` unless it exists.
 pub(crate) fn touch_at(dir: &OwnedFd, name: &str, mode: u32) -> io::Result<()> {
     let c = cstr(name)?;
-    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // O_EXCL never follows a symlink; an existing name is opened checked.
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: valid fd and C string.
-    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, mode as libc::c_uint) })?;
-    // SAFETY: new fd; fchmod fixes the umask.
-    unsafe {
-        libc::fchmod(fd, mode);
-        libc::close(fd);
-    }
+    let r = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags, mode as libc::c_uint) };
+    let fd = if r >= 0 {
+        // SAFETY: fd is new and ours.
+        unsafe { OwnedFd::from_raw_fd(r) }
+    } else if io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) {
+        open_at_checked(dir, &c, libc::O_RDONLY | libc::O_CLOEXEC, 0)?
+    } else {
+        return Err(io::Error::last_os_error());
+    };
+    // fchmod fixes the umask.
+    fchmod(&fd, mode);
     Ok(())
 }
 
@@ -362,11 +358,8 @@ pub(crate) fn mkdir_at(dir: &OwnedFd, name: &str) -> io::Result<()> {
 /// chmod of `name` in `dir`, not following a symlink (procfs-like modes for views).
 pub(crate) fn chmod_at(dir: &OwnedFd, name: &str, mode: u32) -> io::Result<()> {
     let c = cstr(name)?;
-    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_DIRECTORY;
-    // SAFETY: valid fd and C string.
-    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
-    // SAFETY: new fd, ours.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_DIRECTORY;
+    let fd = open_at_checked(dir, &c, flags, 0)?;
     fchmod(&fd, mode);
     Ok(())
 }
@@ -386,6 +379,28 @@ fn split(rel: &str) -> io::Result<(&str, &str)> {
         Some(i) => (&rel[..i], &rel[i + 1..]),
         None => ("", rel),
     })
+}
+
+/// Opens `name` in `dir` without following a symlink, and checks that what was
+/// opened is what the name holds: this gVisor opens a symlink to a directory
+/// despite O_NOFOLLOW|O_DIRECTORY, so the fd is compared (device, inode) with an
+/// lstat of the name, and a symlink or a swap in between gives ELOOP.
+pub(crate) fn open_at_checked(dir: &OwnedFd, name: &std::ffi::CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    // SAFETY: valid fd and C string.
+    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_NOFOLLOW, mode as libc::c_uint) })?;
+    // SAFETY: fd is new and ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: zeroed stat buffers are valid out-parameters for fstat/fstatat.
+    let (mut a, mut b): (libc::stat, libc::stat) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: valid fds, C string and out-parameters.
+    let ok = unsafe {
+        libc::fstat(fd.as_raw_fd(), &mut a) == 0
+            && libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut b, libc::AT_SYMLINK_NOFOLLOW) == 0
+    };
+    if !ok || b.st_mode & libc::S_IFMT == libc::S_IFLNK || a.st_dev != b.st_dev || a.st_ino != b.st_ino {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    Ok(fd)
 }
 
 /// Whether the probe found openat2 usable (for `k3shim doctor`).

@@ -446,13 +446,11 @@ fn a_tracee_swapping_state_files_for_symlinks_cannot_make_k3shim_write_outside_n
     assert_eq!(host_sysctls(), before);
 }
 
-/// Fails today: this gVisor opens a symlink to a directory even with
-/// O_NOFOLLOW|O_DIRECTORY, and fakefs's fallback walk (no openat2 in gVisor,
-/// fakefs/src/fsutil.rs Root::open_dir) relies on O_NOFOLLOW, so replacing
-/// values/kernel with a symlink sends the next write of kernel/panic to the
-/// symlink's target. Reported in issue 8; un-ignore when fixed.
+/// This gVisor opens a symlink to a directory even with O_NOFOLLOW|O_DIRECTORY,
+/// and has no openat2: fakefs's step-by-step walk therefore checks each opened
+/// fd against an lstat of its name (fsutil::open_at_checked), so replacing
+/// values/kernel with a symlink gets ELOOP instead of a write to its target.
 #[test]
-#[ignore = "fakefs bug under gVisor: O_NOFOLLOW|O_DIRECTORY follows a symlinked directory (issue 8)"]
 fn a_tracee_swapping_state_files_for_symlinks_cannot_make_k3shim_write_outside_in_gvisor() {
     if !have_gvisor() {
         return;
