@@ -53,11 +53,9 @@ fn k() -> String {
 /// - a name longer than NAME_MAX under /proc/sys: fakefs answers ENOENT where
 ///   the kernel says ENAMETOOLONG (seen in gVisor's overlay mode).
 const KNOWN_PROC_SYS_DIVERGENCES: &[&str] = &[
-    "openat2(path, how size 1)",
     "open(non-UTF-8 dir/../panic)",
     "openat(dirfd, \"./panic/\")",
     "openat(dirfd, \"panic/..\")",
-    "open(component of 300 bytes)",
 ];
 
 /// Drops the value after "ok " (fake and real values differ by design) and the

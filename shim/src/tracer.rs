@@ -620,11 +620,20 @@ impl Tracer {
         });
         th.started = true;
         th.comm = None;
-        if let Pending::Exit(w) = std::mem::replace(&mut th.pending, Pending::None) {
-            if let Some((a, s)) = w.slot {
-                a.borrow_mut().release(s);
+        let finished = match std::mem::replace(&mut th.pending, Pending::None) {
+            Pending::Exit(mut w) => {
+                if let Some((a, s)) = w.slot.take() {
+                    a.borrow_mut().release(s);
+                }
+                // A successful execve has no exit stop here: its trace line ends now.
+                w.rec.take().map(|mut r| {
+                    r.ret = 0;
+                    r.dur_us = w.t0.elapsed().as_micros() as u64;
+                    r
+                })
             }
-        }
+            _ => None,
+        };
         // The exec event comes from inside execve: in step mode its exit stop is next.
         th.in_syscall = self.mode == FilterMode::Everything;
         let p = self.procs.entry(tgid).or_insert_with(Proc::new);
@@ -644,6 +653,9 @@ impl Tracer {
         let path = readlink_bytes(&format!("/proc/{tgid}/exe"))
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
+        if let Some(r) = finished {
+            policy.on_event(&Event::Syscall(r));
+        }
         policy.on_event(&Event::Exec { pid: tgid, path });
     }
 
@@ -732,6 +744,11 @@ impl Tracer {
         let mut first_ptr = (0u64, 0usize);
         let mut open_how: Option<[u8; 24]> = None;
         if entry.kind == OpKind::Openat2 {
+            if args[3] != 24 {
+                // The kernel checks the size before the path (EINVAL, E2BIG): let it.
+                // An extended open_how (size > 24) is not rewritten (documented).
+                return self.finish_entry(tid, work, None, policy);
+            }
             open_how = self.mem.read_bytes::<24>(tgid, tid, args[2]);
         }
         let how_fl = open_how.map(|b| {
