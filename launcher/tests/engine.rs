@@ -339,3 +339,25 @@ print(sorted(set(out)), len(out))
     assert_ok(&o, "python threads");
     assert_eq!(stdout(&o).trim(), "['1000000'] 16");
 }
+
+#[test]
+fn relative_opens_inside_a_fake_directory_reach_real_entries_too() {
+    // cwd or a dirfd on /proc/sys/vm is a view in the state directory; a real
+    // entry opened relative to it must still be the real one, not the view's
+    // placeholder. (Read-only: the host is untouched.)
+    let st = scratch("view-rel");
+    let real = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap();
+    let o = Command::new(k3shim())
+        .args(["run", "--state"])
+        .arg(st.join("s"))
+        .args(["--", "sh", "-c", "cd /proc/sys/vm && cat overcommit_memory"])
+        .output()
+        .unwrap();
+    assert_ok(&o, "cd + relative read");
+    assert_eq!(stdout(&o), real);
+    if have_gvisor() {
+        let o = gvisor(&run_cmd("/tmp/k3shim-vr", "sh -c 'cd /proc/sys/vm && cat overcommit_memory panic_on_oom'"));
+        assert_ok(&o, "cd + relative read in gVisor");
+        assert_eq!(stdout(&o), "0\n0\n");
+    }
+}

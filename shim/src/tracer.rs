@@ -76,7 +76,13 @@ struct ExitWork {
     /// fcntl(F_DUPFD) of a trapped fd: register the copy.
     dup_of: Option<WriteFd>,
     rec: Option<SyscallRecord>,
-    t0: Instant,
+    /// When the entry stop was seen (only when syscalls are reported: a clock
+    /// read is a real syscall under gVisor's ptrace platform).
+    t0: Option<Instant>,
+    /// The registers the entry changed, with their original values: at the exit
+    /// stop they are put back one by one (PTRACE_POKEUSER) with no register read,
+    /// when nothing else is to be done there.
+    pokes: Vec<(u64, u64)>,
 }
 
 enum Pending {
@@ -173,12 +179,18 @@ use std::os::unix::ffi::OsStringExt;
 /// so that a dirfd on a fake directory resolves as the program believes.
 struct ProcLookup<'a> {
     policy: &'a dyn Policy,
+    /// A cwd or fd on a path of the policy's was mapped back: the kernel would
+    /// resolve the raw path against the backing file, not the guest one.
+    translated: bool,
 }
 
 impl ProcLookup<'_> {
-    fn back(&self, b: Vec<u8>) -> Vec<u8> {
+    fn back(&mut self, b: Vec<u8>) -> Vec<u8> {
         match self.policy.untranslate(Path::new(OsStr::from_bytes(&b))) {
-            Some(p) => p.into_os_string().into_vec(),
+            Some(p) => {
+                self.translated = true;
+                p.into_os_string().into_vec()
+            }
             None => b,
         }
     }
@@ -209,6 +221,21 @@ fn tgid_of(tid: i32) -> i32 {
             })
         })
         .unwrap_or(tid)
+}
+
+/// (offset in struct user, original value) of each syscall register `m` changed.
+fn changed_regs(orig: &Regs, m: &Regs) -> Vec<(u64, u64)> {
+    use std::mem::offset_of;
+    let fields = [
+        (offset_of!(Regs, rdi), orig.rdi, m.rdi),
+        (offset_of!(Regs, rsi), orig.rsi, m.rsi),
+        (offset_of!(Regs, rdx), orig.rdx, m.rdx),
+        (offset_of!(Regs, r10), orig.r10, m.r10),
+        (offset_of!(Regs, r8), orig.r8, m.r8),
+        (offset_of!(Regs, r9), orig.r9, m.r9),
+        (offset_of!(Regs, orig_rax), orig.orig_rax, m.orig_rax),
+    ];
+    fields.iter().filter(|(_, a, b)| a != b).map(|(off, a, _)| (*off as u64, *a)).collect()
 }
 
 /// Syscalls that can touch an fd holding an emulated entry.
@@ -628,7 +655,7 @@ impl Tracer {
                 // A successful execve has no exit stop here: its trace line ends now.
                 w.rec.take().map(|mut r| {
                     r.ret = 0;
-                    r.dur_us = w.t0.elapsed().as_micros() as u64;
+                    r.dur_us = w.t0.map(|t| t.elapsed().as_micros() as u64).unwrap_or(0);
                     r
                 })
             }
@@ -688,7 +715,7 @@ impl Tracer {
 
     /// A syscall's entry: at its seccomp stop, or at its enter stop in step mode.
     fn on_entry(&mut self, tid: i32, from_seccomp: bool, policy: &mut dyn Policy) {
-        let t0 = Instant::now();
+        let t0 = self.report.then(Instant::now);
         let Some(regs) = getregs(tid) else { return };
         let tgid = self.threads[&tid].tgid;
         let nr = regs.orig_rax as i64;
@@ -703,6 +730,7 @@ impl Tracer {
             dup_of: None,
             rec: None,
             t0,
+            pokes: Vec::new(),
         };
         if self.report {
             work.rec = Some(SyscallRecord {
@@ -790,9 +818,10 @@ impl Tracer {
                     | PathOp::Rename
                     | PathOp::Link
             ) && !matches!(op, PathOp::Open { flags, .. } if flags & libc::O_NOFOLLOW != 0);
-            let resolved = {
-                let mut lk = ProcLookup { policy: &*policy };
-                resolve::resolve(&raw, base, tgid, tid, follow_last, &mut lk)
+            let (resolved, translated) = {
+                let mut lk = ProcLookup { policy: &*policy, translated: false };
+                let r = resolve::resolve(&raw, base, tgid, tid, follow_last, &mut lk);
+                (r, lk.translated)
             };
             if let Some(r) = work.rec.as_mut() {
                 if i == 0 {
@@ -815,7 +844,12 @@ impl Tracer {
                 path: &path,
                 raw: &raw,
             };
-            let d = policy.on_path(&req);
+            let mut d = policy.on_path(&req);
+            if d == Decision::Pass && translated {
+                // Relative to a fake directory (a view) or through a magic link to a
+                // backing file, "pass" must still reach the real path it stands for.
+                d = Decision::Redirect(crate::policy::Redirect::to(path.clone()));
+            }
             decisions[i] = Some((pa.path as usize, d, path));
         }
 
@@ -927,6 +961,7 @@ impl Tracer {
                 return;
             }
             work.saved = Some(regs);
+            work.pokes = changed_regs(&regs, &m);
             return self.finish_entry(tid, work, Some(()), policy);
         }
         self.finish_entry(tid, work, None, policy)
@@ -1097,7 +1132,8 @@ impl Tracer {
                 write_token: None,
                 dup_of: None,
                 rec: None,
-                t0: Instant::now(),
+                t0: None,
+                pokes: Vec::new(),
             },
         );
         match res {
@@ -1190,6 +1226,17 @@ impl Tracer {
     }
 
     fn on_exit(&mut self, tid: i32, mut w: ExitWork, policy: &mut dyn Policy) {
+        if !w.pokes.is_empty() && w.set_ret.is_none() && w.write_token.is_none() && w.dup_of.is_none() && w.rec.is_none() {
+            // The common redirect: put back the changed registers, keep the result.
+            for (off, v) in &w.pokes {
+                ptrace_raw(libc::PTRACE_POKEUSER, tid, *off, *v);
+            }
+            if let Some((a, s)) = w.slot.take() {
+                a.borrow_mut().release(s);
+            }
+            self.resume(tid, 0);
+            return;
+        }
         let Some(cur) = getregs(tid) else {
             if let Some((a, s)) = w.slot.take() {
                 a.borrow_mut().release(s);
@@ -1290,7 +1337,7 @@ impl Tracer {
         }
         if let Some(mut rec) = w.rec.take() {
             rec.ret = final_ret;
-            rec.dur_us = w.t0.elapsed().as_micros() as u64;
+            rec.dur_us = w.t0.map(|t| t.elapsed().as_micros() as u64).unwrap_or(0);
             policy.on_event(&Event::Syscall(rec));
         }
         self.resume(tid, 0);
