@@ -151,10 +151,18 @@ impl Root {
     /// lstat of `rel` beneath the root; None when it does not exist.
     pub fn lstat(&self, rel: &str) -> io::Result<Option<libc::stat>> {
         let (dir, leaf) = split(rel)?;
-        let d = match self.open_dir(dir, false) {
-            Ok(d) => d,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(None),
-            Err(e) => return Err(e),
+        // A name in the root itself (index.json, checked on every decision) needs
+        // no walk: one fstatat on the root fd.
+        let opened;
+        let d = if dir.is_empty() {
+            &self.fd
+        } else {
+            opened = match self.open_dir(dir, false) {
+                Ok(d) => d,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            &opened
         };
         let name = cstr(leaf)?;
         // SAFETY: st is plain data filled by the kernel.
