@@ -361,3 +361,17 @@ fn relative_opens_inside_a_fake_directory_reach_real_entries_too() {
         assert_eq!(stdout(&o), "0\n0\n");
     }
 }
+
+#[test]
+fn a_bind_rule_redirects_a_path_outside_proc_sys_in_gvisor() {
+    if !have_gvisor() {
+        return;
+    }
+    // gVisor has no /proc/diskstats; -b gives cAdvisor one from a file the user provides.
+    let st = scratch("bind");
+    let f = st.join("diskstats");
+    std::fs::write(&f, "   8       0 sda 1 2 3 4 5 6 7 8 9 10 11\n").unwrap();
+    let o = gvisor(&format!("{} run --state /tmp/k3shim-bind -b {}:/proc/diskstats -- cat /proc/diskstats", k3shim().display(), f.display()));
+    assert_ok(&o, "bind");
+    assert!(stdout(&o).contains(" sda "), "{}", stdout(&o));
+}

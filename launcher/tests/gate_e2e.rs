@@ -204,3 +204,30 @@ fn log_matches_become_milestones_and_output_passes_through_unchanged() {
     assert_ok(&table, "timeline table");
     assert!(stdout(&table).contains("apiserver") && stdout(&table).contains("ready"), "{}", stdout(&table));
 }
+
+#[test]
+fn an_exec_hold_keeps_the_program_from_starting_until_the_gate_opens_in_gvisor() {
+    if !have_gvisor() {
+        return;
+    }
+    let s = scripts();
+    let script = format!(
+        "{py} {s}/gate_server.py 18095 --not-ready 3 > /tmp/srv.out & \
+         while ! grep -q ready /tmp/srv.out 2>/dev/null; do sleep 0.05; done; \
+         {k} run --state /tmp/gs4 --timeline /tmp/t.jsonl --gate-url http://127.0.0.1:18095/readyz --gate-interval-ms 100 \
+           --hold exec:/usr/bin/true -- sh -c '/usr/bin/true; echo after-true'; echo rc=$?; echo ==TL==; cat /tmp/t.jsonl",
+        k = k3shim().display(),
+        py = python()
+    );
+    let o = gvisor(&script);
+    let (out, tl) = split(&stdout(&o), "==TL==\n");
+    assert!(out.contains("after-true") && out.contains("rc=0"), "{out}\n{}", stderr(&o));
+    let ev = check_timeline(&tl);
+    let hold = first(&ev, "hold").expect("hold");
+    assert_eq!(hold["what"], "exec:/usr/bin/true");
+    let open = first(&ev, "gate_open").expect("gate_open");
+    let release = first(&ev, "release").expect("release");
+    assert!(release["t_ms"].as_u64() >= open["t_ms"].as_u64());
+    let exec_true = ev.iter().find(|v| v["kind"] == "exec" && v["path"] == "/usr/bin/true").expect("exec of true");
+    assert!(exec_true["t_ms"].as_u64() >= open["t_ms"].as_u64(), "the program starts only after the gate opens");
+}
