@@ -59,34 +59,7 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
         rules.insert(Sysno::connect.id() as i64, vec![]);
     }
     if spec.write_fds {
-        for s in [
-            Sysno::write,
-            Sysno::pwrite64,
-            Sysno::writev,
-            Sysno::pwritev,
-            Sysno::pwritev2,
-            Sysno::close,
-            Sysno::ftruncate,
-        ] {
-            rules.insert(s.id() as i64, vec![SeccompRule::new(fd_range(0))?]);
-        }
-        // dup2/dup3 from the range (a copy to follow) or onto it (an entry replaced).
-        for s in [Sysno::dup2, Sysno::dup3] {
-            rules.insert(
-                s.id() as i64,
-                vec![
-                    SeccompRule::new(fd_range(0))?,
-                    SeccompRule::new(fd_range(1))?,
-                ],
-            );
-        }
-        let mut f = Vec::new();
-        for cmd in [libc::F_DUPFD, libc::F_DUPFD_CLOEXEC] {
-            let mut conds = fd_range(0);
-            conds.push(c(1, Op::Eq, cmd as u64));
-            f.push(SeccompRule::new(conds)?);
-        }
-        rules.insert(Sysno::fcntl.id() as i64, f);
+        fd_rules(&mut rules, &fd_range)?;
     }
     let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Trace(0), arch())?;
     filter.try_into()
@@ -99,6 +72,17 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
 pub fn build_for_fd(fd: u32) -> Result<BpfProgram, seccompiler::BackendError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     let v = u64::from(fd);
+    fd_rules(&mut rules, &|arg| vec![c(arg, Op::Eq, v)])?;
+    SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Trace(0), arch())?.try_into()
+}
+
+/// The syscalls that write through, close, truncate or copy an fd, each trapped
+/// when `fd_is(arg)` holds for its fd argument(s): the same set for the shim's
+/// fd range and for one fd outside it.
+fn fd_rules(
+    rules: &mut BTreeMap<i64, Vec<SeccompRule>>,
+    fd_is: &dyn Fn(u8) -> Vec<Cond>,
+) -> Result<(), seccompiler::BackendError> {
     for s in [
         Sysno::write,
         Sysno::pwrite64,
@@ -108,26 +92,23 @@ pub fn build_for_fd(fd: u32) -> Result<BpfProgram, seccompiler::BackendError> {
         Sysno::close,
         Sysno::ftruncate,
     ] {
-        rules.insert(
-            s.id() as i64,
-            vec![SeccompRule::new(vec![c(0, Op::Eq, v)])?],
-        );
+        rules.insert(s.id() as i64, vec![SeccompRule::new(fd_is(0))?]);
     }
+    // dup2/dup3 from the fd (a copy to follow) or onto it (an entry replaced).
     for s in [Sysno::dup2, Sysno::dup3] {
         rules.insert(
             s.id() as i64,
-            vec![SeccompRule::new(vec![c(1, Op::Eq, v)])?],
+            vec![SeccompRule::new(fd_is(0))?, SeccompRule::new(fd_is(1))?],
         );
     }
-    let mut fc = Vec::new();
+    let mut f = Vec::new();
     for cmd in [libc::F_DUPFD, libc::F_DUPFD_CLOEXEC] {
-        fc.push(SeccompRule::new(vec![
-            c(0, Op::Eq, v),
-            c(1, Op::Eq, cmd as u64),
-        ])?);
+        let mut conds = fd_is(0);
+        conds.push(c(1, Op::Eq, cmd as u64));
+        f.push(SeccompRule::new(conds)?);
     }
-    rules.insert(Sysno::fcntl.id() as i64, fc);
-    SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Trace(0), arch())?.try_into()
+    rules.insert(Sysno::fcntl.id() as i64, f);
+    Ok(())
 }
 
 fn arch() -> TargetArch {
