@@ -235,7 +235,11 @@ fn changed_regs(orig: &Regs, m: &Regs) -> Vec<(u64, u64)> {
         (offset_of!(Regs, r9), orig.r9, m.r9),
         (offset_of!(Regs, orig_rax), orig.orig_rax, m.orig_rax),
     ];
-    fields.iter().filter(|(_, a, b)| a != b).map(|(off, a, _)| (*off as u64, *a)).collect()
+    fields
+        .iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(off, a, _)| (*off as u64, *a))
+        .collect()
 }
 
 /// Syscalls that can touch an fd holding an emulated entry.
@@ -819,7 +823,10 @@ impl Tracer {
                     | PathOp::Link
             ) && !matches!(op, PathOp::Open { flags, .. } if flags & libc::O_NOFOLLOW != 0);
             let (resolved, translated) = {
-                let mut lk = ProcLookup { policy: &*policy, translated: false };
+                let mut lk = ProcLookup {
+                    policy: &*policy,
+                    translated: false,
+                };
                 let r = resolve::resolve(&raw, base, tgid, tid, follow_last, &mut lk);
                 (r, lk.translated)
             };
@@ -1226,7 +1233,12 @@ impl Tracer {
     }
 
     fn on_exit(&mut self, tid: i32, mut w: ExitWork, policy: &mut dyn Policy) {
-        if !w.pokes.is_empty() && w.set_ret.is_none() && w.write_token.is_none() && w.dup_of.is_none() && w.rec.is_none() {
+        if !w.pokes.is_empty()
+            && w.set_ret.is_none()
+            && w.write_token.is_none()
+            && w.dup_of.is_none()
+            && w.rec.is_none()
+        {
             // The common redirect: put back the changed registers, keep the result.
             for (off, v) in &w.pokes {
                 ptrace_raw(libc::PTRACE_POKEUSER, tid, *off, *v);
