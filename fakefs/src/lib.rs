@@ -377,6 +377,9 @@ pub struct FakeFs {
     index: BTreeMap<String, IndexEntry>,
     index_dirs: HashSet<String>,
     index_stamp: Option<(u64, i64, i64, i64)>,
+    /// Shared change counter of index.json (None: stat it every time).
+    generation: Option<fsutil::Generation>,
+    seen_generation: u64,
     real_kind: RefCell<HashMap<String, RealKind>>,
     real_readable: RefCell<HashMap<String, bool>>,
     tokens: Vec<String>,
@@ -436,6 +439,8 @@ impl FakeFs {
             index: BTreeMap::new(),
             index_dirs: HashSet::new(),
             index_stamp: None,
+            generation: None,
+            seen_generation: 0,
             real_kind: RefCell::new(HashMap::new()),
             real_readable: RefCell::new(HashMap::new()),
             tokens: Vec::new(),
@@ -444,6 +449,9 @@ impl FakeFs {
             views_built: HashSet::new(),
             state,
         };
+        fs.generation = fsutil::Generation::map(&fs.root, "generation");
+        // Read before the index is: a change made after this is seen on the next decision.
+        fs.seen_generation = fs.generation.as_ref().map(|g| g.load()).unwrap_or(0);
         fs.resync_profile()?;
         for (guest, content) in fs.profile.files.clone() {
             let rel = format!("files{guest}");
@@ -1032,8 +1040,16 @@ impl FakeFs {
         self.root.lstat(INDEX_FILE).ok().flatten().map(|st| (st.st_ino, st.st_mtime, st.st_mtime_nsec, st.st_size))
     }
 
-    /// Picks up index changes made by another process (one lstat).
+    /// Picks up index changes made by another process: no syscall while the shared
+    /// generation counter is unchanged, else one lstat.
     fn refresh_index(&mut self) {
+        if let Some(g) = &self.generation {
+            let now = g.load();
+            if now == self.seen_generation {
+                return;
+            }
+            self.seen_generation = now;
+        }
         if self.index_stamp() != self.index_stamp {
             if let Err(e) = self.reload_index() {
                 tracing::warn!("fakefs: keeping the index in memory: {e}");
@@ -1059,6 +1075,10 @@ impl FakeFs {
             .write_atomic(INDEX_FILE, text.as_bytes(), 0o644, true)
             .map_err(io_err(self.state.join(INDEX_FILE), "cannot write"))?;
         self.index_stamp = self.index_stamp();
+        if let Some(g) = &self.generation {
+            // Others re-read the index on their next decision; we are up to date.
+            self.seen_generation = g.bump();
+        }
         self.index_changed();
         Ok(())
     }

@@ -749,3 +749,17 @@ fn a_write_token_survives_a_reset() {
     assert_eq!(f.write(token(&o), 1, "x", 0, b"2"), Ok(1));
     assert_eq!(f.get("vm/panic_on_oom").unwrap(), "2");
 }
+
+#[test]
+fn a_change_made_by_another_instance_is_seen_on_the_next_decision() {
+    // Overlay: kernel/panic is real and readable, so it is served real...
+    let e = env();
+    let mut a = open(&e, Mode::Overlay);
+    let mut b = open(&e, Mode::Overlay);
+    assert_eq!(a.decide(p("/proc/sys/kernel/panic"), Op::Read), Outcome::Real);
+    // ...until another instance (`k3shim fakefs set`, a second traced run) writes it:
+    // the shared generation counter tells `a` to look at the index again.
+    b.set("kernel/panic", "7").unwrap();
+    let o = a.decide(p("/proc/sys/kernel/panic"), Op::Read);
+    assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "7\n");
+}
