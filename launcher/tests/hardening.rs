@@ -558,7 +558,8 @@ fn the_path_syscalls_of_a_workload_outside_proc_sys_have_the_results_strace_sees
     assert_eq!(stdout(&o2), stdout(&o), "program output");
     let key = |l: &str| -> Option<(String, String, String)> {
         // strace: `PID name("path", ...) = RET ...`; k3shim: `[pid N comm] name(...) = RET <action> (dur)`.
-        let l = if l.starts_with('[') { l.split_once("] ")?.1 } else { l.split_once(' ')?.1 };
+        // strace pads the pid column ("7770  access(...)"), hence the trim.
+        let l = if l.starts_with('[') { l.split_once("] ")?.1 } else { l.split_once(' ')?.1.trim_start() };
         let (name, rest) = l.split_once('(')?;
         let path = rest.split('"').nth(1)?.to_string();
         let ret = rest.rsplit_once(" = ")?.1.split_whitespace().next()?.to_string();
