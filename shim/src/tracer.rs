@@ -123,6 +123,9 @@ pub struct Tracer {
     next_area: u64,
     held: usize,
     fixes_logged: bool,
+    /// Wait statuses of other tracees collected while one was being stepped
+    /// through an injection; the main loop handles them first.
+    deferred: std::collections::VecDeque<(i32, i32)>,
 }
 
 fn ptrace_raw(req: libc::c_uint, tid: i32, addr: u64, data: u64) -> i64 {
@@ -326,6 +329,7 @@ impl Tracer {
             next_area: 1,
             held: 0,
             fixes_logged: false,
+            deferred: Default::default(),
         };
         t.threads.insert(
             root,
@@ -367,6 +371,9 @@ impl Tracer {
     }
 
     fn wait(&mut self, policy: &mut dyn Policy) -> Option<(i32, i32)> {
+        if let Some(ev) = self.deferred.pop_front() {
+            return Some(ev);
+        }
         let mut st = 0;
         loop {
             if self.held > 0 {
@@ -1404,13 +1411,20 @@ impl Tracer {
         ptrace_raw(libc::PTRACE_SYSCALL, tid, 0, 0);
         loop {
             let mut st = 0;
-            // SAFETY: waiting on one known tracee.
-            let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL) };
-            if r != tid {
+            // Any tracee, not just `tid`: when a whole group is killed, the leader's
+            // exit is reported only after its other threads have been reaped, so
+            // waiting on the leader alone would never return.
+            // SAFETY: waiting for any of our tracees.
+            let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL) };
+            if r < 0 {
                 if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                     continue;
                 }
                 return Step::Gone(0);
+            }
+            if r != tid {
+                self.deferred.push_back((r, st));
+                continue;
             }
             if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
                 return Step::Gone(st);
