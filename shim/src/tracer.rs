@@ -85,6 +85,29 @@ struct ExitWork {
     pokes: Vec<(u64, u64)>,
 }
 
+impl ExitWork {
+    fn new(skip_enter: bool, t0: Option<Instant>) -> ExitWork {
+        ExitWork {
+            saved: None,
+            set_ret: None,
+            slot: None,
+            skip_enter,
+            write_token: None,
+            dup_of: None,
+            rec: None,
+            t0,
+            pokes: Vec::new(),
+        }
+    }
+
+    /// Gives the scratch slot back, if one is held.
+    fn release_slot(&mut self) {
+        if let Some((a, s)) = self.slot.take() {
+            a.borrow_mut().release(s);
+        }
+    }
+}
+
 enum Pending {
     None,
     Exit(Box<ExitWork>),
@@ -535,10 +558,8 @@ impl Tracer {
         let Some(th) = self.threads.remove(&tid) else {
             return;
         };
-        if let Pending::Exit(w) = th.pending {
-            if let Some((a, s)) = w.slot {
-                a.borrow_mut().release(s);
-            }
+        if let Pending::Exit(mut w) = th.pending {
+            w.release_slot();
         } else if let Pending::Held { .. } = th.pending {
             self.held = self.held.saturating_sub(1);
         }
@@ -641,10 +662,8 @@ impl Tracer {
             .collect();
         for k in old {
             if let Some(t) = self.threads.remove(&k) {
-                if let Pending::Exit(w) = t.pending {
-                    if let Some((a, s)) = w.slot {
-                        a.borrow_mut().release(s);
-                    }
+                if let Pending::Exit(mut w) = t.pending {
+                    w.release_slot();
                 }
             }
         }
@@ -660,9 +679,7 @@ impl Tracer {
         th.comm = None;
         let finished = match std::mem::replace(&mut th.pending, Pending::None) {
             Pending::Exit(mut w) => {
-                if let Some((a, s)) = w.slot.take() {
-                    a.borrow_mut().release(s);
-                }
+                w.release_slot();
                 // A successful execve has no exit stop here: its trace line ends now.
                 w.rec.take().map(|mut r| {
                     r.ret = 0;
@@ -732,17 +749,7 @@ impl Tracer {
         let nr = regs.orig_rax as i64;
         let args = args_of(&regs);
         let skip_enter = from_seccomp && self.facts.enter_stop_after_seccomp;
-        let mut work = ExitWork {
-            saved: None,
-            set_ret: None,
-            slot: None,
-            skip_enter,
-            write_token: None,
-            dup_of: None,
-            rec: None,
-            t0,
-            pokes: Vec::new(),
-        };
+        let mut work = ExitWork::new(skip_enter, t0);
         if self.report {
             work.rec = Some(SyscallRecord {
                 pid: tgid,
@@ -969,9 +976,7 @@ impl Tracer {
         }
         if changed {
             if !setregs(tid, &m) {
-                if let Some((a, s)) = work.slot.take() {
-                    a.borrow_mut().release(s);
-                }
+                work.release_slot();
                 return;
             }
             work.saved = Some(regs);
@@ -1136,20 +1141,7 @@ impl Tracer {
             r.args = format!("{fd}, ...");
             r.action = Action::Emulated;
         }
-        let w = std::mem::replace(
-            work,
-            ExitWork {
-                saved: None,
-                set_ret: None,
-                slot: None,
-                skip_enter: false,
-                write_token: None,
-                dup_of: None,
-                rec: None,
-                t0: None,
-                pokes: Vec::new(),
-            },
-        );
+        let w = std::mem::replace(work, ExitWork::new(false, None));
         match res {
             Some(ret) => self.emulate(tid, *regs, w, ret, policy),
             None => self.finish_entry(tid, w, None, policy),
@@ -1250,56 +1242,42 @@ impl Tracer {
             for (off, v) in &w.pokes {
                 ptrace_raw(libc::PTRACE_POKEUSER, tid, *off, *v);
             }
-            if let Some((a, s)) = w.slot.take() {
-                a.borrow_mut().release(s);
-            }
+            w.release_slot();
             self.resume(tid, 0);
             return;
         }
         let Some(cur) = getregs(tid) else {
-            if let Some((a, s)) = w.slot.take() {
-                a.borrow_mut().release(s);
-            }
+            w.release_slot();
             return;
         };
         let mut ret = cur.rax as i64;
         let tgid = self.threads.get(&tid).map(|t| t.tgid).unwrap_or(tid);
-        if let (Some((token, cloexec)), true) = (
-            w.write_token,
-            ret >= 0 && self.mode == FilterMode::Everything,
-        ) {
-            // Every write stops in step mode: the fd can stay where it is.
-            if let Some(p) = self.procs.get(&tgid) {
-                p.write_fds.borrow_mut().insert(
-                    ret as i32,
-                    WriteFd {
-                        token,
-                        pos: 0,
-                        cloexec,
-                    },
-                );
-            }
-        } else if let (Some((token, cloexec)), true) = (w.write_token, ret >= 0) {
-            match self.move_fd(tid, &cur, ret, cloexec) {
+        if let (Some((token, cloexec)), true) = (w.write_token, ret >= 0) {
+            // Step mode stops every write anyway: the fd can stay where it is.
+            // Otherwise it moves into the range the filter traps.
+            let fd = if self.mode == FilterMode::Everything {
+                Ok(ret)
+            } else {
+                self.move_fd(tid, &cur, ret, cloexec)
+            };
+            match fd {
                 Ok(newfd) => {
                     ret = newfd;
-                    if (FD_TRAP_BASE..FD_TRAP_END).contains(&(newfd as u64)) {
-                        if let Some(p) = self.procs.get(&tgid) {
-                            p.write_fds.borrow_mut().insert(
-                                newfd as i32,
-                                WriteFd {
-                                    token,
-                                    pos: 0,
-                                    cloexec,
-                                },
-                            );
-                        }
+                    let trapped = self.mode == FilterMode::Everything
+                        || (FD_TRAP_BASE..FD_TRAP_END).contains(&(newfd as u64));
+                    if let (true, Some(p)) = (trapped, self.procs.get(&tgid)) {
+                        p.write_fds.borrow_mut().insert(
+                            newfd as i32,
+                            WriteFd {
+                                token,
+                                pos: 0,
+                                cloexec,
+                            },
+                        );
                     }
                 }
                 Err(st) => {
-                    if let Some((a, s)) = w.slot.take() {
-                        a.borrow_mut().release(s);
-                    }
+                    w.release_slot();
                     if let Some(t) = self.threads.get_mut(&tid) {
                         t.pending = Pending::None;
                     }
@@ -1351,9 +1329,7 @@ impl Tracer {
             r.rax = final_ret as u64;
             setregs(tid, &r);
         }
-        if let Some((a, s)) = w.slot.take() {
-            a.borrow_mut().release(s);
-        }
+        w.release_slot();
         if let Some(mut rec) = w.rec.take() {
             rec.ret = final_ret;
             rec.dur_us = w.t0.map(|t| t.elapsed().as_micros() as u64).unwrap_or(0);
