@@ -373,15 +373,23 @@ fn sigkill_to_the_tracer_and_writers_in_gvisor_leaves_valid_values() {
         return;
     }
     let ss = fixtures().join("sysstress");
-    // Inside one sandbox: start, kill -9 the tracer or the writer at varying
-    // times, then read back with a fresh k3shim (state persists in the overlay).
+    // Inside one sandbox: start, wait until the writer's pid file (one per
+    // round) has its pid, kill -9 the tracer or the writer at varying times,
+    // then read back with a fresh k3shim (state persists in the overlay).
+    // Killing before the pid is known would hit a stale pid and leave a writer
+    // of 800,000 values running for many minutes. (No `mv` into place: in
+    // runsc's overlay, renameat2(RENAME_NOREPLACE) onto a name that existed
+    // and was unlinked fails with EEXIST, with or without k3shim.)
     let script = format!(
         "S=/tmp/kstate; for i in 1 2 3 4 5 6; do \
-           {k} run --state $S -- sh -c 'echo $$ > /tmp/wpid; exec {ss} -write -goroutines 8 -iterations 100000 -exec-every 0 kernel/panic=12345,7' >/dev/null 2>&1 & K=$!; \
-           sleep 0.$((3 + i)); \
-           if [ $((i % 2)) = 0 ]; then kill -9 $K; else kill -9 $(cat /tmp/wpid); fi; wait $K; \
+           W=/tmp/wpid.$i; \
+           {k} run --state $S -- sh -c \"echo \\$\\$ > $W; exec {ss} -write -goroutines 8 -iterations 100000 -exec-every 0 kernel/panic=12345,7\" >/dev/null 2>&1 & K=$!; \
+           n=0; while [ ! -s $W ] && [ $n -lt 1200 ]; do sleep 0.05; n=$((n+1)); done; \
+           [ -s $W ] || echo NOSTART; \
+           sleep 0.$((1 + i)); \
+           if [ $((i % 2)) = 0 ]; then kill -9 $K; else kill -9 $(cat $W); fi; wait $K; echo \"rc=$?\" >&2; \
            sleep 0.3; \
-           if [ -d /proc/$(cat /tmp/wpid) ] && ! grep -q '^State:.Z' /proc/$(cat /tmp/wpid)/status; then echo SURVIVOR; fi; \
+           P=$(cat $W); if [ -n \"$P\" ] && [ -d /proc/$P ] && ! grep -q '^State:.Z' /proc/$P/status; then echo SURVIVOR; fi; \
            {k} fakefs get --state $S kernel/panic; \
          done",
         k = k(),
@@ -389,9 +397,12 @@ fn sigkill_to_the_tracer_and_writers_in_gvisor_leaves_valid_values() {
     );
     let o = gvisor(&script);
     let out = stdout(&o);
-    assert!(!out.contains("SURVIVOR"), "{out}\n{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(!out.contains("SURVIVOR") && !out.contains("NOSTART"), "{out}\n{err}");
+    // Every run ended by the SIGKILL (k3shim reports a killed command as 137), not by finishing.
+    assert_eq!(err.matches("rc=137").count(), 6, "{out}\n{err}");
     let vals: Vec<&str> = out.lines().collect();
-    assert_eq!(vals.len(), 6, "{out}\n{}", stderr(&o));
+    assert_eq!(vals.len(), 6, "{out}\n{err}");
     assert!(vals.iter().all(|v| ["12345", "7", "0"].contains(&v.trim())), "{out}");
 }
 

@@ -53,19 +53,45 @@ pub fn have_gvisor() -> bool {
     ok
 }
 
+/// How long one sandboxed or native script may run before the test fails
+/// (K3SHIM_TEST_TIMEOUT seconds, default 300): a hang must fail one test with
+/// its output, not stall CI until its own limit.
+pub fn script_timeout() -> u64 {
+    std::env::var("K3SHIM_TEST_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+}
+
+/// Runs `program args` under coreutils `timeout` (TERM, then KILL 10 s later)
+/// and panics with everything it printed when the limit is hit.
+fn run_bounded(program: &str, args: &[&str], what: &str) -> Output {
+    let limit = script_timeout();
+    let start = std::time::Instant::now();
+    let o = Command::new("timeout")
+        .args(["-k", "10", &limit.to_string(), program])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run timeout {program}: {e} (coreutils is needed by the tests)"));
+    let code = o.status.code();
+    if (code == Some(124) || code == Some(137) || code.is_none()) && start.elapsed().as_secs() >= limit {
+        panic!(
+            "{what} did not finish within {limit} s (K3SHIM_TEST_TIMEOUT) and was killed\n--- script ---\n{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            args.last().unwrap_or(&""),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    o
+}
+
 /// Runs `sh -c script` inside gVisor. Output is captured through pipes (runsc
 /// garbles output when stdout and stderr are the same regular file).
 pub fn gvisor(script: &str) -> Output {
-    Command::new("runsc")
-        .args(["--platform=ptrace", "--network=none", "do", "/bin/sh", "-c", script])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run runsc")
+    run_bounded("runsc", &["--platform=ptrace", "--network=none", "do", "/bin/sh", "-c", script], "a gVisor script")
 }
 
 /// Runs `sh -c script` natively.
 pub fn native(script: &str) -> Output {
-    Command::new("/bin/sh").args(["-c", script]).stdin(Stdio::null()).output().expect("run sh")
+    run_bounded("/bin/sh", &["-c", script], "a native script")
 }
 
 pub fn stdout(o: &Output) -> String {
