@@ -74,7 +74,11 @@ fn mode_name(m: fakefs::Mode) -> &'static str {
 fn init(common: &FakefsCommon, out: &mut dyn Write) -> Result<i32> {
     let dir = state_of(common)?;
     let existed = std::fs::symlink_metadata(dir.join(fakefs::STATE_FILE)).is_ok();
-    let fs = config::open_fakefs(config::fakefs_options(&common.state)?)?;
+    let mut fs = config::open_fakefs(config::fakefs_options(&common.state)?)?;
+    if existed {
+        // `init` on an existing directory also repairs entries edited by hand.
+        fs.verify()?;
+    }
     let entries = fs.entries();
     let profiles = if common.state.profiles.is_empty() { "k3s".to_string() } else { common.state.profiles.join(" + ") };
     io(writeln!(
