@@ -123,8 +123,9 @@ fn pump(
     matches: Arc<Vec<(String, regex::Regex)>>,
     log: Option<Arc<Mutex<std::fs::File>>>,
     timeline: Timeline,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let pumper = std::thread::Builder::new().name(format!("k3shim-{stream}")).stack_size(128 * 1024);
+    pumper.spawn(move || {
         let mut r = std::io::BufReader::new(std::fs::File::from(read));
         let mut line = Vec::new();
         let mut seen: std::collections::HashSet<String> = Default::default();
@@ -177,7 +178,10 @@ fn forward_signals(timeline: Timeline) {
             libc::sigaddset(&mut set, s);
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        std::thread::spawn(move || loop {
+        // A small stack: this thread only waits for signals (the default 2 MiB
+        // counts in full toward RSS under gVisor).
+        let waiter = std::thread::Builder::new().name("k3shim-signals".into()).stack_size(64 * 1024);
+        let _ = waiter.spawn(move || loop {
             let mut info: libc::siginfo_t = std::mem::zeroed();
             let sig = libc::sigwaitinfo(&set, &mut info);
             if sig < 0 {
@@ -248,7 +252,15 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
     )
     .with_context(|| format!("--timeline {}: cannot create", a.timeline.as_deref().unwrap_or(Path::new("")).display()))?;
     forward_signals(timeline.clone());
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("k3shim-gate").build()?;
+    // One worker is plenty for the gate's probes and the hooks; small stacks
+    // keep the tracer's footprint down (gVisor counts a whole stack as resident).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(4)
+        .thread_stack_size(256 * 1024)
+        .enable_all()
+        .thread_name("k3shim-gate")
+        .build()?;
 
     // 3. The target's output goes through us only when we need to see it.
     let mut stdio: [Option<OwnedFd>; 3] = Default::default();
@@ -257,7 +269,7 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         for (i, name) in [(1usize, "stdout"), (2, "stderr")] {
             let (r, w) = pipe()?;
             stdio[i] = Some(w);
-            pumps.push(pump(r, name, matches.clone(), log.clone(), timeline.clone()));
+            pumps.push(pump(r, name, matches.clone(), log.clone(), timeline.clone()).context("cannot start a thread to copy CMD's output (out of memory or threads?)")?);
         }
     }
 
