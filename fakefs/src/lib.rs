@@ -351,6 +351,16 @@ struct StateFile {
     created_unix_ms: u64,
 }
 
+/// What a covered path names (FakeFs::kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Missing,
+    /// A component before the last is not a directory.
+    NotDir,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RealKind {
     Missing,
@@ -519,6 +529,43 @@ impl FakeFs {
             return self.decide_standin(b, op);
         }
         Outcome::Real
+    }
+
+    /// What a covered path names for a traced program (None: not covered).
+    /// The engine asks for the names that `.`, `..` or a trailing slash walk
+    /// through, which must be directories.
+    pub fn kind(&self, guest: &Path) -> Option<Kind> {
+        let b = guest.as_os_str().as_bytes();
+        if let Some(Outcome::Fake { backing, .. }) = self.decide_bind(b) {
+            return Some(match std::fs::symlink_metadata(&backing) {
+                Ok(m) if m.is_dir() => Kind::Dir,
+                Ok(_) => Kind::File,
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Kind::NotDir,
+                Err(_) => Kind::Missing,
+            });
+        }
+        if let Some(rest) = below(b, b"/proc/sys") {
+            let Ok(rel) = std::str::from_utf8(rest) else {
+                // No /proc/sys name is outside ASCII.
+                return Some(Kind::Missing);
+            };
+            if rel.split('/').any(|c| c.len() > 255) {
+                return None;
+            }
+            if !rel.is_empty() && profile::check_rel_path(rel).is_err() {
+                return Some(Kind::Missing);
+            }
+            return Some(match self.node(rel) {
+                Node::Dir => Kind::Dir,
+                Node::File => Kind::File,
+                Node::Missing { .. } => Kind::Missing,
+                Node::NotDir => Kind::NotDir,
+            });
+        }
+        if self.file_paths.iter().any(|f| f.as_slice() == b) {
+            return Some(Kind::File);
+        }
+        None
     }
 
     fn decide_bind(&self, b: &[u8]) -> Option<Outcome> {

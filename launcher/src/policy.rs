@@ -99,6 +99,16 @@ impl Policy for ShimPolicy {
         self.fs.untranslate(host)
     }
 
+    fn kind(&self, path: &Path) -> Option<shim::resolve::PathKind> {
+        use shim::resolve::PathKind;
+        self.fs.kind(path).map(|k| match k {
+            fakefs::Kind::Dir => PathKind::Dir,
+            fakefs::Kind::File => PathKind::File,
+            fakefs::Kind::Missing => PathKind::Missing,
+            fakefs::Kind::NotDir => PathKind::NotDir,
+        })
+    }
+
     fn on_write(&mut self, token: u64, pid: i32, offset: u64, data: &[u8]) -> Result<usize, i32> {
         let comm = comm_of(pid);
         let r = self.fs.write(token, pid, &comm, offset, data);

@@ -128,6 +128,13 @@ pub trait Policy {
         None
     }
 
+    /// What a path the policy serves names (directory, file, missing), so that
+    /// `name/..` and `name/` fail as the kernel would when the name is not a
+    /// directory. None for paths it does not serve: the kernel decides those.
+    fn kind(&self, _path: &Path) -> Option<crate::resolve::PathKind> {
+        None
+    }
+
     /// A write to an fd opened through a redirect with a `write_token`.
     /// `offset` is the fd's position (0 for the first write after open).
     /// Return the byte count the write reports, or an errno.

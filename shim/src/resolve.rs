@@ -13,6 +13,21 @@ pub trait Lookup {
     fn cwd(&mut self, pid: i32) -> Option<Vec<u8>>;
     /// Absolute path behind fd `fd` of process `pid` (None if not a path: socket, pipe...).
     fn fd_path(&mut self, pid: i32, fd: i32) -> Option<Vec<u8>>;
+    /// What an absolute path names, when the caller knows (the paths it serves);
+    /// None: not known, the kernel will find out.
+    fn kind(&mut self, _path: &[u8]) -> Option<PathKind> {
+        None
+    }
+}
+
+/// What a path names, for the components that lexical folding would drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    Dir,
+    File,
+    Missing,
+    /// A component before it is not a directory.
+    NotDir,
 }
 
 /// Where a relative path starts.
@@ -29,6 +44,10 @@ const MAX_MAGIC_HOPS: usize = 8;
 /// magic link in the last component is followed (false for readlink and lstat).
 /// Returns None when the base cannot be known (a bad dirfd): the caller then
 /// passes the syscall through and lets the kernel report the error.
+/// Some(Err(errno)) when a component that `.`, `..` or a trailing slash
+/// requires to be a directory is known (Lookup::kind) to be a file or missing:
+/// the kernel fails such a path (`panic/..`, `panic/`) with ENOTDIR or ENOENT
+/// where folding alone would name an existing directory.
 pub fn resolve(
     raw: &[u8],
     base: Base,
@@ -36,7 +55,7 @@ pub fn resolve(
     tid: i32,
     follow_last: bool,
     lk: &mut dyn Lookup,
-) -> Option<PathBuf> {
+) -> Option<Result<PathBuf, i32>> {
     let mut out: Vec<Vec<u8>> = Vec::new();
     if raw.first() != Some(&b'/') {
         let b = match base {
@@ -52,9 +71,25 @@ pub fn resolve(
         .split(|&c| c == b'/')
         .filter(|c| !c.is_empty())
         .collect();
+    let trailing_slash = raw.len() > 1 && raw.last() == Some(&b'/');
     let mut hops = 0;
     for (i, c) in comps.iter().enumerate() {
         let last = i + 1 == comps.len();
+        // Lexical folding drops what the kernel walks: a component followed by
+        // `.`, `..` or a trailing slash must be a directory.
+        let walked_through = match comps.get(i + 1) {
+            Some(next) => *next == b"." || *next == b"..",
+            None => trailing_slash,
+        };
+        if walked_through && *c != b"." && *c != b".." {
+            let mut here = out.clone();
+            here.push(c.to_vec());
+            match lk.kind(&join(&here)) {
+                Some(PathKind::File) | Some(PathKind::NotDir) => return Some(Err(libc::ENOTDIR)),
+                Some(PathKind::Missing) => return Some(Err(libc::ENOENT)),
+                Some(PathKind::Dir) | None => {}
+            }
+        }
         match *c {
             b"." => {}
             b".." => {
@@ -69,15 +104,19 @@ pub fn resolve(
             }
         }
     }
-    let mut s = Vec::with_capacity(raw.len() + 16);
-    for c in &out {
+    Some(Ok(PathBuf::from(OsStr::from_bytes(&join(&out)))))
+}
+
+fn join(comps: &[Vec<u8>]) -> Vec<u8> {
+    let mut s = Vec::with_capacity(comps.iter().map(|c| c.len() + 1).sum::<usize>().max(1));
+    for c in comps {
         s.push(b'/');
         s.extend_from_slice(c);
     }
     if s.is_empty() {
         s.push(b'/');
     }
-    Some(PathBuf::from(OsStr::from_bytes(&s)))
+    s
 }
 
 fn push_all(out: &mut Vec<Vec<u8>>, abs: &[u8]) {
@@ -196,7 +235,7 @@ mod tests {
     }
     fn r(raw: &str, base: Base, pid: i32) -> Option<String> {
         resolve(raw.as_bytes(), base, pid, pid + 1, true, &mut fake())
-            .map(|p| p.to_string_lossy().into_owned())
+            .map(|p| p.expect("resolves").to_string_lossy().into_owned())
     }
 
     #[test]
@@ -271,7 +310,43 @@ mod tests {
 
     #[test]
     fn last_magic_link_is_kept_when_not_followed() {
-        let p = resolve(b"/proc/self/fd/3", Base::Cwd, 10, 10, false, &mut fake()).unwrap();
+        let p = resolve(b"/proc/self/fd/3", Base::Cwd, 10, 10, false, &mut fake()).unwrap().unwrap();
         assert_eq!(p.to_str().unwrap(), "/proc/10/fd/3");
+    }
+
+    /// Knows /proc/sys/kernel (a directory) and /proc/sys/kernel/panic (a file).
+    struct Kinds(Fake);
+    impl Lookup for Kinds {
+        fn cwd(&mut self, pid: i32) -> Option<Vec<u8>> {
+            self.0.cwd(pid)
+        }
+        fn fd_path(&mut self, pid: i32, fd: i32) -> Option<Vec<u8>> {
+            self.0.fd_path(pid, fd)
+        }
+        fn kind(&mut self, path: &[u8]) -> Option<PathKind> {
+            match path {
+                b"/proc/sys" | b"/proc/sys/kernel" => Some(PathKind::Dir),
+                b"/proc/sys/kernel/panic" => Some(PathKind::File),
+                p if p.starts_with(b"/proc/sys/kernel/panic/") => Some(PathKind::NotDir),
+                p if p.starts_with(b"/proc/sys/") => Some(PathKind::Missing),
+                _ => None,
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_or_missing_name_before_dot_dotdot_or_a_trailing_slash_fails_as_in_the_kernel() {
+        let k = |raw: &[u8]| resolve(raw, Base::Cwd, 10, 10, true, &mut Kinds(fake())).unwrap();
+        assert_eq!(k(b"/proc/sys/kernel/panic/.."), Err(libc::ENOTDIR));
+        assert_eq!(k(b"/proc/sys/kernel/panic/"), Err(libc::ENOTDIR));
+        assert_eq!(k(b"/proc/sys/kernel/panic/."), Err(libc::ENOTDIR));
+        assert_eq!(k(b"kernel/panic//"), Err(libc::ENOTDIR));
+        assert_eq!(k(b"/proc/sys/kernel/\xff/../panic"), Err(libc::ENOENT));
+        assert_eq!(k(b"/proc/sys/kernel/panic/x/.."), Err(libc::ENOTDIR));
+        // Directories, unknown paths and plain names fold as before.
+        assert_eq!(k(b"/proc/sys/kernel/../kernel/panic").unwrap().to_str(), Some("/proc/sys/kernel/panic"));
+        assert_eq!(k(b"/proc/sys/kernel/").unwrap().to_str(), Some("/proc/sys/kernel"));
+        assert_eq!(k(b"/tmp/file/../x").unwrap().to_str(), Some("/tmp/x"));
+        assert_eq!(k(b"/proc/sys/kernel/panic").unwrap().to_str(), Some("/proc/sys/kernel/panic"));
     }
 }

@@ -229,6 +229,9 @@ impl Lookup for ProcLookup<'_> {
     fn fd_path(&mut self, pid: i32, fd: i32) -> Option<Vec<u8>> {
         readlink_bytes(&format!("/proc/{pid}/fd/{fd}")).map(|b| self.back(b))
     }
+    fn kind(&mut self, path: &[u8]) -> Option<resolve::PathKind> {
+        self.policy.kind(Path::new(OsStr::from_bytes(path)))
+    }
 }
 
 fn comm_of(tid: i32) -> String {
@@ -850,7 +853,15 @@ impl Tracer {
                     r.path = Some(String::from_utf8_lossy(&raw).into_owned());
                 }
             }
-            let Some(path) = resolved else { continue };
+            let path = match resolved {
+                None => continue,
+                Some(Ok(path)) => path,
+                Some(Err(errno)) => {
+                    // A file or missing name walked through with `.`/`..`/a trailing slash.
+                    decisions[i] = Some((pa.path as usize, Decision::Fail(errno), PathBuf::from(OsStr::from_bytes(&raw))));
+                    continue;
+                }
+            };
             if op == PathOp::Exec
                 && !policy.gate_open()
                 && policy.should_hold(&HoldRequest::Exec { path: path.clone() })
