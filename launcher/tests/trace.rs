@@ -172,3 +172,19 @@ fn trace_agrees_with_strace_natively_where_every_entry_is_real() {
     let k3: BTreeSet<_> = from_k3shim(&std::fs::read_to_string(&k3_file).unwrap()).into_iter().map(|(n, p, ok, _)| (n, p, ok)).collect();
     assert_eq!(k3, st, "overlay passes real entries through: identical traffic");
 }
+
+#[test]
+fn an_execve_by_a_non_leader_thread_gets_its_line_with_that_threads_tid() {
+    if !have_gvisor() {
+        return;
+    }
+    let tt = fixtures().join("threadtorture");
+    let (t, out) = gvisor_trace("-e trace=execve", &format!("{} -threads 20 -signals 0 -exec-from-thread vm/panic_on_oom=0", tt.display()));
+    assert!(out.contains("exec from non-leader thread ok"), "{out}");
+    let execs: Vec<&str> = t.lines().filter(|l| l.contains("execve(") && l.contains(") = 0 ")).collect();
+    assert_eq!(execs.len(), 2, "the launch and the re-exec from a thread:\n{t}");
+    let from_thread = execs[1];
+    let ids = from_thread.trim_start_matches("[pid ").split(' ').next().unwrap_or("");
+    let (pid, tid) = ids.split_once('/').unwrap_or_else(|| panic!("a thread's line names pid/tid: {from_thread}"));
+    assert_ne!(pid, tid, "{from_thread}");
+}

@@ -654,23 +654,27 @@ impl Tracer {
     }
 
     fn on_exec(&mut self, tid: i32, policy: &mut dyn Policy) {
+        // The thread that called execve; a non-leader takes the leader's tid.
         let former = eventmsg(tid) as i32;
         let tgid = tid;
-        // The exec'ing thread took the leader's tid; every other thread is gone.
+        // Every other thread is gone. The exec'ing thread's own state (its
+        // pending execve record) stays with its former tid until here.
         let old: Vec<i32> = self
             .threads
             .iter()
             .filter(|(k, t)| t.tgid == tgid && **k != tid)
             .map(|(k, _)| *k)
             .collect();
+        let mut execer = None;
         for k in old {
             if let Some(t) = self.threads.remove(&k) {
-                if let Pending::Exit(mut w) = t.pending {
+                if k == former {
+                    execer = Some(t.pending);
+                } else if let Pending::Exit(mut w) = t.pending {
                     w.release_slot();
                 }
             }
         }
-        let _ = former;
         let th = self.threads.entry(tid).or_insert(Thread {
             tgid,
             started: true,
@@ -680,12 +684,24 @@ impl Tracer {
         });
         th.started = true;
         th.comm = None;
-        let finished = match std::mem::replace(&mut th.pending, Pending::None) {
+        let leader = std::mem::replace(&mut th.pending, Pending::None);
+        let pending = match execer {
+            Some(p) => {
+                // The leader was elsewhere (e.g. in a syscall) when it was replaced.
+                if let Pending::Exit(mut w) = leader {
+                    w.release_slot();
+                }
+                p
+            }
+            None => leader,
+        };
+        let finished = match pending {
             Pending::Exit(mut w) => {
                 w.release_slot();
                 // A successful execve has no exit stop here: its trace line ends now.
                 w.rec.take().map(|mut r| {
                     r.ret = 0;
+                    r.tid = former;
                     r.dur_us = w.t0.map(|t| t.elapsed().as_micros() as u64).unwrap_or(0);
                     r
                 })
