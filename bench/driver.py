@@ -40,16 +40,20 @@ def have(prog):
 # ---- tools -----------------------------------------------------------------
 
 STATE = os.path.join(SCRATCH, "state")
+# The stand-in writes what kubelet writes (vm/overcommit_memory=1, ...): in
+# overlay mode that makes those real entries fake. Its own state directory
+# keeps the /proc/sys loops' "real entry" real in every repetition.
+STATE_STANDIN = os.path.join(SCRATCH, "state-standin")
 PROOT_TREE = os.path.join(SCRATCH, "proot-sys")
 
 
-def tool_prefix(tool):
+def tool_prefix(tool, state=STATE):
     if tool == "native":
         return []
     if tool == "k3shim":
-        return [K3SHIM, "run", "--state", STATE, "--"]
+        return [K3SHIM, "run", "--state", state, "--"]
     if tool == "k3shim-none":
-        return [K3SHIM, "run", "--state", STATE, "--filter", "none", "--"]
+        return [K3SHIM, "run", "--state", state, "--filter", "none", "--"]
     if tool == "proot":
         return ["proot", "-b", f"{PROOT_TREE}:/proc/sys"]
     if tool == "strace":
@@ -69,6 +73,8 @@ def setup():
     """Seed k3shim's state and build proot's copy of the fake tree (not timed)."""
     notes = {}
     shutil.rmtree(STATE, ignore_errors=True)
+    shutil.rmtree(STATE_STANDIN, ignore_errors=True)
+    subprocess.run([K3SHIM, "run", "--state", STATE_STANDIN, "--", "/bin/true"], capture_output=True, text=True)
     r = subprocess.run([K3SHIM, "run", "--state", STATE, "--", "/bin/true"], capture_output=True, text=True)
     if r.returncode != 0:
         log(f"k3shim warm-up failed: {r.stderr.strip()[-400:]}")
@@ -240,11 +246,11 @@ def workloads():
             return c
 
         def standin_ready(tool):
-            return standin_cmd(tool, False), {"timeout": 300, "ready_re": r'msg="k3s is up and running"'}, None
+            return standin_cmd(tool, False), {"timeout": 300, "ready_re": r'msg="k3s is up and running"', "state": STATE_STANDIN}, None
         ws.append(("standin", TOOLS, standin_ready))
 
         def standin_agent(tool):
-            return standin_cmd(tool, True), {"timeout": 300, "ready_re": r'"Successfully registered node"'}, None
+            return standin_cmd(tool, True), {"timeout": 300, "ready_re": r'"Successfully registered node"', "state": STATE_STANDIN}, None
         ws.append(("standin-agent", ["k3shim", "k3shim-none"], standin_agent))
 
         def current(tool, rel):
@@ -307,7 +313,8 @@ def main():
                 if not tools_avail.get(tool, True):
                     continue
                 cmd, kw, note = fn(tool)
-                r = measure(tool_prefix(tool) + cmd, **kw)
+                state = kw.pop("state", STATE)
+                r = measure(tool_prefix(tool, state) + cmd, **kw)
                 rec = {"workload": name, "tool": tool, "rep": rep, **r}
                 if note:
                     rec["note"] = note
