@@ -337,7 +337,7 @@ struct IndexFile {
     /// The profile (and machine facts it depends on) that every entry still
     /// at its profile default was last brought in line with: when the next
     /// opener's is the same, its start-up resync has nothing to do and is
-    /// skipped (a per-entry check costs ~2,000 syscalls, ~0.15 s in gVisor).
+    /// skipped (the per-entry check was ~850 of the ~1,050 start-up syscalls).
     /// Absent in older index files: the resync then runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     profile_fingerprint: Option<String>,
