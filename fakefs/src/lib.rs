@@ -520,10 +520,11 @@ impl FakeFs {
             return o;
         }
         if let Some(rest) = below(b, b"/proc/sys") {
-            let Ok(rel) = std::str::from_utf8(rest) else {
-                return Outcome::Error(libc::ENOENT);
+            return match sys_name(rest) {
+                SysName::Name(rel) => self.decide_sys(rel, op),
+                SysName::NoSuchEntry => Outcome::Error(libc::ENOENT),
+                SysName::KernelDecides => Outcome::Real,
             };
-            return self.decide_sys(rel, op);
         }
         if self.file_paths.iter().any(|f| f.as_slice() == b) {
             return self.decide_standin(b, op);
@@ -545,16 +546,11 @@ impl FakeFs {
             });
         }
         if let Some(rest) = below(b, b"/proc/sys") {
-            let Ok(rel) = std::str::from_utf8(rest) else {
-                // No /proc/sys name is outside ASCII.
-                return Some(Kind::Missing);
+            let rel = match sys_name(rest) {
+                SysName::Name(rel) => rel,
+                SysName::NoSuchEntry => return Some(Kind::Missing),
+                SysName::KernelDecides => return None,
             };
-            if rel.split('/').any(|c| c.len() > 255) {
-                return None;
-            }
-            if !rel.is_empty() && profile::check_rel_path(rel).is_err() {
-                return Some(Kind::Missing);
-            }
             return Some(match self.node(rel) {
                 Node::Dir => Kind::Dir,
                 Node::File => Kind::File,
@@ -596,14 +592,6 @@ impl FakeFs {
     }
 
     fn decide_sys(&mut self, rel: &str, op: Op) -> Outcome {
-        if rel.split('/').any(|c| c.len() > 255) {
-            // Over NAME_MAX no entry can exist; kernels differ in the errno (Linux's
-            // procfs says ENOENT, gVisor ENAMETOOLONG), so the real one answers.
-            return Outcome::Real;
-        }
-        if !rel.is_empty() && profile::check_rel_path(rel).is_err() {
-            return Outcome::Error(libc::ENOENT);
-        }
         self.refresh_index();
         match self.node(rel) {
             Node::NotDir => Outcome::Error(libc::ENOTDIR),
@@ -1357,6 +1345,30 @@ fn check_state_file(state: &Path) -> Result<(), Error> {
         return Err(Error::Layout { dir: state.to_path_buf(), found: layout, supported: LAYOUT_VERSION });
     }
     Ok(())
+}
+
+/// What a name below /proc/sys can be, before looking it up.
+enum SysName<'a> {
+    Name(&'a str),
+    /// Not a name any entry has (non-UTF-8: every /proc/sys name is ASCII; or
+    /// not a valid relative path).
+    NoSuchEntry,
+    /// Over NAME_MAX no entry can exist; kernels differ in the errno (Linux's
+    /// procfs says ENOENT, gVisor ENAMETOOLONG), so the real one answers.
+    KernelDecides,
+}
+
+fn sys_name(rest: &[u8]) -> SysName<'_> {
+    let Ok(rel) = std::str::from_utf8(rest) else {
+        return SysName::NoSuchEntry;
+    };
+    if rel.split('/').any(|c| c.len() > 255) {
+        return SysName::KernelDecides;
+    }
+    if !rel.is_empty() && profile::check_rel_path(rel).is_err() {
+        return SysName::NoSuchEntry;
+    }
+    SysName::Name(rel)
 }
 
 fn read_index(state: &Path) -> Result<IndexFile, Error> {

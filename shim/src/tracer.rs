@@ -163,6 +163,11 @@ fn getregs(tid: i32) -> Option<Regs> {
     (ptrace_raw(libc::PTRACE_GETREGS, tid, 0, &mut r as *mut Regs as u64) == 0).then_some(r)
 }
 
+/// "No wait status": what an injection returns when a ptrace call on the
+/// tracee failed (it was killed under us), as opposed to a status from waitpid
+/// (where 0 means "exited with 0"). -1 is no valid wait status.
+const NO_STATUS: i32 = -1;
+
 fn setregs(tid: i32, r: &Regs) -> bool {
     ptrace_raw(libc::PTRACE_SETREGS, tid, 0, r as *const Regs as u64) == 0
 }
@@ -505,6 +510,19 @@ impl Tracer {
                 awaiting_parent: true,
                 ..Proc::new()
             });
+        }
+    }
+
+    /// Handles the status an injection ended with: a real wait status is
+    /// dispatched; NO_STATUS (a ptrace call failed: the tracee was killed under
+    /// us) is not, and the real exit comes through waitpid later. Dispatching
+    /// it as status 0 reported a SIGKILLed command as having exited 0.
+    fn dispatch_status(&mut self, tid: i32, st: i32, policy: &mut dyn Policy) {
+        if st != NO_STATUS {
+            self.dispatch(tid, st, policy);
+        } else {
+            // Should it still be stopped after all, it must not stay so.
+            self.resume(tid, 0);
         }
     }
 
@@ -1308,7 +1326,7 @@ impl Tracer {
                     if let Some(t) = self.threads.get_mut(&tid) {
                         t.pending = Pending::None;
                     }
-                    self.dispatch(tid, st, policy);
+                    self.dispatch_status(tid, st, policy);
                     return;
                 }
             }
@@ -1333,7 +1351,7 @@ impl Tracer {
                         if let Some(t) = self.threads.get_mut(&tid) {
                             t.pending = Pending::None;
                         }
-                        self.dispatch(tid, st, policy);
+                        self.dispatch_status(tid, st, policy);
                         return;
                     }
                 };
@@ -1423,7 +1441,7 @@ impl Tracer {
                 if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                     continue;
                 }
-                return Step::Gone(0);
+                return Step::Gone(NO_STATUS);
             }
             if r != tid {
                 self.deferred.push_back((r, st));
@@ -1463,14 +1481,14 @@ impl Tracer {
             set_arg(&mut m, i, *v);
         }
         if !setregs(tid, &m) {
-            return Err(0);
+            return Err(NO_STATUS);
         }
         for _ in 0..2 {
             if let Step::Gone(st) = self.step(tid, sigs) {
                 return Err(st);
             }
         }
-        getregs(tid).map(|r| r.rax as i64).ok_or(0)
+        getregs(tid).map(|r| r.rax as i64).ok_or(NO_STATUS)
     }
 
     /// The scratch area of `tgid`, mapping it first if needed. Mapping happens
@@ -1509,7 +1527,7 @@ impl Tracer {
                 policy.on_event(&Event::Warning { pid: tgid, message: "could not map the shim's scratch memory; redirects are off for this process".into() });
             }
             Err(st) => {
-                self.dispatch(tid, st, policy);
+                self.dispatch_status(tid, st, policy);
                 return None;
             }
         }
