@@ -1216,7 +1216,6 @@ impl FakeFs {
         }
         // Saved even when no entry changed: the new fingerprint is the change.
         self.save_index()
-
     }
 
     /// Builds DIR/views/<rel>/: one empty file or directory per entry that

@@ -513,11 +513,15 @@ impl Tracer {
         }
     }
 
-    /// Handles the status an injection ended with: a real wait status is
-    /// dispatched; NO_STATUS (a ptrace call failed: the tracee was killed under
-    /// us) is not, and the real exit comes through waitpid later. Dispatching
-    /// it as status 0 reported a SIGKILLed command as having exited 0.
-    fn dispatch_status(&mut self, tid: i32, st: i32, policy: &mut dyn Policy) {
+    /// An injection into `tid` ended early: its pending work is dropped, and a
+    /// real wait status is dispatched; NO_STATUS (a ptrace call failed: the
+    /// tracee was killed under us) is not, and the real exit comes through
+    /// waitpid later. Dispatching it as status 0 reported a SIGKILLed command
+    /// as having exited 0.
+    fn injection_failed(&mut self, tid: i32, st: i32, policy: &mut dyn Policy) {
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.pending = Pending::None;
+        }
         if st != NO_STATUS {
             self.dispatch(tid, st, policy);
         } else {
@@ -1323,10 +1327,7 @@ impl Tracer {
                 }
                 Err(st) => {
                     w.release_slot();
-                    if let Some(t) = self.threads.get_mut(&tid) {
-                        t.pending = Pending::None;
-                    }
-                    self.dispatch_status(tid, st, policy);
+                    self.injection_failed(tid, st, policy);
                     return;
                 }
             }
@@ -1348,10 +1349,7 @@ impl Tracer {
                 || match self.trap_low_fd(tid, tgid, &cur, ret as i32, &mut sigs) {
                     Ok(t) => t,
                     Err(st) => {
-                        if let Some(t) = self.threads.get_mut(&tid) {
-                            t.pending = Pending::None;
-                        }
-                        self.dispatch_status(tid, st, policy);
+                        self.injection_failed(tid, st, policy);
                         return;
                     }
                 };
@@ -1527,7 +1525,7 @@ impl Tracer {
                 policy.on_event(&Event::Warning { pid: tgid, message: "could not map the shim's scratch memory; redirects are off for this process".into() });
             }
             Err(st) => {
-                self.dispatch_status(tid, st, policy);
+                self.injection_failed(tid, st, policy);
                 return None;
             }
         }
