@@ -46,7 +46,11 @@ fn components(rel: &str) -> io::Result<Vec<&str>> {
         return Ok(Vec::new());
     }
     let parts: Vec<&str> = rel.split('/').collect();
-    if rel.starts_with('/') || parts.iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
+    if rel.starts_with('/')
+        || parts
+            .iter()
+            .any(|c| c.is_empty() || *c == "." || *c == "..")
+    {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     Ok(parts)
@@ -59,11 +63,19 @@ pub(crate) struct Root {
 
 impl Root {
     pub fn open(path: &Path) -> io::Result<Root> {
-        let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let c = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: c is a valid NUL-terminated string.
-        let fd = check(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+        let fd = check(unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        })?;
         // SAFETY: fd was just returned by open and is owned by nobody else.
-        Ok(Root { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        Ok(Root {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
     }
 
     fn openat2(&self, rel: &str, flags: i32, mode: u32) -> Option<io::Result<OwnedFd>> {
@@ -76,12 +88,25 @@ impl Root {
         };
         let how = OpenHow {
             flags: (flags | libc::O_CLOEXEC) as u64,
-            mode: if flags & libc::O_CREAT != 0 { mode as u64 } else { 0 },
-            resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+            mode: if flags & libc::O_CREAT != 0 {
+                mode as u64
+            } else {
+                0
+            },
+            resolve: RESOLVE_BENEATH
+                | RESOLVE_NO_SYMLINKS
+                | RESOLVE_NO_MAGICLINKS
+                | RESOLVE_NO_XDEV,
         };
         // SAFETY: arguments follow the openat2(2) ABI; how outlives the call.
         let r = unsafe {
-            libc::syscall(libc::SYS_openat2, self.fd.as_raw_fd(), c.as_ptr(), &how as *const OpenHow, std::mem::size_of::<OpenHow>())
+            libc::syscall(
+                libc::SYS_openat2,
+                self.fd.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
         };
         if r >= 0 {
             OPENAT2.store(1, Ordering::Relaxed);
@@ -91,7 +116,8 @@ impl Root {
         let e = io::Error::last_os_error();
         let code = e.raw_os_error().unwrap_or(0);
         let unsupported = code == libc::ENOSYS
-            || (OPENAT2.load(Ordering::Relaxed) == 0 && matches!(code, libc::EPERM | libc::E2BIG | libc::EINVAL));
+            || (OPENAT2.load(Ordering::Relaxed) == 0
+                && matches!(code, libc::EPERM | libc::E2BIG | libc::EINVAL));
         if unsupported {
             OPENAT2.store(2, Ordering::Relaxed);
             return None;
@@ -103,7 +129,11 @@ impl Root {
     pub fn open_dir(&self, rel: &str, create: bool) -> io::Result<OwnedFd> {
         let parts = components(rel)?;
         if !create {
-            if let Some(r) = self.openat2(if rel.is_empty() { "." } else { rel }, libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+            if let Some(r) = self.openat2(
+                if rel.is_empty() { "." } else { rel },
+                libc::O_RDONLY | libc::O_DIRECTORY,
+                0,
+            ) {
                 return r;
             }
         }
@@ -159,7 +189,9 @@ impl Root {
         } else {
             opened = match self.open_dir(dir, false) {
                 Ok(d) => d,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(None),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                    return Ok(None)
+                }
                 Err(e) => return Err(e),
             };
             &opened
@@ -168,7 +200,14 @@ impl Root {
         // SAFETY: st is plain data filled by the kernel.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: valid fd, C string and out pointer.
-        let r = unsafe { libc::fstatat(d.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        let r = unsafe {
+            libc::fstatat(
+                d.as_raw_fd(),
+                name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() == Some(libc::ENOENT) {
@@ -195,9 +234,17 @@ impl Root {
             TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let cname = cstr(&name)?;
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let flags =
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         // SAFETY: valid fd and C string.
-        let fd = check(unsafe { libc::openat(tmp.as_raw_fd(), cname.as_ptr(), flags, 0o600 as libc::c_uint) })?;
+        let fd = check(unsafe {
+            libc::openat(
+                tmp.as_raw_fd(),
+                cname.as_ptr(),
+                flags,
+                0o600 as libc::c_uint,
+            )
+        })?;
         // SAFETY: fd is new and ours.
         let mut f = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
         let res = (|| {
@@ -209,7 +256,14 @@ impl Root {
             }
             let cleaf = cstr(leaf)?;
             // SAFETY: valid fds and C strings.
-            check(unsafe { libc::renameat(tmp.as_raw_fd(), cname.as_ptr(), target.as_raw_fd(), cleaf.as_ptr()) })?;
+            check(unsafe {
+                libc::renameat(
+                    tmp.as_raw_fd(),
+                    cname.as_ptr(),
+                    target.as_raw_fd(),
+                    cleaf.as_ptr(),
+                )
+            })?;
             Ok(())
         })();
         if res.is_err() {
@@ -308,7 +362,12 @@ pub(crate) fn list(dir: &OwnedFd) -> io::Result<Vec<(String, bool)>> {
             break;
         }
         // SAFETY: readdir returned a valid dirent with a NUL-terminated name.
-        let (name, dtype) = unsafe { (std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()), (*ent).d_type) };
+        let (name, dtype) = unsafe {
+            (
+                std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()),
+                (*ent).d_type,
+            )
+        };
         let name = name.to_string_lossy().into_owned();
         if name == "." || name == ".." {
             continue;
@@ -318,7 +377,14 @@ pub(crate) fn list(dir: &OwnedFd) -> io::Result<Vec<(String, bool)>> {
             // SAFETY: st is plain data.
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             // SAFETY: valid fd, C string, out pointer.
-            let r = unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+            let r = unsafe {
+                libc::fstatat(
+                    dir.as_raw_fd(),
+                    c.as_ptr(),
+                    &mut st,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
             r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
         } else {
             dtype == libc::DT_DIR
@@ -393,19 +459,41 @@ fn split(rel: &str) -> io::Result<(&str, &str)> {
 /// opened is what the name holds: this gVisor opens a symlink to a directory
 /// despite O_NOFOLLOW|O_DIRECTORY, so the fd is compared (device, inode) with an
 /// lstat of the name, and a symlink or a swap in between gives ELOOP.
-pub(crate) fn open_at_checked(dir: &OwnedFd, name: &std::ffi::CStr, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+pub(crate) fn open_at_checked(
+    dir: &OwnedFd,
+    name: &std::ffi::CStr,
+    flags: i32,
+    mode: u32,
+) -> io::Result<OwnedFd> {
     // SAFETY: valid fd and C string.
-    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags | libc::O_NOFOLLOW, mode as libc::c_uint) })?;
+    let fd = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_NOFOLLOW,
+            mode as libc::c_uint,
+        )
+    })?;
     // SAFETY: fd is new and ours.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: zeroed stat buffers are valid out-parameters for fstat/fstatat.
-    let (mut a, mut b): (libc::stat, libc::stat) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    let (mut a, mut b): (libc::stat, libc::stat) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
     // SAFETY: valid fds, C string and out-parameters.
     let ok = unsafe {
         libc::fstat(fd.as_raw_fd(), &mut a) == 0
-            && libc::fstatat(dir.as_raw_fd(), name.as_ptr(), &mut b, libc::AT_SYMLINK_NOFOLLOW) == 0
+            && libc::fstatat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                &mut b,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ) == 0
     };
-    if !ok || b.st_mode & libc::S_IFMT == libc::S_IFLNK || a.st_dev != b.st_dev || a.st_ino != b.st_ino {
+    if !ok
+        || b.st_mode & libc::S_IFMT == libc::S_IFLNK
+        || a.st_dev != b.st_dev
+        || a.st_ino != b.st_ino
+    {
         return Err(io::Error::from_raw_os_error(libc::ELOOP));
     }
     Ok(fd)
@@ -417,44 +505,6 @@ pub fn openat2_in_use() -> Option<bool> {
         1 => Some(true),
         2 => Some(false),
         _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn operations_never_follow_a_symlink_out_of_the_root() {
-        let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("secret"), "s").unwrap();
-        let root = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
-        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("f")).unwrap();
-        let r = Root::open(root.path()).unwrap();
-        assert!(r.read("link/secret").is_err());
-        assert!(r.read("f").is_err());
-        assert!(r.write_atomic("link/secret", b"x", 0o644, false).is_err());
-        assert_eq!(std::fs::read_to_string(outside.path().join("secret")).unwrap(), "s");
-        // A symlink as the final component is replaced, not followed.
-        r.write_atomic("f", b"new", 0o644, false).unwrap();
-        assert_eq!(std::fs::read_to_string(outside.path().join("secret")).unwrap(), "s");
-        assert_eq!(r.read("f").unwrap(), b"new");
-        assert!(r.read("../x").is_err());
-    }
-
-    #[test]
-    fn the_walk_fallback_behaves_like_openat2() {
-        let root = tempfile::tempdir().unwrap();
-        let r = Root::open(root.path()).unwrap();
-        let saved = OPENAT2.swap(2, Ordering::Relaxed);
-        r.write_atomic("a/b/c", b"1\n", 0o444, false).unwrap();
-        assert_eq!(r.read("a/b/c").unwrap(), b"1\n");
-        std::os::unix::fs::symlink("/etc", root.path().join("a/l")).unwrap();
-        assert!(r.read("a/l/hostname").is_err());
-        OPENAT2.store(saved, Ordering::Relaxed);
-        let st = r.lstat("a/b/c").unwrap().unwrap();
-        assert_eq!(st.st_mode & 0o777, 0o444);
     }
 }
 
@@ -473,14 +523,25 @@ impl Generation {
     /// Maps DIR/`name` (created if missing). None if it cannot be mapped: the
     /// caller then checks index.json's stat every time.
     pub(crate) fn map(root: &Root, name: &str) -> Option<Generation> {
-        let fd = root.open_file(name, libc::O_RDWR | libc::O_CREAT, 0o644).ok()?;
+        let fd = root
+            .open_file(name, libc::O_RDWR | libc::O_CREAT, 0o644)
+            .ok()?;
         let f = std::fs::File::from(fd);
         if f.metadata().ok()?.len() < Self::LEN as u64 {
             f.set_len(Self::LEN as u64).ok()?;
         }
         // SAFETY: a fresh shared mapping of LEN bytes of a file at least LEN long;
         // the kernel picks the address. The mapping outlives the fd.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), Self::LEN, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, f.as_raw_fd(), 0) };
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                Self::LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
         (p != libc::MAP_FAILED).then(|| Generation { ptr: p.cast() })
     }
 
@@ -504,5 +565,49 @@ impl Drop for Generation {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly the mapping made in `map`.
         unsafe { libc::munmap(self.ptr.cast(), Self::LEN) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_never_follow_a_symlink_out_of_the_root() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "s").unwrap();
+        let root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), root.path().join("f")).unwrap();
+        let r = Root::open(root.path()).unwrap();
+        assert!(r.read("link/secret").is_err());
+        assert!(r.read("f").is_err());
+        assert!(r.write_atomic("link/secret", b"x", 0o644, false).is_err());
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("secret")).unwrap(),
+            "s"
+        );
+        // A symlink as the final component is replaced, not followed.
+        r.write_atomic("f", b"new", 0o644, false).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("secret")).unwrap(),
+            "s"
+        );
+        assert_eq!(r.read("f").unwrap(), b"new");
+        assert!(r.read("../x").is_err());
+    }
+
+    #[test]
+    fn the_walk_fallback_behaves_like_openat2() {
+        let root = tempfile::tempdir().unwrap();
+        let r = Root::open(root.path()).unwrap();
+        let saved = OPENAT2.swap(2, Ordering::Relaxed);
+        r.write_atomic("a/b/c", b"1\n", 0o444, false).unwrap();
+        assert_eq!(r.read("a/b/c").unwrap(), b"1\n");
+        std::os::unix::fs::symlink("/etc", root.path().join("a/l")).unwrap();
+        assert!(r.read("a/l/hostname").is_err());
+        OPENAT2.store(saved, Ordering::Relaxed);
+        let st = r.lstat("a/b/c").unwrap().unwrap();
+        assert_eq!(st.st_mode & 0o777, 0o444);
     }
 }

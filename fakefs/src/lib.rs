@@ -93,7 +93,9 @@ pub enum Op {
     /// open O_RDONLY (of a file or, without O_DIRECTORY, of a directory).
     Read,
     /// open O_WRONLY; `trunc` = O_TRUNC (procfs ignores it: a write replaces the value anyway).
-    Write { trunc: bool },
+    Write {
+        trunc: bool,
+    },
     /// open O_RDWR.
     ReadWrite,
     /// open with O_CREAT (or symlink(2)); fakefs decides whether the target exists.
@@ -101,7 +103,9 @@ pub enum Op {
     /// stat family, statfs.
     Stat,
     /// access family; `mode` is R_OK|W_OK|X_OK bits (F_OK = 0).
-    Access { mode: i32 },
+    Access {
+        mode: i32,
+    },
     Readlink,
     /// open O_DIRECTORY, chdir.
     OpenDir,
@@ -130,7 +134,12 @@ pub enum Outcome {
     /// on the resulting fd must be emulated through [`FakeFs::write`]: the fd
     /// itself is opened read-only (clear_flags has O_ACCMODE), so a write the
     /// tracer misses fails with EBADF instead of tearing the value.
-    Fake { backing: PathBuf, add_flags: i32, clear_flags: i32, write_token: Option<u64> },
+    Fake {
+        backing: PathBuf,
+        add_flags: i32,
+        clear_flags: i32,
+        write_token: Option<u64>,
+    },
     /// Fail the syscall with this errno, as procfs would.
     Error(i32),
 }
@@ -205,21 +214,42 @@ pub enum Error {
     #[error("state directory {0} exists but is not a directory: pick an empty or new directory")]
     NotADir(PathBuf),
     #[error("state directory {dir}: {file} is corrupt ({reason}); nothing was changed: repair or move that file away, or pick a new state directory")]
-    Corrupt { dir: PathBuf, file: String, reason: String },
+    Corrupt {
+        dir: PathBuf,
+        file: String,
+        reason: String,
+    },
     #[error("state directory {dir} has layout version {found} but this k3shim reads version {supported}: use a matching k3shim or a new state directory")]
-    Layout { dir: PathBuf, found: i64, supported: u32 },
+    Layout {
+        dir: PathBuf,
+        found: i64,
+        supported: u32,
+    },
     #[error("profile {file} line {line}: {msg}")]
-    Profile { file: String, line: usize, msg: String },
+    Profile {
+        file: String,
+        line: usize,
+        msg: String,
+    },
     #[error("profile {name}: {reason} (use k3s, none, or a path to a .toml or .tsv file)")]
     ProfileRead { name: String, reason: String },
     #[error("{path}: {what}: {source}")]
-    Io { path: PathBuf, what: &'static str, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("{0}: no such entry in the fake tree or the real one: check the path (relative to /proc/sys, e.g. vm/panic_on_oom)")]
     NoEntry(String),
     #[error("{0}: not a /proc/sys entry or a profile file: give a path relative to /proc/sys, e.g. vm/panic_on_oom")]
     NotAnEntry(String),
     #[error("{path}: value {value:?} rejected with {errno} (rule: {rule}): give a value the rule accepts")]
-    Rejected { path: String, value: String, errno: String, rule: String },
+    Rejected {
+        path: String,
+        value: String,
+        errno: String,
+        rule: String,
+    },
     #[error("{0} is read-only (0444): it cannot be set")]
     ReadOnly(String),
     #[error("bind {spec:?}: {why} (expected SRC:DST with absolute paths, as proot -b)")]
@@ -235,7 +265,10 @@ fn io_err(path: impl Into<PathBuf>, what: &'static str) -> impl FnOnce(std::io::
 /// both sides. A relative SRC is taken from the current directory; DST must
 /// be absolute. Both are normalized lexically.
 pub fn parse_bind(spec: &str) -> Result<(PathBuf, PathBuf), Error> {
-    let bad = |why: &str| Error::Bind { spec: spec.to_string(), why: why.to_string() };
+    let bad = |why: &str| Error::Bind {
+        spec: spec.to_string(),
+        why: why.to_string(),
+    };
     let (src, dst) = match spec.split_once(':') {
         Some((s, d)) => (s, d),
         None => (spec, spec),
@@ -249,7 +282,9 @@ pub fn parse_bind(spec: &str) -> Result<(PathBuf, PathBuf), Error> {
     let src = if src.starts_with('/') {
         PathBuf::from(src)
     } else {
-        std::env::current_dir().map_err(|_| bad("cannot resolve relative SRC"))?.join(src)
+        std::env::current_dir()
+            .map_err(|_| bad("cannot resolve relative SRC"))?
+            .join(src)
     };
     Ok((normalize(&src), normalize(Path::new(dst))))
 }
@@ -443,9 +478,14 @@ impl FakeFs {
                 .map_err(io_err(state.join(STATE_FILE), "cannot write"))?;
         }
         for d in ["values", "views", "tmp", "files"] {
-            root.open_dir(d, true).map_err(io_err(state.join(d), "cannot create"))?;
+            root.open_dir(d, true)
+                .map_err(io_err(state.join(d), "cannot create"))?;
         }
-        let file_paths = profile.files.keys().map(|k| k.as_bytes().to_vec()).collect();
+        let file_paths = profile
+            .files
+            .keys()
+            .map(|k| k.as_bytes().to_vec())
+            .collect();
         let mut fs = FakeFs {
             root,
             profile_dirs: profile.dirs(),
@@ -502,7 +542,9 @@ impl FakeFs {
         if self.file_paths.iter().any(|f| f.as_slice() == b) {
             return true;
         }
-        self.binds.iter().any(|(_, dst)| is_under(b, dst.as_os_str().as_bytes()))
+        self.binds
+            .iter()
+            .any(|(_, dst)| is_under(b, dst.as_os_str().as_bytes()))
     }
 
     /// Decides one path syscall. `guest` is absolute and normalized.
@@ -570,19 +612,38 @@ impl FakeFs {
             .iter()
             .filter_map(|(src, dst)| below(b, dst.as_os_str().as_bytes()).map(|r| (src, r)))
             .max_by_key(|(_, r)| usize::MAX - r.len())?;
-        let backing = if rest.is_empty() { src.clone() } else { src.join(std::ffi::OsStr::from_bytes(rest)) };
-        Some(Outcome::Fake { backing, add_flags: 0, clear_flags: 0, write_token: None })
+        let backing = if rest.is_empty() {
+            src.clone()
+        } else {
+            src.join(std::ffi::OsStr::from_bytes(rest))
+        };
+        Some(Outcome::Fake {
+            backing,
+            add_flags: 0,
+            clear_flags: 0,
+            write_token: None,
+        })
     }
 
     fn decide_standin(&self, guest: &[u8], op: Op) -> Outcome {
-        let backing = self.state.join("files").join(std::ffi::OsStr::from_bytes(&guest[1..]));
-        let fake = |add: i32, clear: i32| Outcome::Fake { backing: backing.clone(), add_flags: add | libc::O_NOFOLLOW, clear_flags: clear, write_token: None };
+        let backing = self
+            .state
+            .join("files")
+            .join(std::ffi::OsStr::from_bytes(&guest[1..]));
+        let fake = |add: i32, clear: i32| Outcome::Fake {
+            backing: backing.clone(),
+            add_flags: add | libc::O_NOFOLLOW,
+            clear_flags: clear,
+            write_token: None,
+        };
         match op {
             Op::Read | Op::Stat | Op::Truncate => fake(0, READ_CLEAR & !libc::O_TRUNC),
             Op::Access { mode } if mode & libc::X_OK != 0 => Outcome::Error(libc::EACCES),
             Op::Access { .. } => fake(0, 0),
             // Like /dev/kmsg: what is written shows up for readers.
-            Op::Write { .. } | Op::ReadWrite | Op::CreateFile => fake(libc::O_APPEND, libc::O_TRUNC | libc::O_EXCL | libc::O_CREAT),
+            Op::Write { .. } | Op::ReadWrite | Op::CreateFile => {
+                fake(libc::O_APPEND, libc::O_TRUNC | libc::O_EXCL | libc::O_CREAT)
+            }
             Op::OpenDir => Outcome::Error(libc::ENOTDIR),
             Op::Readlink => Outcome::Error(libc::EINVAL),
             Op::Mkdir => Outcome::Error(libc::EEXIST),
@@ -596,7 +657,11 @@ impl FakeFs {
         match self.node(rel) {
             Node::NotDir => Outcome::Error(libc::ENOTDIR),
             Node::Missing { parent_exists } => match op {
-                Op::CreateFile | Op::Mkdir => Outcome::Error(if parent_exists { libc::EPERM } else { libc::ENOENT }),
+                Op::CreateFile | Op::Mkdir => Outcome::Error(if parent_exists {
+                    libc::EPERM
+                } else {
+                    libc::ENOENT
+                }),
                 _ => Outcome::Error(libc::ENOENT),
             },
             Node::Dir => self.decide_dir(rel, op),
@@ -607,7 +672,9 @@ impl FakeFs {
     fn decide_dir(&mut self, rel: &str, op: Op) -> Outcome {
         let real_dir = self.mode == Mode::Overlay && self.real(rel) == RealKind::Dir;
         match op {
-            Op::Write { .. } | Op::ReadWrite | Op::CreateFile | Op::Truncate => Outcome::Error(libc::EISDIR),
+            Op::Write { .. } | Op::ReadWrite | Op::CreateFile | Op::Truncate => {
+                Outcome::Error(libc::EISDIR)
+            }
             Op::Modify | Op::Remove | Op::Rename | Op::Link => Outcome::Error(libc::EPERM),
             Op::Mkdir => Outcome::Error(libc::EEXIST),
             Op::Readlink => Outcome::Error(libc::EINVAL),
@@ -615,7 +682,12 @@ impl FakeFs {
             Op::Access { mode } if mode & libc::W_OK != 0 => Outcome::Error(libc::EACCES),
             Op::Stat | Op::Access { .. } if real_dir => Outcome::Real,
             Op::Stat | Op::Access { .. } | Op::Read | Op::OpenDir => match self.build_view(rel) {
-                Ok(backing) => Outcome::Fake { backing, add_flags: libc::O_NOFOLLOW, clear_flags: READ_CLEAR, write_token: None },
+                Ok(backing) => Outcome::Fake {
+                    backing,
+                    add_flags: libc::O_NOFOLLOW,
+                    clear_flags: READ_CLEAR,
+                    write_token: None,
+                },
                 Err(e) => Outcome::Error(e),
             },
         }
@@ -630,14 +702,23 @@ impl FakeFs {
             Op::Mkdir => Outcome::Error(libc::EEXIST),
             Op::Readlink => Outcome::Error(libc::EINVAL),
             Op::Exec => Outcome::Error(libc::EACCES),
-            Op::Remove | Op::Rename | Op::Link | Op::Modify | Op::Truncate => Outcome::Error(libc::EPERM),
-            Op::Access { mode } if mode & libc::X_OK != 0 || (mode & libc::W_OK != 0 && ro) => Outcome::Error(libc::EACCES),
+            Op::Remove | Op::Rename | Op::Link | Op::Modify | Op::Truncate => {
+                Outcome::Error(libc::EPERM)
+            }
+            Op::Access { mode } if mode & libc::X_OK != 0 || (mode & libc::W_OK != 0 && ro) => {
+                Outcome::Error(libc::EACCES)
+            }
             Op::Read | Op::Stat | Op::Access { .. } => {
                 if overlay && !pinned && self.real_is_readable(rel) {
                     return Outcome::Real;
                 }
                 match self.materialize(rel, !overlay, false) {
-                    Ok(backing) => Outcome::Fake { backing, add_flags: libc::O_NOFOLLOW, clear_flags: READ_CLEAR, write_token: None },
+                    Ok(backing) => Outcome::Fake {
+                        backing,
+                        add_flags: libc::O_NOFOLLOW,
+                        clear_flags: READ_CLEAR,
+                        write_token: None,
+                    },
                     // Nothing to serve (real but unreadable): the kernel answers.
                     Err(_) => Outcome::Real,
                 }
@@ -671,7 +752,14 @@ impl FakeFs {
     /// validated by the entry's rule, stored atomically and journaled.
     /// Returns data.len(), or EINVAL/EACCES (old value kept), EBADF for an
     /// unknown token, EIO if the state directory cannot be written.
-    pub fn write(&mut self, token: u64, pid: i32, comm: &str, offset: u64, data: &[u8]) -> Result<usize, i32> {
+    pub fn write(
+        &mut self,
+        token: u64,
+        pid: i32,
+        comm: &str,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<usize, i32> {
         let rel = token
             .checked_sub(1)
             .and_then(|i| self.tokens.get(i as usize))
@@ -688,9 +776,17 @@ impl FakeFs {
             // reset() ran since the open: seed again like a fresh open.
             self.materialize(&rel, true, true)?;
         }
-        let old = self.root.read(&format!("values/{rel}")).ok().map(|v| strip_nl(String::from_utf8_lossy(&v).into_owned()));
+        let old = self
+            .root
+            .read(&format!("values/{rel}"))
+            .ok()
+            .map(|v| strip_nl(String::from_utf8_lossy(&v).into_owned()));
         let rule = self.rule(&rel, old.as_deref().unwrap_or(""));
-        let res = if self.readonly(&rel) { Err(libc::EACCES) } else { rule.apply(data, old.as_deref().unwrap_or("")) };
+        let res = if self.readonly(&rel) {
+            Err(libc::EACCES)
+        } else {
+            rule.apply(data, old.as_deref().unwrap_or(""))
+        };
         let res = res.and_then(|new| self.store_written(&rel, &new).map(|_| new));
         let path = format!("/proc/sys/{rel}");
         match res {
@@ -736,7 +832,11 @@ impl FakeFs {
             .iter()
             .filter_map(|(src, dst)| below(b, src.as_os_str().as_bytes()).map(|r| (dst, r)))
             .min_by_key(|(_, r)| r.len())?;
-        Some(if rest.is_empty() { dst.clone() } else { dst.join(std::ffi::OsStr::from_bytes(rest)) })
+        Some(if rest.is_empty() {
+            dst.clone()
+        } else {
+            dst.join(std::ffi::OsStr::from_bytes(rest))
+        })
     }
 
     /// Journal entries recorded since the last call (also in DIR/journal.jsonl).
@@ -753,7 +853,13 @@ impl FakeFs {
         for rel in rels {
             if let Ok((value, source)) = self.current(rel) {
                 let rule = self.rule(rel, &value).to_string();
-                out.push(EntryInfo { path: format!("/proc/sys/{rel}"), value, source, rule, readonly: self.readonly(rel) });
+                out.push(EntryInfo {
+                    path: format!("/proc/sys/{rel}"),
+                    value,
+                    source,
+                    rule,
+                    readonly: self.readonly(rel),
+                });
             }
         }
         for guest in self.profile.files.keys() {
@@ -774,7 +880,10 @@ impl FakeFs {
     pub fn get(&self, guest_rel: &str) -> Result<String, Error> {
         if guest_rel.starts_with('/') && !is_under(guest_rel.as_bytes(), b"/proc/sys") {
             if self.profile.files.contains_key(guest_rel) {
-                let v = self.root.read(&format!("files{guest_rel}")).map_err(io_err(self.state.join("files"), "cannot read"))?;
+                let v = self
+                    .root
+                    .read(&format!("files{guest_rel}"))
+                    .map_err(io_err(self.state.join("files"), "cannot read"))?;
                 return Ok(String::from_utf8_lossy(&v).into_owned());
             }
             return Err(Error::NotAnEntry(guest_rel.into()));
@@ -808,12 +917,14 @@ impl FakeFs {
             data.push('\n');
         }
         let pid = std::process::id() as i32;
-        self.write(token, pid, "k3shim", 0, data.as_bytes()).map(|_| ()).map_err(|e| Error::Rejected {
-            path: path.clone(),
-            value: value.to_string(),
-            errno: errno_name(e),
-            rule: self.rule(&rel, "").to_string(),
-        })
+        self.write(token, pid, "k3shim", 0, data.as_bytes())
+            .map(|_| ())
+            .map_err(|e| Error::Rejected {
+                path: path.clone(),
+                value: value.to_string(),
+                errno: errno_name(e),
+                rule: self.rule(&rel, "").to_string(),
+            })
     }
 
     /// Written entries whose value differs from the profile's (or, outside
@@ -824,10 +935,19 @@ impl FakeFs {
             if e.source != Source::Written {
                 continue;
             }
-            let baseline = self.profile.entries.get(rel).map(|p| p.value.clone()).unwrap_or_else(|| e.seed.clone());
+            let baseline = self
+                .profile
+                .entries
+                .get(rel)
+                .map(|p| p.value.clone())
+                .unwrap_or_else(|| e.seed.clone());
             let current = self.fake_value(rel).unwrap_or_default();
             if current != baseline {
-                out.push(DiffLine { path: format!("/proc/sys/{rel}"), baseline, current });
+                out.push(DiffLine {
+                    path: format!("/proc/sys/{rel}"),
+                    baseline,
+                    current,
+                });
             }
         }
         out
@@ -839,8 +959,12 @@ impl FakeFs {
         {
             let _g = self.lock()?;
             for d in ["values", "views"] {
-                self.root.remove(d, true).map_err(io_err(self.state.join(d), "cannot remove"))?;
-                self.root.open_dir(d, true).map_err(io_err(self.state.join(d), "cannot create"))?;
+                self.root
+                    .remove(d, true)
+                    .map_err(io_err(self.state.join(d), "cannot remove"))?;
+                self.root
+                    .open_dir(d, true)
+                    .map_err(io_err(self.state.join(d), "cannot create"))?;
             }
             self.index.clear();
             self.stored_fingerprint = None;
@@ -887,14 +1011,19 @@ impl FakeFs {
     }
 
     fn fake_value(&self, rel: &str) -> Option<String> {
-        self.root.read(&format!("values/{rel}")).ok().map(|v| strip_nl(String::from_utf8_lossy(&v).into_owned()))
+        self.root
+            .read(&format!("values/{rel}"))
+            .ok()
+            .map(|v| strip_nl(String::from_utf8_lossy(&v).into_owned()))
     }
 
     /// Overlay: a fake entry seeded from the real tree or written stays
     /// fake (across runs); one only seeded from the profile defers to a
     /// working real entry.
     fn pinned(&self, rel: &str) -> bool {
-        self.index.get(rel).is_some_and(|e| e.source != Source::Profile)
+        self.index
+            .get(rel)
+            .is_some_and(|e| e.source != Source::Profile)
     }
 
     fn readonly(&self, rel: &str) -> bool {
@@ -933,9 +1062,13 @@ impl FakeFs {
             RealKind::Missing => {}
         }
         match self.node(parent_of(rel)) {
-            Node::Dir => Node::Missing { parent_exists: true },
+            Node::Dir => Node::Missing {
+                parent_exists: true,
+            },
             Node::File | Node::NotDir => Node::NotDir,
-            Node::Missing { .. } => Node::Missing { parent_exists: false },
+            Node::Missing { .. } => Node::Missing {
+                parent_exists: false,
+            },
         }
     }
 
@@ -945,7 +1078,9 @@ impl FakeFs {
         }
         let k = match std::fs::symlink_metadata(self.proc_root.join(rel)) {
             Ok(m) if m.is_dir() => RealKind::Dir,
-            Ok(m) if m.is_file() => RealKind::File { mode: m.permissions().mode() & 0o7777 },
+            Ok(m) if m.is_file() => RealKind::File {
+                mode: m.permissions().mode() & 0o7777,
+            },
             _ => RealKind::Missing,
         };
         self.real_kind.borrow_mut().insert(rel.to_string(), k);
@@ -981,7 +1116,12 @@ impl FakeFs {
     /// from the real value when readable (overlay's first write, shadow's
     /// first use). With `allow_empty`, a real entry that cannot be read is
     /// seeded empty rather than refused.
-    fn materialize(&mut self, rel: &str, prefer_real: bool, allow_empty: bool) -> Result<PathBuf, i32> {
+    fn materialize(
+        &mut self,
+        rel: &str,
+        prefer_real: bool,
+        allow_empty: bool,
+    ) -> Result<PathBuf, i32> {
         let backing = self.state.join("values").join(rel);
         let existing = self.index.get(rel).map(|e| e.source);
         let real_kind = self.real(rel);
@@ -1004,9 +1144,17 @@ impl FakeFs {
         };
         let (rule, readonly) = match self.profile.entries.get(rel) {
             Some(p) => (p.rule.to_string(), p.readonly),
-            None => (Rule::infer(&value).to_string(), matches!(real_kind, RealKind::File { mode } if mode & 0o222 == 0)),
+            None => (
+                Rule::infer(&value).to_string(),
+                matches!(real_kind, RealKind::File { mode } if mode & 0o222 == 0),
+            ),
         };
-        let entry = IndexEntry { source, seed: value.clone(), rule, readonly };
+        let entry = IndexEntry {
+            source,
+            seed: value.clone(),
+            rule,
+            readonly,
+        };
         let mode = if readonly { 0o444 } else { 0o644 };
         let _g = self.lock().map_err(|_| libc::EIO)?;
         self.reload_index().map_err(|_| libc::EIO)?;
@@ -1017,7 +1165,12 @@ impl FakeFs {
             }
         }
         self.root
-            .write_atomic(&format!("values/{rel}"), format!("{value}\n").as_bytes(), mode, true)
+            .write_atomic(
+                &format!("values/{rel}"),
+                format!("{value}\n").as_bytes(),
+                mode,
+                true,
+            )
             .map_err(|_| libc::EIO)?;
         self.index.insert(rel.to_string(), entry);
         self.save_index().map_err(|_| libc::EIO)?;
@@ -1028,7 +1181,12 @@ impl FakeFs {
     fn store_written(&mut self, rel: &str, value: &str) -> Result<(), i32> {
         let mode = if self.readonly(rel) { 0o444 } else { 0o644 };
         self.root
-            .write_atomic(&format!("values/{rel}"), format!("{value}\n").as_bytes(), mode, true)
+            .write_atomic(
+                &format!("values/{rel}"),
+                format!("{value}\n").as_bytes(),
+                mode,
+                true,
+            )
             .map_err(|_| libc::EIO)?;
         if self.index.get(rel).map(|e| e.source) != Some(Source::Written) {
             let _g = self.lock().map_err(|_| libc::EIO)?;
@@ -1036,7 +1194,12 @@ impl FakeFs {
             let seed = value.to_string();
             let rule = self.rule(rel, value).to_string();
             let readonly = self.readonly(rel);
-            let e = self.index.entry(rel.to_string()).or_insert(IndexEntry { source: Source::Written, seed, rule, readonly });
+            let e = self.index.entry(rel.to_string()).or_insert(IndexEntry {
+                source: Source::Written,
+                seed,
+                rule,
+                readonly,
+            });
             e.source = Source::Written;
             self.save_index().map_err(|_| libc::EIO)?;
         }
@@ -1053,7 +1216,15 @@ impl FakeFs {
         t
     }
 
-    fn journal(&mut self, pid: i32, comm: &str, path: String, old: Option<String>, new: String, res: Result<(), i32>) {
+    fn journal(
+        &mut self,
+        pid: i32,
+        comm: &str,
+        path: String,
+        old: Option<String>,
+        new: String,
+        res: Result<(), i32>,
+    ) {
         let e = JournalEntry {
             t_ms: now_ms(),
             pid,
@@ -1068,7 +1239,10 @@ impl FakeFs {
             Ok(mut line) => {
                 line.push('\n');
                 if let Err(err) = self.root.append(JOURNAL_FILE, line.as_bytes()) {
-                    tracing::warn!("fakefs: cannot append to {}: {err}", self.state.join(JOURNAL_FILE).display());
+                    tracing::warn!(
+                        "fakefs: cannot append to {}: {err}",
+                        self.state.join(JOURNAL_FILE).display()
+                    );
                 }
             }
             Err(err) => tracing::warn!("fakefs: cannot encode journal entry: {err}"),
@@ -1084,13 +1258,21 @@ impl FakeFs {
         let f = std::fs::File::from(fd);
         // SAFETY: valid fd.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } < 0 {
-            return Err(Error::Io { path: self.state.join("lock"), what: "cannot lock", source: std::io::Error::last_os_error() });
+            return Err(Error::Io {
+                path: self.state.join("lock"),
+                what: "cannot lock",
+                source: std::io::Error::last_os_error(),
+            });
         }
         Ok(LockGuard(f))
     }
 
     fn index_stamp(&self) -> Option<(u64, i64, i64, i64)> {
-        self.root.lstat(INDEX_FILE).ok().flatten().map(|st| (st.st_ino, st.st_mtime, st.st_mtime_nsec, st.st_size))
+        self.root
+            .lstat(INDEX_FILE)
+            .ok()
+            .flatten()
+            .map(|st| (st.st_ino, st.st_mtime, st.st_mtime_nsec, st.st_size))
     }
 
     /// Picks up index changes made by another process: no syscall while the shared
@@ -1124,7 +1306,11 @@ impl FakeFs {
     }
 
     fn save_index(&mut self) -> Result<(), Error> {
-        let f = IndexFile { layout: LAYOUT_VERSION, profile_fingerprint: self.stored_fingerprint.clone(), entries: self.index.clone() };
+        let f = IndexFile {
+            layout: LAYOUT_VERSION,
+            profile_fingerprint: self.stored_fingerprint.clone(),
+            entries: self.index.clone(),
+        };
         let text = serde_json::to_string_pretty(&f).unwrap_or_default() + "\n";
         self.root
             .write_atomic(INDEX_FILE, text.as_bytes(), 0o644, true)
@@ -1158,7 +1344,14 @@ impl FakeFs {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (LAYOUT_VERSION, env!("CARGO_PKG_VERSION")).hash(&mut h);
         for (rel, pe) in &self.profile.entries {
-            (rel, &pe.value, pe.rule.to_string(), pe.readonly, format!("{:?}", pe.dynamic)).hash(&mut h);
+            (
+                rel,
+                &pe.value,
+                pe.rule.to_string(),
+                pe.readonly,
+                format!("{:?}", pe.dynamic),
+            )
+                .hash(&mut h);
             if pe.dynamic == Some(Dynamic::UnameRelease) {
                 uname_release().hash(&mut h);
             }
@@ -1178,7 +1371,12 @@ impl FakeFs {
             return Ok(());
         }
         self.stored_fingerprint = Some(fingerprint);
-        let entries: Vec<(String, ProfileEntry)> = self.profile.entries.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let entries: Vec<(String, ProfileEntry)> = self
+            .profile
+            .entries
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (rel, pe) in entries {
             let known = self.index.get(&rel).cloned();
             if known.as_ref().is_some_and(|e| e.source != Source::Profile) {
@@ -1187,14 +1385,26 @@ impl FakeFs {
             let vrel = format!("values/{rel}");
             let cur = self.fake_value(&rel);
             let want = match pe.dynamic {
-                Some(Dynamic::RandomUuid) if known.is_some() && cur.is_some() => cur.clone().unwrap_or_default(),
+                Some(Dynamic::RandomUuid) if known.is_some() && cur.is_some() => {
+                    cur.clone().unwrap_or_default()
+                }
                 Some(Dynamic::RandomUuid) => random_uuid(),
                 Some(Dynamic::UnameRelease) => uname_release().unwrap_or_else(|| pe.value.clone()),
                 None => pe.value.clone(),
             };
             let mode = if pe.readonly { 0o444 } else { 0o644 };
-            let entry = IndexEntry { source: Source::Profile, seed: want.clone(), rule: pe.rule.to_string(), readonly: pe.readonly };
-            let mode_ok = self.root.lstat(&vrel).ok().flatten().is_some_and(|st| st.st_mode & 0o777 == mode);
+            let entry = IndexEntry {
+                source: Source::Profile,
+                seed: want.clone(),
+                rule: pe.rule.to_string(),
+                readonly: pe.readonly,
+            };
+            let mode_ok = self
+                .root
+                .lstat(&vrel)
+                .ok()
+                .flatten()
+                .is_some_and(|st| st.st_mode & 0o777 == mode);
             if cur.as_deref() != Some(want.as_str()) || !mode_ok {
                 self.root
                     .write_atomic(&vrel, format!("{want}\n").as_bytes(), mode, false)
@@ -1211,7 +1421,12 @@ impl FakeFs {
             .map(|(k, _)| k.clone())
             .collect();
         for rel in stale {
-            self.root.remove(&format!("values/{rel}"), false).map_err(io_err(self.state.join("values").join(&rel), "cannot remove"))?;
+            self.root
+                .remove(&format!("values/{rel}"), false)
+                .map_err(io_err(
+                    self.state.join("values").join(&rel),
+                    "cannot remove",
+                ))?;
             self.index.remove(&rel);
         }
         // Saved even when no entry changed: the new fingerprint is the change.
@@ -1223,7 +1438,11 @@ impl FakeFs {
     /// procfs: files 0644/0444, directories 0555). Only names matter: the
     /// launcher resolves opens through a view back to /proc/sys paths.
     fn build_view(&mut self, rel: &str) -> Result<PathBuf, i32> {
-        let path = if rel.is_empty() { self.state.join("views") } else { self.state.join("views").join(rel) };
+        let path = if rel.is_empty() {
+            self.state.join("views")
+        } else {
+            self.state.join("views").join(rel)
+        };
         if self.views_built.contains(rel) {
             return Ok(path);
         }
@@ -1242,10 +1461,22 @@ impl FakeFs {
                 };
             }
         }
-        let prefix = if rel.is_empty() { String::new() } else { format!("{rel}/") };
-        let fake: BTreeSet<String> = self.profile.entries.keys().chain(self.index.keys()).cloned().collect();
+        let prefix = if rel.is_empty() {
+            String::new()
+        } else {
+            format!("{rel}/")
+        };
+        let fake: BTreeSet<String> = self
+            .profile
+            .entries
+            .keys()
+            .chain(self.index.keys())
+            .cloned()
+            .collect();
         for p in fake {
-            let Some(rest) = p.strip_prefix(&prefix) else { continue };
+            let Some(rest) = p.strip_prefix(&prefix) else {
+                continue;
+            };
             match rest.split_once('/') {
                 Some((dir, _)) => {
                     children.insert(dir.to_string(), None);
@@ -1258,7 +1489,11 @@ impl FakeFs {
                 }
             }
         }
-        let vrel = if rel.is_empty() { "views".to_string() } else { format!("views/{rel}") };
+        let vrel = if rel.is_empty() {
+            "views".to_string()
+        } else {
+            format!("views/{rel}")
+        };
         let dir = self.root.open_dir(&vrel, true).map_err(|_| libc::EIO)?;
         fsutil::fchmod(&dir, 0o755);
         let res = (|| -> std::io::Result<()> {
@@ -1314,18 +1549,32 @@ fn prepare_state_dir(path: &Path) -> Result<(PathBuf, bool), Error> {
             std::fs::create_dir_all(path).map_err(io_err(path, "cannot create state directory"))?;
             true
         }
-        Err(e) => return Err(Error::Io { path: path.to_path_buf(), what: "cannot access state directory", source: e }),
+        Err(e) => {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                what: "cannot access state directory",
+                source: e,
+            })
+        }
     };
-    let state = std::fs::canonicalize(path).map_err(io_err(path, "cannot resolve state directory"))?;
+    let state =
+        std::fs::canonicalize(path).map_err(io_err(path, "cannot resolve state directory"))?;
     let sf = state.join(STATE_FILE);
     match std::fs::symlink_metadata(&sf) {
         Ok(m) if m.is_file() => {
             check_state_file(&state)?;
             Ok((state, false))
         }
-        Ok(_) => Err(Error::Corrupt { dir: state, file: STATE_FILE.into(), reason: "not a regular file".into() }),
+        Ok(_) => Err(Error::Corrupt {
+            dir: state,
+            file: STATE_FILE.into(),
+            reason: "not a regular file".into(),
+        }),
         Err(_) => {
-            let empty = std::fs::read_dir(&state).map_err(io_err(&state, "cannot list state directory"))?.next().is_none();
+            let empty = std::fs::read_dir(&state)
+                .map_err(io_err(&state, "cannot list state directory"))?
+                .next()
+                .is_none();
             if created || empty {
                 Ok((state, true))
             } else {
@@ -1336,12 +1585,25 @@ fn prepare_state_dir(path: &Path) -> Result<(PathBuf, bool), Error> {
 }
 
 fn check_state_file(state: &Path) -> Result<(), Error> {
-    let corrupt = |reason: String| Error::Corrupt { dir: state.to_path_buf(), file: STATE_FILE.into(), reason };
-    let text = std::fs::read_to_string(state.join(STATE_FILE)).map_err(|e| corrupt(e.to_string()))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| corrupt(e.message().trim().replace('\n', " ")))?;
-    let layout = table.get("layout").and_then(|v| v.as_integer()).ok_or_else(|| corrupt("no integer `layout` key".into()))?;
+    let corrupt = |reason: String| Error::Corrupt {
+        dir: state.to_path_buf(),
+        file: STATE_FILE.into(),
+        reason,
+    };
+    let text =
+        std::fs::read_to_string(state.join(STATE_FILE)).map_err(|e| corrupt(e.to_string()))?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| corrupt(e.message().trim().replace('\n', " ")))?;
+    let layout = table
+        .get("layout")
+        .and_then(|v| v.as_integer())
+        .ok_or_else(|| corrupt("no integer `layout` key".into()))?;
     if layout != LAYOUT_VERSION as i64 {
-        return Err(Error::Layout { dir: state.to_path_buf(), found: layout, supported: LAYOUT_VERSION });
+        return Err(Error::Layout {
+            dir: state.to_path_buf(),
+            found: layout,
+            supported: LAYOUT_VERSION,
+        });
     }
     Ok(())
 }
@@ -1372,17 +1634,29 @@ fn sys_name(rest: &[u8]) -> SysName<'_> {
 
 fn read_index(state: &Path) -> Result<IndexFile, Error> {
     let p = state.join(INDEX_FILE);
-    let corrupt = |reason: String| Error::Corrupt { dir: state.to_path_buf(), file: INDEX_FILE.into(), reason };
+    let corrupt = |reason: String| Error::Corrupt {
+        dir: state.to_path_buf(),
+        file: INDEX_FILE.into(),
+        reason,
+    };
     let text = match std::fs::read_to_string(&p) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(IndexFile { layout: LAYOUT_VERSION, profile_fingerprint: None, entries: BTreeMap::new() })
+            return Ok(IndexFile {
+                layout: LAYOUT_VERSION,
+                profile_fingerprint: None,
+                entries: BTreeMap::new(),
+            })
         }
         Err(e) => return Err(corrupt(e.to_string())),
     };
     let f: IndexFile = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
     if f.layout != LAYOUT_VERSION {
-        return Err(Error::Layout { dir: state.to_path_buf(), found: f.layout as i64, supported: LAYOUT_VERSION });
+        return Err(Error::Layout {
+            dir: state.to_path_buf(),
+            found: f.layout as i64,
+            supported: LAYOUT_VERSION,
+        });
     }
     for k in f.entries.keys() {
         profile::check_rel_path(k).map_err(corrupt)?;
@@ -1398,20 +1672,35 @@ fn uname_release() -> Option<String> {
         return None;
     }
     // SAFETY: the kernel NUL-terminates release.
-    let s = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }.to_string_lossy().into_owned();
+    let s = unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned();
     (!s.is_empty()).then_some(s)
 }
 
 fn random_uuid() -> String {
     let mut b = [0u8; 16];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_err() {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         b = (t ^ ((std::process::id() as u128) << 64)).to_le_bytes();
     }
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]

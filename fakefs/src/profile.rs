@@ -104,7 +104,11 @@ impl Profile {
     /// a path to a .toml/.tsv file. An empty list means `["k3s"]`.
     pub fn load(names: &[String]) -> Result<Profile, Error> {
         let default = ["k3s".to_string()];
-        let names = if names.is_empty() { &default[..] } else { names };
+        let names = if names.is_empty() {
+            &default[..]
+        } else {
+            names
+        };
         let mut merged = Profile::default();
         for name in names {
             let layer = match name.as_str() {
@@ -135,7 +139,11 @@ impl Profile {
 
     /// Parses the TOML profile format (see profiles/k3s.toml for its doc).
     pub fn parse_toml(name: &str, text: &str) -> Result<Profile, Error> {
-        let err = |line: usize, msg: String| Error::Profile { file: name.to_string(), line, msg };
+        let err = |line: usize, msg: String| Error::Profile {
+            file: name.to_string(),
+            line,
+            msg,
+        };
         let raw: TomlProfile = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(0);
             err(line, e.message().trim().replace('\n', " "))
@@ -158,11 +166,20 @@ impl Profile {
                 Some("uname-release") => Some(Dynamic::UnameRelease),
                 Some("random-uuid") => Some(Dynamic::RandomUuid),
                 Some(d) => {
-                    return Err(err(line, format!("dynamic \"{d}\" unknown (expected uname-release, random-uuid)")))
+                    return Err(err(
+                        line,
+                        format!("dynamic \"{d}\" unknown (expected uname-release, random-uuid)"),
+                    ))
                 }
             };
-            let entry = make_entry(path, &value, e.rule.as_deref().unwrap_or("integer"), e.readonly, dynamic)
-                .map_err(|m| err(line, m))?;
+            let entry = make_entry(
+                path,
+                &value,
+                e.rule.as_deref().unwrap_or("integer"),
+                e.readonly,
+                dynamic,
+            )
+            .map_err(|m| err(line, m))?;
             if path.contains("<if>") {
                 for i in &ifaces {
                     templated.push((path.replace("<if>", i), entry.clone()));
@@ -177,7 +194,8 @@ impl Profile {
         for (path, spanned) in &raw.files {
             let line = line_of(text, spanned.span().start);
             check_file_path(path).map_err(|m| err(line, m))?;
-            out.files.insert(path.clone(), spanned.get_ref().value.clone());
+            out.files
+                .insert(path.clone(), spanned.get_ref().value.clone());
         }
         Ok(out)
     }
@@ -189,7 +207,11 @@ impl Profile {
         let mut templated = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
-            let err = |msg: String| Error::Profile { file: name.to_string(), line, msg };
+            let err = |msg: String| Error::Profile {
+                file: name.to_string(),
+                line,
+                msg,
+            };
             if raw.trim().is_empty() || raw.trim_start().starts_with('#') {
                 continue;
             }
@@ -197,7 +219,10 @@ impl Profile {
             let path = cols[0].trim();
             if path.starts_with('/') {
                 check_file_path(path).map_err(err)?;
-                out.files.insert(path.to_string(), cols.get(1).copied().unwrap_or("").to_string());
+                out.files.insert(
+                    path.to_string(),
+                    cols.get(1).copied().unwrap_or("").to_string(),
+                );
                 continue;
             }
             if cols.len() < 2 || cols.len() > 4 {
@@ -238,20 +263,38 @@ impl Profile {
     }
 }
 
-fn make_entry(path: &str, value: &str, rule: &str, readonly: bool, dynamic: Option<Dynamic>) -> Result<ProfileEntry, String> {
+fn make_entry(
+    path: &str,
+    value: &str,
+    rule: &str,
+    readonly: bool,
+    dynamic: Option<Dynamic>,
+) -> Result<ProfileEntry, String> {
     check_rel_path(path)?;
     let rule = Rule::parse(rule)?;
-    let value = rule
-        .normalize(value)
-        .map_err(|_| format!("{path}: default value {value:?} does not satisfy its rule \"{rule}\""))?;
-    Ok(ProfileEntry { value, rule, readonly, dynamic })
+    let value = rule.normalize(value).map_err(|_| {
+        format!("{path}: default value {value:?} does not satisfy its rule \"{rule}\"")
+    })?;
+    Ok(ProfileEntry {
+        value,
+        rule,
+        readonly,
+        dynamic,
+    })
 }
 
 /// A profile key must be a clean relative path (no `.`/`..`/empty parts):
 /// it becomes a path inside the state directory.
 pub(crate) fn check_rel_path(path: &str) -> Result<(), String> {
-    if path.is_empty() || path.starts_with('/') || path.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        return Err(format!("path {path:?} must be relative to /proc/sys, without empty, . or .. parts"));
+    if path.is_empty()
+        || path.starts_with('/')
+        || path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(format!(
+            "path {path:?} must be relative to /proc/sys, without empty, . or .. parts"
+        ));
     }
     Ok(())
 }
@@ -259,7 +302,9 @@ pub(crate) fn check_rel_path(path: &str) -> Result<(), String> {
 fn check_file_path(path: &str) -> Result<(), String> {
     let inner = path.strip_prefix('/').unwrap_or("");
     if check_rel_path(inner).is_err() || path == "/proc/sys" || path.starts_with("/proc/sys/") {
-        return Err(format!("file {path:?} must be an absolute clean path outside /proc/sys"));
+        return Err(format!(
+            "file {path:?} must be an absolute clean path outside /proc/sys"
+        ));
     }
     let _ = Path::new(path);
     Ok(())
@@ -273,8 +318,16 @@ mod tests {
     fn k3s_profile_parses_and_expands_interfaces() {
         let p = Profile::parse_toml("k3s", K3S_PROFILE).unwrap();
         for i in DEFAULT_INTERFACES {
-            assert!(p.entries.contains_key(&format!("net/ipv4/conf/{i}/route_localnet")), "{i}");
-            assert!(p.entries.contains_key(&format!("net/ipv6/conf/{i}/accept_ra")), "{i}");
+            assert!(
+                p.entries
+                    .contains_key(&format!("net/ipv4/conf/{i}/route_localnet")),
+                "{i}"
+            );
+            assert!(
+                p.entries
+                    .contains_key(&format!("net/ipv6/conf/{i}/accept_ra")),
+                "{i}"
+            );
         }
         assert!(!p.entries.keys().any(|k| k.contains("<if>")));
         assert_eq!(p.entries["net/ipv4/ping_group_range"].value, "1\t0");
@@ -288,20 +341,47 @@ mod tests {
     /// The paths of ../shared/sysctl-k8s.tsv (copied so the test runs in any
     /// checkout; the shared file is checked too when it is present).
     const TSV_PATHS: &[&str] = &[
-        "kernel/cap_last_cap", "kernel/keys/root_maxbytes", "kernel/keys/root_maxkeys", "kernel/osrelease",
-        "kernel/panic", "kernel/panic_on_oops", "kernel/pid_max", "kernel/random/boot_id", "kernel/threads-max",
-        "net/bridge/bridge-nf-call-ip6tables", "net/bridge/bridge-nf-call-iptables", "net/core/devconf_inherit_init_net",
-        "net/core/somaxconn", "net/ipv4/conf/<if>/arp_notify", "net/ipv4/conf/<if>/route_localnet",
-        "net/ipv4/conf/all/arp_announce", "net/ipv4/conf/all/arp_ignore", "net/ipv4/conf/all/forwarding",
-        "net/ipv4/conf/all/route_localnet", "net/ipv4/conf/default/forwarding", "net/ipv4/ip_forward",
-        "net/ipv4/ip_unprivileged_port_start", "net/ipv4/ping_group_range", "net/ipv4/vs/conn_reuse_mode",
-        "net/ipv4/vs/conntrack", "net/ipv4/vs/expire_nodest_conn", "net/ipv4/vs/expire_quiescent_template",
-        "net/ipv6/conf/<if>/accept_dad", "net/ipv6/conf/<if>/accept_ra", "net/ipv6/conf/<if>/disable_ipv6",
-        "net/ipv6/conf/<if>/keep_addr_on_down", "net/ipv6/conf/all/forwarding", "net/ipv6/conf/default/forwarding",
-        "net/netfilter/nf_conntrack_max", "net/netfilter/nf_conntrack_tcp_be_liberal",
-        "net/netfilter/nf_conntrack_tcp_timeout_close_wait", "net/netfilter/nf_conntrack_tcp_timeout_established",
-        "net/netfilter/nf_conntrack_udp_timeout", "net/netfilter/nf_conntrack_udp_timeout_stream",
-        "vm/overcommit_memory", "vm/panic_on_oom",
+        "kernel/cap_last_cap",
+        "kernel/keys/root_maxbytes",
+        "kernel/keys/root_maxkeys",
+        "kernel/osrelease",
+        "kernel/panic",
+        "kernel/panic_on_oops",
+        "kernel/pid_max",
+        "kernel/random/boot_id",
+        "kernel/threads-max",
+        "net/bridge/bridge-nf-call-ip6tables",
+        "net/bridge/bridge-nf-call-iptables",
+        "net/core/devconf_inherit_init_net",
+        "net/core/somaxconn",
+        "net/ipv4/conf/<if>/arp_notify",
+        "net/ipv4/conf/<if>/route_localnet",
+        "net/ipv4/conf/all/arp_announce",
+        "net/ipv4/conf/all/arp_ignore",
+        "net/ipv4/conf/all/forwarding",
+        "net/ipv4/conf/all/route_localnet",
+        "net/ipv4/conf/default/forwarding",
+        "net/ipv4/ip_forward",
+        "net/ipv4/ip_unprivileged_port_start",
+        "net/ipv4/ping_group_range",
+        "net/ipv4/vs/conn_reuse_mode",
+        "net/ipv4/vs/conntrack",
+        "net/ipv4/vs/expire_nodest_conn",
+        "net/ipv4/vs/expire_quiescent_template",
+        "net/ipv6/conf/<if>/accept_dad",
+        "net/ipv6/conf/<if>/accept_ra",
+        "net/ipv6/conf/<if>/disable_ipv6",
+        "net/ipv6/conf/<if>/keep_addr_on_down",
+        "net/ipv6/conf/all/forwarding",
+        "net/ipv6/conf/default/forwarding",
+        "net/netfilter/nf_conntrack_max",
+        "net/netfilter/nf_conntrack_tcp_be_liberal",
+        "net/netfilter/nf_conntrack_tcp_timeout_close_wait",
+        "net/netfilter/nf_conntrack_tcp_timeout_established",
+        "net/netfilter/nf_conntrack_udp_timeout",
+        "net/netfilter/nf_conntrack_udp_timeout_stream",
+        "vm/overcommit_memory",
+        "vm/panic_on_oom",
     ];
 
     #[test]
@@ -310,7 +390,10 @@ mod tests {
         let mut paths: Vec<String> = TSV_PATHS.iter().map(|s| s.to_string()).collect();
         let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/sysctl-k8s.tsv");
         if let Ok(text) = std::fs::read_to_string(shared) {
-            for l in text.lines().filter(|l| !l.starts_with('#') && !l.starts_with("path\t")) {
+            for l in text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.starts_with("path\t"))
+            {
                 paths.push(l.split('\t').next().unwrap().to_string());
             }
         }
@@ -343,7 +426,11 @@ mod tests {
         assert_eq!(p.entries["vm/panic_on_oom"].value, "0");
         assert!(Profile::load(&["none".into()]).unwrap().entries.is_empty());
         let t = dir.path().join("my.tsv");
-        std::fs::write(&t, "# c\nkernel/panic\t7\trange 0 9\nkernel/ro\tz\ttext\tro\n/dev/foo\thello\n").unwrap();
+        std::fs::write(
+            &t,
+            "# c\nkernel/panic\t7\trange 0 9\nkernel/ro\tz\ttext\tro\n/dev/foo\thello\n",
+        )
+        .unwrap();
         let p = Profile::load(&["k3s".into(), t.to_string_lossy().into()]).unwrap();
         assert_eq!(p.entries["kernel/panic"].value, "7");
         assert!(p.entries["kernel/ro"].readonly);
@@ -352,17 +439,32 @@ mod tests {
 
     #[test]
     fn profile_errors_name_file_and_line() {
-        let e = Profile::parse_toml("my.toml", "[entries]\n\n\"kernel/panic\" = { value = \"1\", rule = \"intt\" }\n").unwrap_err();
+        let e = Profile::parse_toml(
+            "my.toml",
+            "[entries]\n\n\"kernel/panic\" = { value = \"1\", rule = \"intt\" }\n",
+        )
+        .unwrap_err();
         assert_eq!(e.to_string(), "profile my.toml line 3: value rule \"intt\" unknown (expected integer, range, ints, enum, text)");
-        let e = Profile::parse_toml("my.toml", "[entries]\n\"a/b\" = { value = \"x\" }\n").unwrap_err();
-        assert!(e.to_string().starts_with("profile my.toml line 2: a/b: default value \"x\""), "{e}");
+        let e =
+            Profile::parse_toml("my.toml", "[entries]\n\"a/b\" = { value = \"x\" }\n").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("profile my.toml line 2: a/b: default value \"x\""),
+            "{e}"
+        );
         let e = Profile::parse_toml("my.toml", "[entries\n").unwrap_err();
         assert!(e.to_string().starts_with("profile my.toml line 1: "), "{e}");
         assert!(!e.to_string().contains('\n'));
-        let e = Profile::parse_toml("my.toml", "[entries]\n\"../x\" = { value = \"1\" }\n").unwrap_err();
+        let e = Profile::parse_toml("my.toml", "[entries]\n\"../x\" = { value = \"1\" }\n")
+            .unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
-        let e = Profile::parse_tsv("my.tsv", "kernel/panic\t1\tinteger\n\nkernel/x\t1\tbogus\n").unwrap_err();
-        assert!(e.to_string().starts_with("profile my.tsv line 3: value rule \"bogus\" unknown"), "{e}");
+        let e = Profile::parse_tsv("my.tsv", "kernel/panic\t1\tinteger\n\nkernel/x\t1\tbogus\n")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("profile my.tsv line 3: value rule \"bogus\" unknown"),
+            "{e}"
+        );
         let e = Profile::load(&["nosuch.toml".into()]).unwrap_err();
         assert!(e.to_string().contains("nosuch.toml"), "{e}");
     }

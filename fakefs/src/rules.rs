@@ -82,9 +82,16 @@ impl Rule {
                 if v >= i32::MIN as i64 && v <= i32::MAX as i64 {
                     return Rule::Integer;
                 }
-                return Rule::Range { min: i64::MIN, max: i64::MAX };
+                return Rule::Range {
+                    min: i64::MIN,
+                    max: i64::MAX,
+                };
             }
-            return Rule::Ints { count: toks.len(), min: i64::MIN, max: i64::MAX };
+            return Rule::Ints {
+                count: toks.len(),
+                min: i64::MIN,
+                max: i64::MAX,
+            };
         }
         Rule::Text
     }
@@ -189,7 +196,10 @@ fn parse_ints(text: &str) -> Result<Vec<i64>, i32> {
         if !digits.starts_with(|c: char| c.is_ascii_digit()) {
             return Err(libc::EINVAL);
         }
-        let (radix, body) = if let Some(h) = digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+        let (radix, body) = if let Some(h) = digits
+            .strip_prefix("0x")
+            .or_else(|| digits.strip_prefix("0X"))
+        {
             (16, h)
         } else if digits.len() > 1 && digits.starts_with('0') {
             (8, &digits[1..])
@@ -226,8 +236,24 @@ mod tests {
     #[test]
     fn integer_rejects_garbage_overflow_and_blank_with_einval() {
         let r = Rule::Integer;
-        for bad in [&b"abc"[..], b"1abc", b"+1", b"", b"\n", b"  ", b"1 2", b"2147483648", b"0x", b"\xff"] {
-            assert_eq!(r.apply(bad, "0"), Err(libc::EINVAL), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"abc"[..],
+            b"1abc",
+            b"+1",
+            b"",
+            b"\n",
+            b"  ",
+            b"1 2",
+            b"2147483648",
+            b"0x",
+            b"\xff",
+        ] {
+            assert_eq!(
+                r.apply(bad, "0"),
+                Err(libc::EINVAL),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(r.apply(b"-2147483648", "0"), Ok("-2147483648".into()));
     }
@@ -244,7 +270,10 @@ mod tests {
     #[test]
     fn ints_are_tab_separated_and_partial_writes_keep_old_tail() {
         let r = Rule::parse("ints 2 1 65535").unwrap();
-        assert_eq!(r.apply(b"1024 65000\n", "32768\t60999"), Ok("1024\t65000".into()));
+        assert_eq!(
+            r.apply(b"1024 65000\n", "32768\t60999"),
+            Ok("1024\t65000".into())
+        );
         assert_eq!(r.apply(b"1024\t65000", ""), Ok("1024\t65000".into()));
         assert_eq!(r.apply(b"2000", "32768\t60999"), Ok("2000\t60999".into()));
         assert_eq!(r.apply(b"1 2 3", "1\t2"), Err(libc::EINVAL));
@@ -268,11 +297,21 @@ mod tests {
 
     #[test]
     fn rule_syntax_round_trips_and_unknown_names_are_explained() {
-        for s in ["integer", "range 0 1", "ints 2", "ints 2 0 9", "enum a b", "text"] {
+        for s in [
+            "integer",
+            "range 0 1",
+            "ints 2",
+            "ints 2 0 9",
+            "enum a b",
+            "text",
+        ] {
             assert_eq!(Rule::parse(s).unwrap().to_string(), s);
         }
         let e = Rule::parse("intt").unwrap_err();
-        assert_eq!(e, "value rule \"intt\" unknown (expected integer, range, ints, enum, text)");
+        assert_eq!(
+            e,
+            "value rule \"intt\" unknown (expected integer, range, ints, enum, text)"
+        );
         assert!(Rule::parse("range 1").is_err());
         assert!(Rule::parse("range 2 1").is_err());
         assert!(Rule::parse("ints 0").is_err());
@@ -281,7 +320,10 @@ mod tests {
     #[test]
     fn inferred_rules_follow_the_real_value() {
         assert_eq!(Rule::infer("1"), Rule::Integer);
-        assert!(matches!(Rule::infer("32768\t60999"), Rule::Ints { count: 2, .. }));
+        assert!(matches!(
+            Rule::infer("32768\t60999"),
+            Rule::Ints { count: 2, .. }
+        ));
         assert_eq!(Rule::infer("4.4.0"), Rule::Text);
         assert_eq!(Rule::infer(""), Rule::Text);
     }

@@ -33,7 +33,12 @@ fn env() -> Env {
         fs::write(&p, val).unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
     }
-    Env { state: base.join("state"), proc, base, _tmp: tmp }
+    Env {
+        state: base.join("state"),
+        proc,
+        base,
+        _tmp: tmp,
+    }
 }
 
 fn opts(e: &Env, mode: Mode) -> Options {
@@ -60,7 +65,10 @@ fn backing(o: &Outcome) -> PathBuf {
 
 fn token(o: &Outcome) -> u64 {
     match o {
-        Outcome::Fake { write_token: Some(t), .. } => *t,
+        Outcome::Fake {
+            write_token: Some(t),
+            ..
+        } => *t,
         other => panic!("expected a write token, got {other:?}"),
     }
 }
@@ -70,7 +78,10 @@ fn mode_of(path: &Path) -> u32 {
 }
 
 fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
@@ -85,7 +96,10 @@ fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
                 out.push((format!("{}/{n}", e.file_name().to_string_lossy()), c));
             }
         } else {
-            out.push((e.file_name().to_string_lossy().into_owned(), fs::read(e.path()).unwrap_or_default()));
+            out.push((
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap_or_default(),
+            ));
         }
     }
     out.sort();
@@ -102,7 +116,10 @@ fn a_new_state_dir_is_created_and_seeded_from_the_profile() {
     let f = open(&e, Mode::Overlay);
     let st = fs::read_to_string(e.state.join(STATE_FILE)).unwrap();
     assert!(st.contains("layout = 1"), "{st}");
-    assert_eq!(fs::read_to_string(e.state.join("values/vm/panic_on_oom")).unwrap(), "0\n");
+    assert_eq!(
+        fs::read_to_string(e.state.join("values/vm/panic_on_oom")).unwrap(),
+        "0\n"
+    );
     assert_eq!(mode_of(&e.state.join("values/vm/panic_on_oom")), 0o644);
     assert_eq!(mode_of(&e.state.join("values/kernel/cap_last_cap")), 0o444);
     assert_eq!(fs::read(e.state.join("files/dev/kmsg")).unwrap(), b"");
@@ -149,7 +166,10 @@ fn a_corrupt_state_file_gives_a_clear_error_and_loses_nothing() {
     let before = tree(&e.state);
     let err = FakeFs::open(opts(&e, Mode::Overlay)).err().unwrap();
     let msg = err.to_string();
-    assert!(msg.contains("k3shim-state.toml is corrupt") && msg.contains("nothing was changed"), "{msg}");
+    assert!(
+        msg.contains("k3shim-state.toml is corrupt") && msg.contains("nothing was changed"),
+        "{msg}"
+    );
     assert!(!msg.contains('\n'));
     assert_eq!(tree(&e.state), before);
 }
@@ -165,7 +185,10 @@ fn a_corrupt_index_gives_a_clear_error_and_loses_nothing() {
     let err = FakeFs::open(opts(&e, Mode::Overlay)).err().unwrap();
     assert!(err.to_string().contains("index.json is corrupt"), "{err}");
     assert_eq!(tree(&e.state), before);
-    assert_eq!(fs::read_to_string(e.state.join("values/vm/panic_on_oom")).unwrap(), "2\n");
+    assert_eq!(
+        fs::read_to_string(e.state.join("values/vm/panic_on_oom")).unwrap(),
+        "2\n"
+    );
 }
 
 #[test]
@@ -175,18 +198,30 @@ fn a_state_dir_of_another_layout_version_gets_a_clear_message() {
     fs::write(e.state.join(STATE_FILE), "layout = 7\n").unwrap();
     let err = FakeFs::open(opts(&e, Mode::Overlay)).err().unwrap();
     let msg = err.to_string();
-    assert!(msg.contains("layout version 7") && msg.contains("reads version 1"), "{msg}");
+    assert!(
+        msg.contains("layout version 7") && msg.contains("reads version 1"),
+        "{msg}"
+    );
 }
 
 #[test]
 fn a_bad_profile_fails_before_anything_is_created() {
     let e = env();
     let bad = e.base.join("bad.toml");
-    fs::write(&bad, "[entries]\n\"kernel/panic\" = { value = \"1\", rule = \"intt\" }\n").unwrap();
+    fs::write(
+        &bad,
+        "[entries]\n\"kernel/panic\" = { value = \"1\", rule = \"intt\" }\n",
+    )
+    .unwrap();
     let mut o = opts(&e, Mode::Overlay);
     o.profiles = vec!["k3s".into(), bad.to_string_lossy().into()];
     let err = FakeFs::open(o).err().unwrap();
-    assert!(err.to_string().ends_with("line 2: value rule \"intt\" unknown (expected integer, range, ints, enum, text)"), "{err}");
+    assert!(
+        err.to_string().ends_with(
+            "line 2: value rule \"intt\" unknown (expected integer, range, ints, enum, text)"
+        ),
+        "{err}"
+    );
     assert!(!e.state.exists());
 }
 
@@ -210,7 +245,11 @@ fn changing_profiles_updates_unwritten_defaults_and_keeps_written_values() {
     f.set("kernel/panic_on_oops", "1").unwrap();
     drop(f);
     let mine = e.base.join("mine.tsv");
-    fs::write(&mine, "vm/panic_on_oom\t2\trange 0 2\nkernel/panic_on_oops\t0\tinteger\n").unwrap();
+    fs::write(
+        &mine,
+        "vm/panic_on_oom\t2\trange 0 2\nkernel/panic_on_oops\t0\tinteger\n",
+    )
+    .unwrap();
     let mut o = opts(&e, Mode::Overlay);
     o.profiles = vec!["k3s".into(), mine.to_string_lossy().into()];
     let f = FakeFs::open(o).unwrap();
@@ -250,7 +289,8 @@ fn reopening_with_the_same_profile_skips_the_per_entry_check_and_verify_repairs_
     assert_eq!(fs::read_to_string(&value).unwrap(), "0\n");
     fs::write(&value, "9\n").unwrap();
     let index = e.state.join("index.json");
-    let mut j: serde_json::Value = serde_json::from_str(&fs::read_to_string(&index).unwrap()).unwrap();
+    let mut j: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&index).unwrap()).unwrap();
     assert!(j.get("profile_fingerprint").is_some());
     j.as_object_mut().unwrap().remove("profile_fingerprint");
     fs::write(&index, serde_json::to_string(&j).unwrap()).unwrap();
@@ -266,10 +306,24 @@ fn covers_proc_sys_standins_and_bind_destinations_only() {
     let mut o = opts(&e, Mode::Overlay);
     o.binds = vec![parse_bind("/host/diskstats:/proc/diskstats").unwrap()];
     let f = FakeFs::open(o).unwrap();
-    for yes in ["/proc/sys", "/proc/sys/vm/panic_on_oom", "/dev/kmsg", "/proc/diskstats", "/proc/diskstats/x"] {
+    for yes in [
+        "/proc/sys",
+        "/proc/sys/vm/panic_on_oom",
+        "/dev/kmsg",
+        "/proc/diskstats",
+        "/proc/diskstats/x",
+    ] {
         assert!(f.covers(p(yes)), "{yes}");
     }
-    for no in ["/proc/sysx", "/proc", "/proc/self/status", "/dev/kmsg2", "/dev", "/proc/diskstatsx", "/etc/hosts"] {
+    for no in [
+        "/proc/sysx",
+        "/proc",
+        "/proc/self/status",
+        "/dev/kmsg2",
+        "/dev",
+        "/proc/diskstatsx",
+        "/etc/hosts",
+    ] {
         assert!(!f.covers(p(no)), "{no}");
     }
 }
@@ -287,9 +341,18 @@ fn uncovered_paths_are_real() {
 fn overlay_passes_reads_of_a_working_real_entry_through() {
     let e = env();
     let mut f = open(&e, Mode::Overlay);
-    assert_eq!(f.decide(p("/proc/sys/kernel/panic"), Op::Read), Outcome::Real);
-    assert_eq!(f.decide(p("/proc/sys/kernel/panic"), Op::Stat), Outcome::Real);
-    assert_eq!(f.decide(p("/proc/sys/kernel/hostname"), Op::Read), Outcome::Real);
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/panic"), Op::Read),
+        Outcome::Real
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/panic"), Op::Stat),
+        Outcome::Real
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/hostname"), Op::Read),
+        Outcome::Real
+    );
     assert_eq!(f.get("kernel/panic").unwrap(), "1");
 }
 
@@ -302,7 +365,13 @@ fn overlay_serves_missing_entries_from_the_state_dir() {
     assert!(b.starts_with(f.state_dir()));
     assert_eq!(fs::read_to_string(&b).unwrap(), "0\n");
     assert_eq!(mode_of(&b), 0o644);
-    assert_eq!(fs::read_to_string(backing(&f.decide(p("/proc/sys/net/ipv4/conf/cni0/route_localnet"), Op::Read))).unwrap(), "0\n");
+    assert_eq!(
+        fs::read_to_string(backing(
+            &f.decide(p("/proc/sys/net/ipv4/conf/cni0/route_localnet"), Op::Read)
+        ))
+        .unwrap(),
+        "0\n"
+    );
 }
 
 #[test]
@@ -314,11 +383,22 @@ fn overlay_first_write_to_a_real_entry_makes_it_fake_seeded_with_the_real_value(
     assert_eq!(fs::read_to_string(&b).unwrap(), "0\n");
     f.write(token(&o), 7, "kubelet", 0, b"1").unwrap();
     assert_eq!(fs::read_to_string(&b).unwrap(), "1\n");
-    assert_eq!(fs::read_to_string(e.proc.join("vm/overcommit_memory")).unwrap(), "0\n", "the real entry is never written");
-    assert_eq!(backing(&f.decide(p("/proc/sys/vm/overcommit_memory"), Op::Read)), b);
+    assert_eq!(
+        fs::read_to_string(e.proc.join("vm/overcommit_memory")).unwrap(),
+        "0\n",
+        "the real entry is never written"
+    );
+    assert_eq!(
+        backing(&f.decide(p("/proc/sys/vm/overcommit_memory"), Op::Read)),
+        b
+    );
     drop(f);
     let mut f = open(&e, Mode::Overlay);
-    assert_eq!(backing(&f.decide(p("/proc/sys/vm/overcommit_memory"), Op::Read)), b, "stays fake across runs");
+    assert_eq!(
+        backing(&f.decide(p("/proc/sys/vm/overcommit_memory"), Op::Read)),
+        b,
+        "stays fake across runs"
+    );
 }
 
 #[test]
@@ -336,9 +416,21 @@ fn overlay_write_through_sends_writes_of_writable_real_entries_to_the_kernel() {
 fn overlay_unknown_real_readonly_entry_refuses_writes_with_eacces() {
     let e = env();
     let mut f = open(&e, Mode::Overlay);
-    assert_eq!(f.decide(p("/proc/sys/kernel/yama_ro"), WRITE), Outcome::Error(libc::EACCES));
-    assert_eq!(f.decide(p("/proc/sys/kernel/osrelease"), WRITE), Outcome::Error(libc::EACCES));
-    assert_eq!(f.decide(p("/proc/sys/kernel/osrelease"), Op::Access { mode: libc::W_OK }), Outcome::Error(libc::EACCES));
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/yama_ro"), WRITE),
+        Outcome::Error(libc::EACCES)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/osrelease"), WRITE),
+        Outcome::Error(libc::EACCES)
+    );
+    assert_eq!(
+        f.decide(
+            p("/proc/sys/kernel/osrelease"),
+            Op::Access { mode: libc::W_OK }
+        ),
+        Outcome::Error(libc::EACCES)
+    );
 }
 
 #[test]
@@ -358,16 +450,25 @@ fn shadow_fakes_every_entry_seeded_from_real_values_then_the_profile() {
     let mut f = FakeFs::open(o).unwrap();
     let w = f.decide(p("/proc/sys/kernel/panic"), WRITE);
     f.write(token(&w), 1, "sh", 0, b"5\n").unwrap();
-    assert_eq!(fs::read_to_string(e.proc.join("kernel/panic")).unwrap(), "1\n");
+    assert_eq!(
+        fs::read_to_string(e.proc.join("kernel/panic")).unwrap(),
+        "1\n"
+    );
     assert_eq!(f.get("kernel/panic").unwrap(), "5");
-    assert_eq!(f.decide(p("/proc/sys/kernel/nosuch"), Op::Read), Outcome::Error(libc::ENOENT));
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/nosuch"), Op::Read),
+        Outcome::Error(libc::ENOENT)
+    );
 }
 
 #[test]
 fn osrelease_comes_from_uname_when_the_real_entry_is_missing() {
     let e = env();
     let mut f = open(&e, Mode::Overlay);
-    let got = fs::read_to_string(backing(&f.decide(p("/proc/sys/kernel/osrelease"), Op::Read))).unwrap();
+    let got = fs::read_to_string(backing(
+        &f.decide(p("/proc/sys/kernel/osrelease"), Op::Read),
+    ))
+    .unwrap();
     assert_eq!(got, format!("{}\n", uname_release().unwrap()));
     assert_eq!(mode_of(&e.state.join("values/kernel/osrelease")), 0o444);
 }
@@ -375,8 +476,12 @@ fn osrelease_comes_from_uname_when_the_real_entry_is_missing() {
 #[test]
 fn boot_id_is_a_uuid_stable_across_reopens() {
     let e = env();
-    let a = open(&e, Mode::Overlay).get("kernel/random/boot_id").unwrap();
-    let b = open(&e, Mode::Overlay).get("kernel/random/boot_id").unwrap();
+    let a = open(&e, Mode::Overlay)
+        .get("kernel/random/boot_id")
+        .unwrap();
+    let b = open(&e, Mode::Overlay)
+        .get("kernel/random/boot_id")
+        .unwrap();
     assert_eq!(a, b);
     assert_eq!(a.len(), 36);
     assert_ne!(a, "00000000-0000-4000-8000-000000000000");
@@ -390,7 +495,11 @@ fn write_outcome_opens_the_backing_read_only_and_does_not_truncate_it() {
     let mut f = open(&e, Mode::Overlay);
     let o = f.decide(p("/proc/sys/net/netfilter/nf_conntrack_max"), WRITE);
     match &o {
-        Outcome::Fake { clear_flags, add_flags, .. } => {
+        Outcome::Fake {
+            clear_flags,
+            add_flags,
+            ..
+        } => {
             assert_eq!(clear_flags & libc::O_ACCMODE, libc::O_ACCMODE);
             assert_ne!(clear_flags & libc::O_TRUNC, 0);
             assert_eq!(add_flags & libc::O_TRUNC, 0);
@@ -404,7 +513,10 @@ fn write_outcome_opens_the_backing_read_only_and_does_not_truncate_it() {
 fn write_replaces_the_whole_value() {
     let e = env();
     let mut f = open(&e, Mode::Overlay);
-    let o = f.decide(p("/proc/sys/net/netfilter/nf_conntrack_max"), Op::Write { trunc: false });
+    let o = f.decide(
+        p("/proc/sys/net/netfilter/nf_conntrack_max"),
+        Op::Write { trunc: false },
+    );
     assert_eq!(f.write(token(&o), 9, "k3s", 0, b"1"), Ok(1));
     assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "1\n");
 }
@@ -441,7 +553,10 @@ fn multi_integer_values_are_stored_tab_separated() {
     f.write(token(&o), 9, "runc", 0, b"0 2147483647").unwrap();
     assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "0\t2147483647\n");
     let o = f.decide(p("/proc/sys/net/ipv4/ip_local_port_range"), WRITE);
-    assert_eq!(f.write(token(&o), 9, "sh", 0, b"1024 70000"), Err(libc::EINVAL));
+    assert_eq!(
+        f.write(token(&o), 9, "sh", 0, b"1024 70000"),
+        Err(libc::EINVAL)
+    );
     f.write(token(&o), 9, "sh", 0, b"1024    65000\n").unwrap();
     assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "1024\t65000\n");
 }
@@ -475,13 +590,34 @@ fn creating_under_proc_sys_is_eperm_or_enoent_and_leaves_no_trace() {
     o.profiles = vec!["none".into()];
     let mut f = FakeFs::open(o).unwrap();
     let before = tree(&e.state);
-    assert_eq!(f.decide(p("/proc/sys/kernel/zzz"), Op::CreateFile), Outcome::Error(libc::EPERM));
-    assert_eq!(f.decide(p("/proc/sys/kernel/zzz"), Op::Mkdir), Outcome::Error(libc::EPERM));
-    assert_eq!(f.decide(p("/proc/sys/net/bridge/zzz"), Op::CreateFile), Outcome::Error(libc::ENOENT));
-    assert_eq!(f.decide(p("/proc/sys/net/bridge/zzz"), Op::Mkdir), Outcome::Error(libc::ENOENT));
-    assert_eq!(f.decide(p("/proc/sys/kernel/zzz"), WRITE), Outcome::Error(libc::ENOENT));
-    assert_eq!(f.decide(p("/proc/sys/kernel/zzz"), Op::Read), Outcome::Error(libc::ENOENT));
-    assert_eq!(f.decide(p("/proc/sys/kernel"), Op::Mkdir), Outcome::Error(libc::EEXIST));
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/zzz"), Op::CreateFile),
+        Outcome::Error(libc::EPERM)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/zzz"), Op::Mkdir),
+        Outcome::Error(libc::EPERM)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/net/bridge/zzz"), Op::CreateFile),
+        Outcome::Error(libc::ENOENT)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/net/bridge/zzz"), Op::Mkdir),
+        Outcome::Error(libc::ENOENT)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/zzz"), WRITE),
+        Outcome::Error(libc::ENOENT)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/zzz"), Op::Read),
+        Outcome::Error(libc::ENOENT)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel"), Op::Mkdir),
+        Outcome::Error(libc::EEXIST)
+    );
     assert_eq!(tree(&e.state), before);
 }
 
@@ -497,16 +633,33 @@ fn o_creat_of_an_existing_entry_opens_it_for_writing() {
 fn unlink_rename_link_chmod_and_truncate_are_eperm_and_missing_is_enoent() {
     let e = env();
     let mut f = open(&e, Mode::Overlay);
-    for path in ["/proc/sys/vm/panic_on_oom", "/proc/sys/kernel/panic", "/proc/sys/kernel"] {
+    for path in [
+        "/proc/sys/vm/panic_on_oom",
+        "/proc/sys/kernel/panic",
+        "/proc/sys/kernel",
+    ] {
         for op in [Op::Remove, Op::Rename, Op::Link, Op::Modify] {
-            assert_eq!(f.decide(p(path), op), Outcome::Error(libc::EPERM), "{path} {op:?}");
+            assert_eq!(
+                f.decide(p(path), op),
+                Outcome::Error(libc::EPERM),
+                "{path} {op:?}"
+            );
         }
     }
-    assert_eq!(f.decide(p("/proc/sys/vm/panic_on_oom"), Op::Truncate), Outcome::Error(libc::EPERM));
+    assert_eq!(
+        f.decide(p("/proc/sys/vm/panic_on_oom"), Op::Truncate),
+        Outcome::Error(libc::EPERM)
+    );
     for op in [Op::Remove, Op::Rename, Op::Link] {
-        assert_eq!(f.decide(p("/proc/sys/kernel/zzz"), op), Outcome::Error(libc::ENOENT));
+        assert_eq!(
+            f.decide(p("/proc/sys/kernel/zzz"), op),
+            Outcome::Error(libc::ENOENT)
+        );
     }
-    assert_eq!(fs::read_to_string(e.state.join("values/vm/panic_on_oom")).unwrap(), "0\n");
+    assert_eq!(
+        fs::read_to_string(e.state.join("values/vm/panic_on_oom")).unwrap(),
+        "0\n"
+    );
 }
 
 #[test]
@@ -514,16 +667,45 @@ fn files_and_directories_answer_like_procfs() {
     let e = env();
     let mut f = open(&e, Mode::Overlay);
     let file = "/proc/sys/vm/panic_on_oom";
-    assert_eq!(f.decide(p(file), Op::OpenDir), Outcome::Error(libc::ENOTDIR));
-    assert_eq!(f.decide(p(file), Op::Readlink), Outcome::Error(libc::EINVAL));
+    assert_eq!(
+        f.decide(p(file), Op::OpenDir),
+        Outcome::Error(libc::ENOTDIR)
+    );
+    assert_eq!(
+        f.decide(p(file), Op::Readlink),
+        Outcome::Error(libc::EINVAL)
+    );
     assert_eq!(f.decide(p(file), Op::Exec), Outcome::Error(libc::EACCES));
-    assert_eq!(f.decide(p(file), Op::Access { mode: libc::X_OK }), Outcome::Error(libc::EACCES));
-    backing(&f.decide(p(file), Op::Access { mode: libc::R_OK | libc::W_OK }));
-    assert_eq!(f.decide(p("/proc/sys/vm/panic_on_oom/x"), Op::Read), Outcome::Error(libc::ENOTDIR));
-    assert_eq!(f.decide(p("/proc/sys/vm"), WRITE), Outcome::Error(libc::EISDIR));
-    assert_eq!(f.decide(p("/proc/sys/vm"), Op::Access { mode: libc::W_OK }), Outcome::Error(libc::EACCES));
-    assert_eq!(f.decide(p("/proc/sys/nosuchdir/x"), Op::Read), Outcome::Error(libc::ENOENT));
-    assert_eq!(f.decide(p("/proc/sys/vm/../etc/passwd"), Op::Read), Outcome::Error(libc::ENOENT));
+    assert_eq!(
+        f.decide(p(file), Op::Access { mode: libc::X_OK }),
+        Outcome::Error(libc::EACCES)
+    );
+    backing(&f.decide(
+        p(file),
+        Op::Access {
+            mode: libc::R_OK | libc::W_OK,
+        },
+    ));
+    assert_eq!(
+        f.decide(p("/proc/sys/vm/panic_on_oom/x"), Op::Read),
+        Outcome::Error(libc::ENOTDIR)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/vm"), WRITE),
+        Outcome::Error(libc::EISDIR)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/vm"), Op::Access { mode: libc::W_OK }),
+        Outcome::Error(libc::EACCES)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/nosuchdir/x"), Op::Read),
+        Outcome::Error(libc::ENOENT)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/vm/../etc/passwd"), Op::Read),
+        Outcome::Error(libc::ENOENT)
+    );
 }
 
 // ----- directories -----
@@ -539,7 +721,14 @@ fn directory_views_merge_real_and_fake_entries_with_procfs_modes() {
     assert_eq!(mode_of(&v.join("panic_on_oom")), 0o644);
     let k = backing(&f.decide(p("/proc/sys/kernel"), Op::OpenDir));
     let names = listing(&k);
-    for n in ["hostname", "panic", "osrelease", "keys", "random", "yama_ro"] {
+    for n in [
+        "hostname",
+        "panic",
+        "osrelease",
+        "keys",
+        "random",
+        "yama_ro",
+    ] {
         assert!(names.contains(&n.to_string()), "{n} in {names:?}");
     }
     assert_eq!(mode_of(&k.join("osrelease")), 0o444);
@@ -548,7 +737,10 @@ fn directory_views_merge_real_and_fake_entries_with_procfs_modes() {
     assert_eq!(listing(&root), vec!["kernel", "net", "vm"]);
     // A directory missing from the real tree is a view for stat too.
     let br = backing(&f.decide(p("/proc/sys/net/bridge"), Op::Stat));
-    assert_eq!(listing(&br), vec!["bridge-nf-call-ip6tables", "bridge-nf-call-iptables"]);
+    assert_eq!(
+        listing(&br),
+        vec!["bridge-nf-call-ip6tables", "bridge-nf-call-iptables"]
+    );
     // A real directory is stat'ed for real in overlay.
     assert_eq!(f.decide(p("/proc/sys/kernel"), Op::Stat), Outcome::Real);
     // Opening without O_DIRECTORY works too.
@@ -563,7 +755,10 @@ fn views_pick_up_entries_that_became_fake_and_shadow_lists_real_ones_too() {
     let mut f = FakeFs::open(o).unwrap();
     let v = backing(&f.decide(p("/proc/sys/vm"), Op::OpenDir));
     assert_eq!(listing(&v), vec!["overcommit_memory"]);
-    assert!(matches!(f.decide(p("/proc/sys/kernel"), Op::Stat), Outcome::Fake { .. }));
+    assert!(matches!(
+        f.decide(p("/proc/sys/kernel"), Op::Stat),
+        Outcome::Fake { .. }
+    ));
     f.set("kernel/hostname", "h2").unwrap();
     let k = backing(&f.decide(p("/proc/sys/kernel"), Op::OpenDir));
     assert!(listing(&k).contains(&"hostname".to_string()));
@@ -579,7 +774,13 @@ fn dev_kmsg_is_a_readable_empty_regular_file() {
     let b = backing(&o);
     assert!(fs::symlink_metadata(&b).unwrap().is_file());
     assert_eq!(fs::read(&b).unwrap(), b"");
-    assert!(matches!(f.decide(p("/dev/kmsg"), WRITE), Outcome::Fake { write_token: None, .. }));
+    assert!(matches!(
+        f.decide(p("/dev/kmsg"), WRITE),
+        Outcome::Fake {
+            write_token: None,
+            ..
+        }
+    ));
     assert_eq!(f.untranslate(&b), Some(PathBuf::from("/dev/kmsg")));
 }
 
@@ -587,20 +788,47 @@ fn dev_kmsg_is_a_readable_empty_regular_file() {
 fn binds_redirect_everything_under_their_destination_longest_first() {
     let e = env();
     let mut o = opts(&e, Mode::Overlay);
-    o.binds = vec![parse_bind("/srv/cg:/sys/fs/cgroup").unwrap(), parse_bind("/srv/mem:/sys/fs/cgroup/memory").unwrap()];
+    o.binds = vec![
+        parse_bind("/srv/cg:/sys/fs/cgroup").unwrap(),
+        parse_bind("/srv/mem:/sys/fs/cgroup/memory").unwrap(),
+    ];
     let mut f = FakeFs::open(o).unwrap();
-    assert_eq!(backing(&f.decide(p("/sys/fs/cgroup/pids/pids.max"), Op::Read)), PathBuf::from("/srv/cg/pids/pids.max"));
-    assert_eq!(backing(&f.decide(p("/sys/fs/cgroup/memory/memory.stat"), WRITE)), PathBuf::from("/srv/mem/memory.stat"));
-    assert_eq!(backing(&f.decide(p("/sys/fs/cgroup"), Op::OpenDir)), PathBuf::from("/srv/cg"));
-    assert_eq!(f.untranslate(p("/srv/mem/memory.stat")), Some(PathBuf::from("/sys/fs/cgroup/memory/memory.stat")));
-    assert_eq!(f.untranslate(p("/srv/cg")), Some(PathBuf::from("/sys/fs/cgroup")));
+    assert_eq!(
+        backing(&f.decide(p("/sys/fs/cgroup/pids/pids.max"), Op::Read)),
+        PathBuf::from("/srv/cg/pids/pids.max")
+    );
+    assert_eq!(
+        backing(&f.decide(p("/sys/fs/cgroup/memory/memory.stat"), WRITE)),
+        PathBuf::from("/srv/mem/memory.stat")
+    );
+    assert_eq!(
+        backing(&f.decide(p("/sys/fs/cgroup"), Op::OpenDir)),
+        PathBuf::from("/srv/cg")
+    );
+    assert_eq!(
+        f.untranslate(p("/srv/mem/memory.stat")),
+        Some(PathBuf::from("/sys/fs/cgroup/memory/memory.stat"))
+    );
+    assert_eq!(
+        f.untranslate(p("/srv/cg")),
+        Some(PathBuf::from("/sys/fs/cgroup"))
+    );
 }
 
 #[test]
 fn parse_bind_accepts_proot_syntax() {
-    assert_eq!(parse_bind("/a/b:/c").unwrap(), (PathBuf::from("/a/b"), PathBuf::from("/c")));
-    assert_eq!(parse_bind("/dev").unwrap(), (PathBuf::from("/dev"), PathBuf::from("/dev")));
-    assert_eq!(parse_bind("/a//b/./:/c/d/").unwrap(), (PathBuf::from("/a/b"), PathBuf::from("/c/d")));
+    assert_eq!(
+        parse_bind("/a/b:/c").unwrap(),
+        (PathBuf::from("/a/b"), PathBuf::from("/c"))
+    );
+    assert_eq!(
+        parse_bind("/dev").unwrap(),
+        (PathBuf::from("/dev"), PathBuf::from("/dev"))
+    );
+    assert_eq!(
+        parse_bind("/a//b/./:/c/d/").unwrap(),
+        (PathBuf::from("/a/b"), PathBuf::from("/c/d"))
+    );
     let (src, _) = parse_bind("rel/x:/y").unwrap();
     assert!(src.is_absolute());
     let err = parse_bind("/a:rel").unwrap_err();
@@ -612,13 +840,30 @@ fn parse_bind_accepts_proot_syntax() {
 fn untranslate_round_trips_backing_paths() {
     let e = env();
     let mut f = open(&e, Mode::Overlay);
-    for guest in ["/proc/sys/vm/panic_on_oom", "/proc/sys/vm", "/proc/sys", "/proc/sys/net/ipv4/conf/flannel.1/route_localnet"] {
-        let op = if guest.ends_with("oom") || guest.ends_with("localnet") { Op::Read } else { Op::OpenDir };
+    for guest in [
+        "/proc/sys/vm/panic_on_oom",
+        "/proc/sys/vm",
+        "/proc/sys",
+        "/proc/sys/net/ipv4/conf/flannel.1/route_localnet",
+    ] {
+        let op = if guest.ends_with("oom") || guest.ends_with("localnet") {
+            Op::Read
+        } else {
+            Op::OpenDir
+        };
         let b = backing(&f.decide(p(guest), op));
-        assert_eq!(f.untranslate(&b), Some(PathBuf::from(guest)), "{}", b.display());
+        assert_eq!(
+            f.untranslate(&b),
+            Some(PathBuf::from(guest)),
+            "{}",
+            b.display()
+        );
     }
     let w = backing(&f.decide(p("/proc/sys/kernel/panic"), WRITE));
-    assert_eq!(f.untranslate(&w), Some(PathBuf::from("/proc/sys/kernel/panic")));
+    assert_eq!(
+        f.untranslate(&w),
+        Some(PathBuf::from("/proc/sys/kernel/panic"))
+    );
     assert_eq!(f.untranslate(&f.state_dir().join("journal.jsonl")), None);
     assert_eq!(f.untranslate(p("/etc/hosts")), None);
 }
@@ -650,7 +895,12 @@ fn the_real_tree_is_never_written() {
     let e = env();
     let before = tree(&e.proc);
     let mut f = open(&e, Mode::Overlay);
-    for rel in ["kernel/panic", "kernel/hostname", "vm/overcommit_memory", "net/ipv4/ip_forward"] {
+    for rel in [
+        "kernel/panic",
+        "kernel/hostname",
+        "vm/overcommit_memory",
+        "net/ipv4/ip_forward",
+    ] {
         let o = f.decide(&PathBuf::from(format!("/proc/sys/{rel}")), WRITE);
         f.write(token(&o), 1, "x", 0, b"1").unwrap();
         f.set(rel, "0").unwrap();
@@ -670,9 +920,28 @@ fn the_journal_records_accepted_and_rejected_writes_and_persists_them() {
     f.write(token(&o), 43, "sh", 0, b"abc\n").unwrap_err();
     let j = f.drain_journal();
     assert_eq!(j.len(), 2);
-    assert_eq!((j[0].pid, j[0].comm.as_str(), j[0].path.as_str()), (42, "kubelet", "/proc/sys/vm/panic_on_oom"));
-    assert_eq!((j[0].old.as_deref(), j[0].new.as_str(), j[0].accepted, j[0].errno.as_deref()), (Some("0"), "1", true, None));
-    assert_eq!((j[1].old.as_deref(), j[1].new.as_str(), j[1].accepted, j[1].errno.as_deref()), (Some("1"), "abc", false, Some("EINVAL")));
+    assert_eq!(
+        (j[0].pid, j[0].comm.as_str(), j[0].path.as_str()),
+        (42, "kubelet", "/proc/sys/vm/panic_on_oom")
+    );
+    assert_eq!(
+        (
+            j[0].old.as_deref(),
+            j[0].new.as_str(),
+            j[0].accepted,
+            j[0].errno.as_deref()
+        ),
+        (Some("0"), "1", true, None)
+    );
+    assert_eq!(
+        (
+            j[1].old.as_deref(),
+            j[1].new.as_str(),
+            j[1].accepted,
+            j[1].errno.as_deref()
+        ),
+        (Some("1"), "abc", false, Some("EINVAL"))
+    );
     assert!(j[0].t_ms > 1_600_000_000_000);
     assert!(f.drain_journal().is_empty());
     let lines: Vec<JournalEntry> = fs::read_to_string(e.state.join("journal.jsonl"))
@@ -690,7 +959,9 @@ fn concurrent_writers_never_tear_a_value() {
     const THREADS: usize = 8;
     const WRITES: usize = 60;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let value_file = fs::canonicalize(&e.state).unwrap().join("values/net/netfilter/nf_conntrack_max");
+    let value_file = fs::canonicalize(&e.state)
+        .unwrap()
+        .join("values/net/netfilter/nf_conntrack_max");
     let reader = {
         let stop = stop.clone();
         let vf = value_file.clone();
@@ -698,9 +969,14 @@ fn concurrent_writers_never_tear_a_value() {
             let mut reads = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let s = fs::read_to_string(&vf).unwrap();
-                let n = s.strip_suffix('\n').unwrap_or_else(|| panic!("torn value {s:?}"));
+                let n = s
+                    .strip_suffix('\n')
+                    .unwrap_or_else(|| panic!("torn value {s:?}"));
                 let v: u64 = n.parse().unwrap_or_else(|_| panic!("torn value {s:?}"));
-                assert!(v == 262144 || (100_000..100_000 + (THREADS * 1000) as u64).contains(&v), "{v}");
+                assert!(
+                    v == 262144 || (100_000..100_000 + (THREADS * 1000) as u64).contains(&v),
+                    "{v}"
+                );
                 reads += 1;
             }
             reads
@@ -715,7 +991,10 @@ fn concurrent_writers_never_tear_a_value() {
                     let out = f.decide(p("/proc/sys/net/netfilter/nf_conntrack_max"), WRITE);
                     // Long values with padding so a torn write would show.
                     let v = format!("  {}\n", 100_000 + t * 1000 + i);
-                    assert_eq!(f.write(token(&out), t as i32, "w", 0, v.as_bytes()), Ok(v.len()));
+                    assert_eq!(
+                        f.write(token(&out), t as i32, "w", 0, v.as_bytes()),
+                        Ok(v.len())
+                    );
                 }
             })
         })
@@ -726,11 +1005,17 @@ fn concurrent_writers_never_tear_a_value() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(reader.join().unwrap() > 0);
     let journal = fs::read_to_string(e.state.join("journal.jsonl")).unwrap();
-    let entries: Vec<JournalEntry> = journal.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let entries: Vec<JournalEntry> = journal
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(entries.len(), THREADS * WRITES);
     let f = open(&e, Mode::Overlay);
     assert_eq!(f.diff().len(), 1);
-    assert!(listing(&e.state.join("tmp")).is_empty(), "no temp files left");
+    assert!(
+        listing(&e.state.join("tmp")).is_empty(),
+        "no temp files left"
+    );
 }
 
 // ----- commands -----
@@ -744,33 +1029,69 @@ fn set_get_diff_and_reset_work_like_the_commands_promise() {
     f.set("kernel/panic_on_oops", "0").unwrap(); // same as the profile: no diff line
     let err = f.set("vm/panic_on_oom", "nine").unwrap_err();
     assert_eq!(err.to_string(), "/proc/sys/vm/panic_on_oom: value \"nine\" rejected with EINVAL (rule: range 0 2): give a value the rule accepts");
-    assert!(matches!(f.set("kernel/osrelease", "5.0"), Err(Error::ReadOnly(_))));
-    assert!(matches!(f.set("kernel/nosuch", "1"), Err(Error::NoEntry(_))));
+    assert!(matches!(
+        f.set("kernel/osrelease", "5.0"),
+        Err(Error::ReadOnly(_))
+    ));
+    assert!(matches!(
+        f.set("kernel/nosuch", "1"),
+        Err(Error::NoEntry(_))
+    ));
     assert!(matches!(f.get("/etc/passwd"), Err(Error::NotAnEntry(_))));
     assert_eq!(f.get("vm/panic_on_oom").unwrap(), "1");
     let j = f.drain_journal();
-    assert!(j.iter().all(|x| x.comm == "k3shim" && x.pid == std::process::id() as i32));
+    assert!(j
+        .iter()
+        .all(|x| x.comm == "k3shim" && x.pid == std::process::id() as i32));
     assert_eq!(
         f.diff(),
         vec![
-            DiffLine { path: "/proc/sys/kernel/panic".into(), baseline: "0".into(), current: "10".into() },
-            DiffLine { path: "/proc/sys/vm/panic_on_oom".into(), baseline: "0".into(), current: "1".into() },
+            DiffLine {
+                path: "/proc/sys/kernel/panic".into(),
+                baseline: "0".into(),
+                current: "10".into()
+            },
+            DiffLine {
+                path: "/proc/sys/vm/panic_on_oom".into(),
+                baseline: "0".into(),
+                current: "1".into()
+            },
         ]
     );
     let info = f.entries();
     let find = |path: &str| info.iter().find(|i| i.path == path).unwrap().clone();
     assert_eq!(find("/proc/sys/vm/panic_on_oom").source, Source::Written);
     assert_eq!(find("/proc/sys/vm/overcommit_memory").source, Source::Real);
-    assert_eq!(find("/proc/sys/net/bridge/bridge-nf-call-iptables").source, Source::Profile);
-    assert_eq!(find("/proc/sys/net/ipv4/ping_group_range").rule, "ints 2 0 2147483647");
+    assert_eq!(
+        find("/proc/sys/net/bridge/bridge-nf-call-iptables").source,
+        Source::Profile
+    );
+    assert_eq!(
+        find("/proc/sys/net/ipv4/ping_group_range").rule,
+        "ints 2 0 2147483647"
+    );
     assert!(find("/proc/sys/kernel/cap_last_cap").readonly);
     assert_eq!(find("/dev/kmsg").value, "");
     f.reset().unwrap();
     assert!(f.diff().is_empty());
     assert_eq!(f.get("vm/panic_on_oom").unwrap(), "0");
-    assert_eq!(f.get("kernel/panic").unwrap(), "1", "real again after reset");
-    assert_eq!(fs::read_to_string(e.state.join("values/vm/panic_on_oom")).unwrap(), "0\n");
-    assert!(fs::read_to_string(e.state.join("journal.jsonl")).unwrap().lines().count() >= 4, "reset keeps the journal");
+    assert_eq!(
+        f.get("kernel/panic").unwrap(),
+        "1",
+        "real again after reset"
+    );
+    assert_eq!(
+        fs::read_to_string(e.state.join("values/vm/panic_on_oom")).unwrap(),
+        "0\n"
+    );
+    assert!(
+        fs::read_to_string(e.state.join("journal.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+            >= 4,
+        "reset keeps the journal"
+    );
 }
 
 #[test]
@@ -789,7 +1110,10 @@ fn a_change_made_by_another_instance_is_seen_on_the_next_decision() {
     let e = env();
     let mut a = open(&e, Mode::Overlay);
     let mut b = open(&e, Mode::Overlay);
-    assert_eq!(a.decide(p("/proc/sys/kernel/panic"), Op::Read), Outcome::Real);
+    assert_eq!(
+        a.decide(p("/proc/sys/kernel/panic"), Op::Read),
+        Outcome::Real
+    );
     // ...until another instance (`k3shim fakefs set`, a second traced run) writes it:
     // the shared generation counter tells `a` to look at the index again.
     b.set("kernel/panic", "7").unwrap();

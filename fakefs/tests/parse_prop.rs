@@ -17,10 +17,24 @@ use proptest::prelude::*;
 use std::path::Path;
 
 fn config(default: u32) -> ProptestConfig {
-    let base = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let soak = std::env::var("K3SHIM_SOAK_SECS").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let cases = if soak > 0 { base.saturating_mul(20) } else { base };
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    let base = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    let soak = std::env::var("K3SHIM_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let cases = if soak > 0 {
+        base.saturating_mul(20)
+    } else {
+        base
+    };
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 /// Keys as a hostile profile would write them.
@@ -82,8 +96,27 @@ fn toml_str(s: &str) -> String {
 /// A TOML profile: mostly well-formed, with hostile keys, values and rules,
 /// sometimes junk appended.
 fn toml_profile() -> impl Strategy<Value = String> {
-    let entry = (key(), value_text(), prop::option::of(rule_text()), any::<bool>(), prop::option::of(prop_oneof![Just("uname-release"), Just("random-uuid"), Just("nope")]));
-    let file = (prop_oneof![Just("/dev/kmsg".to_string()), Just("/proc/sys/x".to_string()), Just("/../etc/shadow".to_string()), Just("relative".to_string()), "/[a-z./]{1,16}"], any::<String>());
+    let entry = (
+        key(),
+        value_text(),
+        prop::option::of(rule_text()),
+        any::<bool>(),
+        prop::option::of(prop_oneof![
+            Just("uname-release"),
+            Just("random-uuid"),
+            Just("nope")
+        ]),
+    );
+    let file = (
+        prop_oneof![
+            Just("/dev/kmsg".to_string()),
+            Just("/proc/sys/x".to_string()),
+            Just("/../etc/shadow".to_string()),
+            Just("relative".to_string()),
+            "/[a-z./]{1,16}"
+        ],
+        any::<String>(),
+    );
     (
         prop::option::of(prop::collection::vec("[a-z0-9.<>/]{0,8}", 0..4)),
         prop::collection::vec(entry, 0..6),
@@ -113,7 +146,11 @@ fn toml_profile() -> impl Strategy<Value = String> {
             }
             t.push_str("[files]\n");
             for (p, v) in files {
-                t.push_str(&format!("{} = {{ value = {} }}\n", toml_str(&p), toml_str(&v)));
+                t.push_str(&format!(
+                    "{} = {{ value = {} }}\n",
+                    toml_str(&p),
+                    toml_str(&v)
+                ));
             }
             if let Some(j) = junk {
                 t.push_str(&j);
@@ -124,7 +161,19 @@ fn toml_profile() -> impl Strategy<Value = String> {
 
 fn tsv_profile() -> impl Strategy<Value = String> {
     let line = prop_oneof![
-        (key(), value_text(), rule_text(), prop_oneof![Just(""), Just("\tro"), Just("\trw"), Just("\t0444"), Just("\tx"), Just("\t\t\t")])
+        (
+            key(),
+            value_text(),
+            rule_text(),
+            prop_oneof![
+                Just(""),
+                Just("\tro"),
+                Just("\trw"),
+                Just("\t0444"),
+                Just("\tx"),
+                Just("\t\t\t")
+            ]
+        )
             .prop_map(|(k, v, r, a)| format!("{k}\t{}\t{r}{a}", v.replace('\n', " "))),
         Just("# comment".to_string()),
         Just("/dev/kmsg\thello".to_string()),
@@ -177,22 +226,44 @@ fn exercise(ext: &str, text: &str, writes: &[Vec<u8>]) -> Result<(), TestCaseErr
             let before = fs.get(&rel);
             prop_assert!(before.is_ok(), "{}: {:?}", e.path, before);
             let before = before.unwrap();
-            if let Outcome::Fake { write_token: Some(tok), .. } = fs.decide(Path::new(&e.path), Op::Write { trunc: true }) {
+            if let Outcome::Fake {
+                write_token: Some(tok),
+                ..
+            } = fs.decide(Path::new(&e.path), Op::Write { trunc: true })
+            {
                 let data = &writes[i % writes.len()];
                 match fs.write(tok, 1, "fuzz", 0, data) {
                     Ok(n) => prop_assert_eq!(n, data.len()),
                     Err(errno) => {
-                        prop_assert!([libc::EINVAL, libc::EACCES].contains(&errno), "{}: errno {}", e.path, errno);
-                        prop_assert_eq!(fs.get(&rel).unwrap(), before, "a refused write keeps the old value");
+                        prop_assert!(
+                            [libc::EINVAL, libc::EACCES].contains(&errno),
+                            "{}: errno {}",
+                            e.path,
+                            errno
+                        );
+                        prop_assert_eq!(
+                            fs.get(&rel).unwrap(),
+                            before,
+                            "a refused write keeps the old value"
+                        );
                     }
                 }
             }
         }
     }
-    let mut outside: Vec<String> = listing(td.path()).into_iter().filter(|p| !p.starts_with("state") && p != "proc-sys").collect();
+    let mut outside: Vec<String> = listing(td.path())
+        .into_iter()
+        .filter(|p| !p.starts_with("state") && p != "proc-sys")
+        .collect();
     outside.retain(|p| !p.starts_with("profile."));
-    prop_assert!(outside.is_empty(), "created outside the state dir: {outside:?}");
-    prop_assert!(listing(&proc_root).is_empty(), "the fake real /proc/sys was written");
+    prop_assert!(
+        outside.is_empty(),
+        "created outside the state dir: {outside:?}"
+    );
+    prop_assert!(
+        listing(&proc_root).is_empty(),
+        "the fake real /proc/sys was written"
+    );
     Ok(())
 }
 

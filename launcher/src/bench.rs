@@ -20,16 +20,36 @@ use std::process::{Command, Stdio};
 
 const DRIVER: &str = include_str!("../../bench/driver.py");
 const WORKLOADS: &[(&str, &str)] = &[
-    ("sqlite_kine.py", include_str!("../../bench/workloads/sqlite_kine.py")),
-    ("statwalk.py", include_str!("../../bench/workloads/statwalk.py")),
-    ("procsys.py", include_str!("../../bench/workloads/procsys.py")),
-    ("copytree.py", include_str!("../../bench/workloads/copytree.py")),
+    (
+        "sqlite_kine.py",
+        include_str!("../../bench/workloads/sqlite_kine.py"),
+    ),
+    (
+        "statwalk.py",
+        include_str!("../../bench/workloads/statwalk.py"),
+    ),
+    (
+        "procsys.py",
+        include_str!("../../bench/workloads/procsys.py"),
+    ),
+    (
+        "copytree.py",
+        include_str!("../../bench/workloads/copytree.py"),
+    ),
 ];
 const FLOOR_C: &str = include_str!("../../bench/floor/floor.c");
 const SYSLOOP_C: &str = include_str!("../../bench/floor/sysloop.c");
 
 const TOOLS: &[&str] = &["native", "k3shim", "k3shim-none", "proot", "strace"];
-const WORKLOAD_ORDER: &[&str] = &["sqlite", "statwalk", "procsys-real", "procsys-fake", "standin", "standin-agent", "sysstress"];
+const WORKLOAD_ORDER: &[&str] = &[
+    "sqlite",
+    "statwalk",
+    "procsys-real",
+    "procsys-fake",
+    "standin",
+    "standin-agent",
+    "sysstress",
+];
 
 /// Target: tracer RSS while tracing the 64-thread workload.
 const RSS_TARGET_KIB: f64 = 16.0 * 1024.0;
@@ -37,12 +57,21 @@ const RSS_TARGET_KIB: f64 = 16.0 * 1024.0;
 pub fn run(a: &BenchArgs) -> Result<i32> {
     // K3SHIM_BENCH_FROM=RESULT.json: render an earlier run's measurements again (Markdown next to it)
     if let Some(p) = std::env::var_os("K3SHIM_BENCH_FROM").map(PathBuf::from) {
-        let doc: Value = serde_json::from_slice(&std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?)?;
+        let doc: Value = serde_json::from_slice(
+            &std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?,
+        )?;
         let records = doc["measurements"].as_array().cloned().unwrap_or_default();
         let summary = summarize(&records);
         let floor = floor_summary(&records);
         let targets = check_targets(&summary, &floor, &records);
-        let table = markdown(&summary, &floor, &targets, &doc["meta"], doc["reps"].as_u64().unwrap_or(0) as u32, doc["quick"].as_bool().unwrap_or(false));
+        let table = markdown(
+            &summary,
+            &floor,
+            &targets,
+            &doc["meta"],
+            doc["reps"].as_u64().unwrap_or(0) as u32,
+            doc["quick"].as_bool().unwrap_or(false),
+        );
         println!("{table}");
         std::fs::write(p.with_extension("md"), &table)?;
         return Ok(0);
@@ -72,14 +101,21 @@ pub fn run(a: &BenchArgs) -> Result<i32> {
     for (name, text) in [("floor", FLOOR_C), ("sysloop", SYSLOOP_C)] {
         let src = work.join(format!("{name}.c"));
         std::fs::write(&src, text)?;
-        let st = Command::new("cc").args(["-O2", "-o"]).arg(work.join(name)).arg(&src).status().context("cannot run cc")?;
+        let st = Command::new("cc")
+            .args(["-O2", "-o"])
+            .arg(work.join(name))
+            .arg(&src)
+            .status()
+            .context("cannot run cc")?;
         if !st.success() {
             bail!("cc failed to build {name}.c");
         }
     }
     let fixtures = go_fixtures(&exe);
     if fixtures.is_none() {
-        eprintln!("k3shim bench: Go fixtures unavailable: skipping standin and sysstress workloads");
+        eprintln!(
+            "k3shim bench: Go fixtures unavailable: skipping standin and sysstress workloads"
+        );
     }
 
     let mut records: Vec<Value> = Vec::new();
@@ -119,7 +155,9 @@ pub fn run(a: &BenchArgs) -> Result<i32> {
         eprintln!("k3shim bench: {env}: {reps} rep(s)");
         let (recs, ok) = run_driver(cmd)?;
         if !ok {
-            eprintln!("k3shim bench: the {env} driver did not finish cleanly; reporting what it measured");
+            eprintln!(
+                "k3shim bench: the {env} driver did not finish cleanly; reporting what it measured"
+            );
         }
         for r in recs {
             if r.get("kind").and_then(Value::as_str) == Some("env") {
@@ -137,9 +175,13 @@ pub fn run(a: &BenchArgs) -> Result<i32> {
     let table = markdown(&summary, &floor, &targets, &meta, reps, a.quick);
     println!("{table}");
 
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
     let stamp = meta["date_stamp"].as_str().unwrap_or("undated").to_string();
-    let base = a.out.join(format!("bench-{stamp}{}", if a.quick { "-quick" } else { "" }));
+    let base = a.out.join(format!(
+        "bench-{stamp}{}",
+        if a.quick { "-quick" } else { "" }
+    ));
     let md = base.with_extension("md");
     let js = base.with_extension("json");
     std::fs::write(&md, &table)?;
@@ -156,7 +198,12 @@ pub fn run(a: &BenchArgs) -> Result<i32> {
         "elapsed_s": t_start.elapsed().as_secs_f64(),
     });
     std::fs::write(&js, serde_json::to_vec_pretty(&doc)?)?;
-    eprintln!("k3shim bench: wrote {} and {} in {:.0}s", md.display(), js.display(), t_start.elapsed().as_secs_f64());
+    eprintln!(
+        "k3shim bench: wrote {} and {} in {:.0}s",
+        md.display(),
+        js.display(),
+        t_start.elapsed().as_secs_f64()
+    );
     Ok(0)
 }
 
@@ -170,7 +217,11 @@ impl Drop for RemoveOnDrop {
 }
 
 fn which(prog: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(prog)).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(prog))
+        .find(|p| p.is_file())
 }
 
 /// standin and sysstress: $K3SHIM_BENCH_FIXTURES if set, else built (once,
@@ -188,9 +239,20 @@ fn go_fixtures(exe: &Path) -> Option<PathBuf> {
     if let Ok(cwd) = std::env::current_dir() {
         roots.extend(cwd.ancestors().map(Path::to_path_buf));
     }
-    let script = roots.iter().map(|r| r.join("tests/fixtures/go/build.sh")).find(|p| p.is_file())?;
-    eprintln!("k3shim bench: building Go fixtures into {}", cache.display());
-    let st = Command::new("bash").arg(&script).arg(&cache).stdout(Stdio::null()).status().ok()?;
+    let script = roots
+        .iter()
+        .map(|r| r.join("tests/fixtures/go/build.sh"))
+        .find(|p| p.is_file())?;
+    eprintln!(
+        "k3shim bench: building Go fixtures into {}",
+        cache.display()
+    );
+    let st = Command::new("bash")
+        .arg(&script)
+        .arg(&cache)
+        .stdout(Stdio::null())
+        .status()
+        .ok()?;
     if st.success() && has(&cache) {
         Some(cache)
     } else {
@@ -202,7 +264,12 @@ fn go_fixtures(exe: &Path) -> Option<PathBuf> {
 /// lines of its stdout. Output is read through pipes: runsc garbles output
 /// when stdout and stderr are the same regular file.
 fn run_driver(mut cmd: Command) -> Result<(Vec<Value>, bool)> {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("cannot start the bench driver")?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start the bench driver")?;
     let err = child.stderr.take().unwrap();
     let fwd = std::thread::spawn(move || {
         for line in BufReader::new(err).lines().map_while(Result::ok) {
@@ -210,7 +277,10 @@ fn run_driver(mut cmd: Command) -> Result<(Vec<Value>, bool)> {
         }
     });
     let mut recs = Vec::new();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
+    for line in BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
         if let Ok(v) = serde_json::from_str::<Value>(line.trim()) {
             recs.push(v);
         }
@@ -232,10 +302,28 @@ fn sh(cmd: &str, args: &[&str]) -> String {
 
 fn machine_meta() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("").trim().to_string();
-    let ncpu = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
-    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default().lines().next().unwrap_or("").to_string();
-    let runsc = sh("runsc", &["--version"]).lines().next().unwrap_or("").to_string();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let ncpu = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let runsc = sh("runsc", &["--version"])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
     json!({
         "date": sh("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         "date_stamp": sh("date", &["-u", "+%Y%m%d-%H%M%S"]),
@@ -263,17 +351,30 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// Per (env, workload, tool): times, inner times, failures, last note, in-process times.
+type Samples = (Vec<f64>, Vec<f64>, usize, Option<String>, Vec<f64>);
+
 /// env -> workload -> tool -> {median, min, max, n, failed, ratio, inner_median, note}
 fn summarize(records: &[Value]) -> Value {
-    let mut groups: BTreeMap<(String, String, String), (Vec<f64>, Vec<f64>, usize, Option<String>, Vec<f64>)> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, String, String), Samples> = BTreeMap::new();
     for r in records {
-        let (Some(env), Some(w), Some(t)) = (r["env"].as_str(), r["workload"].as_str(), r["tool"].as_str()) else { continue };
+        let (Some(env), Some(w), Some(t)) = (
+            r["env"].as_str(),
+            r["workload"].as_str(),
+            r["tool"].as_str(),
+        ) else {
+            continue;
+        };
         if w == "floor" {
             continue;
         }
         let g = groups.entry((env.into(), w.into(), t.into())).or_default();
         if r["ok"].as_bool() == Some(true) {
-            let v = if w.starts_with("sysloop-") { r["ns_per_iter"].as_f64() } else { r["wall"].as_f64() };
+            let v = if w.starts_with("sysloop-") {
+                r["ns_per_iter"].as_f64()
+            } else {
+                r["wall"].as_f64()
+            };
             if let Some(v) = v {
                 g.0.push(v);
             }
@@ -308,7 +409,13 @@ fn summarize(records: &[Value]) -> Value {
         if let Some(n) = note {
             o["note"] = json!(n);
         }
-        let e = out.entry(env).or_insert_with(|| json!({})).as_object_mut().unwrap().entry(w).or_insert_with(|| json!({}));
+        let e = out
+            .entry(env)
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .unwrap()
+            .entry(w)
+            .or_insert_with(|| json!({}));
         e[t.as_str()] = o;
     }
     // ratios to native (for standin-agent, to native standin without the agent)
@@ -317,7 +424,11 @@ fn summarize(records: &[Value]) -> Value {
     for env in envs {
         let ws: Vec<String> = v[&env].as_object().unwrap().keys().cloned().collect();
         for w in ws {
-            let base_w = if w == "standin-agent" { "standin" } else { w.as_str() };
+            let base_w = if w == "standin-agent" {
+                "standin"
+            } else {
+                w.as_str()
+            };
             let native = v[&env][base_w]["native"]["median"].as_f64();
             let native_inner = v[&env][base_w]["native"]["inner_median"].as_f64();
             let tools: Vec<String> = v[&env][&w].as_object().unwrap().keys().cloned().collect();
@@ -325,7 +436,8 @@ fn summarize(records: &[Value]) -> Value {
                 if let (Some(n), Some(m)) = (native, v[&env][&w][&t]["median"].as_f64()) {
                     v[&env][&w][&t]["ratio"] = json!(m / n);
                 }
-                if let (Some(n), Some(m)) = (native_inner, v[&env][&w][&t]["inner_median"].as_f64()) {
+                if let (Some(n), Some(m)) = (native_inner, v[&env][&w][&t]["inner_median"].as_f64())
+                {
                     v[&env][&w][&t]["inner_ratio"] = json!(m / n);
                 }
             }
@@ -363,34 +475,92 @@ struct Target {
 }
 
 fn check_targets(summary: &Value, floor: &Value, _records: &[Value]) -> Value {
-    let env = if summary.get("gvisor").is_some() { "gvisor" } else { "native" };
+    let env = if summary.get("gvisor").is_some() {
+        "gvisor"
+    } else {
+        "native"
+    };
     let s = &summary[env];
     let mut t: Vec<Target> = Vec::new();
     let ratio = |w: &str, tool: &str| s[w][tool]["ratio"].as_f64();
     let fmt = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or_else(|| "n/a".into());
     let mut push = |name: &str, value: Option<f64>, limit: f64, shown_limit: String| {
-        t.push(Target { name: name.into(), value: fmt(value), limit: shown_limit, pass: value.map(|v| v <= limit) });
+        t.push(Target {
+            name: name.into(),
+            value: fmt(value),
+            limit: shown_limit,
+            pass: value.map(|v| v <= limit),
+        });
     };
-    push("sqlite k3shim/native", ratio("sqlite", "k3shim"), 1.05, "<= 1.05".into());
-    push("stat walk k3shim/native", ratio("statwalk", "k3shim"), 2.0, "<= 2.0".into());
-    let sw = s["statwalk"]["k3shim"]["median"].as_f64().zip(s["statwalk"]["proot"]["median"].as_f64()).map(|(k, p)| k / p);
+    push(
+        "sqlite k3shim/native",
+        ratio("sqlite", "k3shim"),
+        1.05,
+        "<= 1.05".into(),
+    );
+    push(
+        "stat walk k3shim/native",
+        ratio("statwalk", "k3shim"),
+        2.0,
+        "<= 2.0".into(),
+    );
+    let sw = s["statwalk"]["k3shim"]["median"]
+        .as_f64()
+        .zip(s["statwalk"]["proot"]["median"].as_f64())
+        .map(|(k, p)| k / p);
     push("stat walk k3shim/proot", sw, 0.5, "< 0.5".into());
-    push("/proc/sys fake entry k3shim / native real entry", ratio("procsys-fake", "k3shim"), 1.5, "<= 1.5".into());
-    push("stand-in time to ready k3shim/native", ratio("standin", "k3shim"), 1.2, "<= 1.2".into());
+    push(
+        "/proc/sys fake entry k3shim / native real entry",
+        ratio("procsys-fake", "k3shim"),
+        1.5,
+        "<= 1.5".into(),
+    );
+    push(
+        "stand-in time to ready k3shim/native",
+        ratio("standin", "k3shim"),
+        1.2,
+        "<= 1.2".into(),
+    );
     // per intercepted syscall against the bare round trip
     let rt = floor[env]["round_trip_regs_ns"].as_f64();
-    let per = |w: &str| s[w]["k3shim"]["median"].as_f64().zip(s[w]["native"]["median"].as_f64()).map(|(k, n)| k - n);
-    for (w, label) in [("sysloop-stat", "stat (passed through)"), ("sysloop-open-real", "open real entry (passed through)")] {
+    let per = |w: &str| {
+        s[w]["k3shim"]["median"]
+            .as_f64()
+            .zip(s[w]["native"]["median"].as_f64())
+            .map(|(k, n)| k - n)
+    };
+    for (w, label) in [
+        ("sysloop-stat", "stat (passed through)"),
+        ("sysloop-open-real", "open real entry (passed through)"),
+    ] {
         let v = per(w).zip(rt).map(|(p, r)| p / r);
-        push(&format!("per intercepted syscall, {label} / round trip"), v, 1.5, "<= 1.5".into());
+        push(
+            &format!("per intercepted syscall, {label} / round trip"),
+            v,
+            1.5,
+            "<= 1.5".into(),
+        );
     }
-    let rss = s["sysstress"]["k3shim"]["rss_kib_max"].as_f64().map(|k| k / 1024.0);
-    let label = if env == "gvisor" { "k3shim peak RSS, 64-thread workload (MiB; max sampled VmRSS)" } else { "k3shim peak RSS, 64-thread workload (MiB; VmHWM)" };
+    let rss = s["sysstress"]["k3shim"]["rss_kib_max"]
+        .as_f64()
+        .map(|k| k / 1024.0);
+    let label = if env == "gvisor" {
+        "k3shim peak RSS, 64-thread workload (MiB; max sampled VmRSS)"
+    } else {
+        "k3shim peak RSS, 64-thread workload (MiB; VmHWM)"
+    };
     push(label, rss, RSS_TARGET_KIB / 1024.0, "<= 16".into());
     if env == "gvisor" {
         // gVisor has no VmHWM and faults file pages in large chunks: give the native VmHWM too
-        let rss = summary["native"]["sysstress"]["k3shim"]["rss_kib_max"].as_f64().map(|k| k / 1024.0);
-        push("k3shim peak RSS, 64-thread workload (MiB; VmHWM)", rss, RSS_TARGET_KIB / 1024.0, "<= 16".into());
+        let rss = summary["native"]["sysstress"]["k3shim"]["rss_kib_max"]
+            .as_f64()
+            .map(|k| k / 1024.0);
+        push(
+            "k3shim peak RSS, 64-thread workload (MiB; VmHWM)",
+            rss,
+            RSS_TARGET_KIB / 1024.0,
+            "<= 16".into(),
+        );
     }
     let mut envs: Vec<&str> = vec![env; t.len()];
     if env == "gvisor" {
@@ -398,19 +568,33 @@ fn check_targets(summary: &Value, floor: &Value, _records: &[Value]) -> Value {
     }
     let mut arr = Vec::new();
     for (x, env) in t.into_iter().zip(envs) {
-        arr.push(json!({"env": env, "target": x.name, "value": x.value, "limit": x.limit,
-            "result": match x.pass { Some(true) => "PASS", Some(false) => "MISS", None => "N/A" }}));
+        arr.push(
+            json!({"env": env, "target": x.name, "value": x.value, "limit": x.limit,
+            "result": match x.pass { Some(true) => "PASS", Some(false) => "MISS", None => "N/A" }}),
+        );
     }
     Value::Array(arr)
 }
 
 fn cell(o: &Value, unit_ns: bool) -> String {
     let Some(m) = o["median"].as_f64() else {
-        return if o["failed"].as_u64().unwrap_or(0) > 0 { format!("FAILED ({})", o["failed"]) } else { "-".into() };
+        return if o["failed"].as_u64().unwrap_or(0) > 0 {
+            format!("FAILED ({})", o["failed"])
+        } else {
+            "-".into()
+        };
     };
-    let (mn, mx) = (o["min"].as_f64().unwrap_or(m), o["max"].as_f64().unwrap_or(m));
+    let (mn, mx) = (
+        o["min"].as_f64().unwrap_or(m),
+        o["max"].as_f64().unwrap_or(m),
+    );
     let mut s = if unit_ns {
-        format!("{:.1} us [{:.1}-{:.1}]", m / 1000.0, mn / 1000.0, mx / 1000.0)
+        format!(
+            "{:.1} us [{:.1}-{:.1}]",
+            m / 1000.0,
+            mn / 1000.0,
+            mx / 1000.0
+        )
     } else {
         format!("{m:.3} s [{mn:.3}-{mx:.3}]")
     };
@@ -427,9 +611,23 @@ fn cell(o: &Value, unit_ns: bool) -> String {
     s
 }
 
-fn markdown(summary: &Value, floor: &Value, targets: &Value, meta: &Value, reps: u32, quick: bool) -> String {
+fn markdown(
+    summary: &Value,
+    floor: &Value,
+    targets: &Value,
+    meta: &Value,
+    reps: u32,
+    quick: bool,
+) -> String {
     let mut md = String::new();
-    md += &format!("# k3shim bench{}\n\n", if quick { " (quick mode: small sizes, not comparable)" } else { "" });
+    md += &format!(
+        "# k3shim bench{}\n\n",
+        if quick {
+            " (quick mode: small sizes, not comparable)"
+        } else {
+            ""
+        }
+    );
     md += &format!(
         "- date: {}\n- machine: {} ({} CPUs: {}, {})\n- kernel: {}\n- gVisor: {} (`runsc --platform=ptrace --network=none do`)\n- tools: {}, {}, {}, {}\n- repetitions: {reps}, interleaved; cells: median [min-max] xratio to native\n\n",
         meta["date"].as_str().unwrap_or(""),
@@ -444,16 +642,30 @@ fn markdown(summary: &Value, floor: &Value, targets: &Value, meta: &Value, reps:
         meta["proot"].as_str().unwrap_or(""),
         meta["strace"].as_str().unwrap_or(""),
     );
-    let Some(envs) = summary.as_object() else { return md };
+    let Some(envs) = summary.as_object() else {
+        return md;
+    };
     for (env, ws) in envs {
-        md += &format!("## {}\n\n", if env == "gvisor" { "Inside gVisor" } else { "Natively" });
+        md += &format!(
+            "## {}\n\n",
+            if env == "gvisor" {
+                "Inside gVisor"
+            } else {
+                "Natively"
+            }
+        );
         md += "| workload | ";
         md += &TOOLS.join(" | ");
         md += " |\n|---|";
         md += &"---|".repeat(TOOLS.len());
         md += "\n";
         let mut names: Vec<&String> = ws.as_object().unwrap().keys().collect();
-        names.sort_by_key(|n| WORKLOAD_ORDER.iter().position(|w| w == n).unwrap_or(usize::MAX - if n.starts_with("sysloop") { 1 } else { 0 }));
+        names.sort_by_key(|n| {
+            WORKLOAD_ORDER
+                .iter()
+                .position(|w| w == n)
+                .unwrap_or(usize::MAX - if n.starts_with("sysloop") { 1 } else { 0 })
+        });
         let mut notes = Vec::new();
         for w in names {
             let row = &ws[w];
@@ -468,7 +680,12 @@ fn markdown(summary: &Value, floor: &Value, targets: &Value, meta: &Value, reps:
             md += "\n";
         }
         // the workloads' own timers: without interpreter and tool start-up
-        let inner_rows: Vec<&String> = ws.as_object().unwrap().keys().filter(|w| ws[w.as_str()]["native"]["inner_median"].is_number()).collect();
+        let inner_rows: Vec<&String> = ws
+            .as_object()
+            .unwrap()
+            .keys()
+            .filter(|w| ws[w.as_str()]["native"]["inner_median"].is_number())
+            .collect();
         if !inner_rows.is_empty() {
             md += "\nIn-process time (the workload's own timer: without interpreter and tool start-up), median and ratio to native:\n\n| workload | ";
             md += &TOOLS.join(" | ");
@@ -502,8 +719,14 @@ fn markdown(summary: &Value, floor: &Value, targets: &Value, meta: &Value, reps:
             );
             for (w, label) in [
                 ("sysloop-stat", "stat, passed through"),
-                ("sysloop-open-real", "open of a real /proc/sys entry, passed through"),
-                ("sysloop-open-fake", "open of a fake entry, redirected (entry + exit stop)"),
+                (
+                    "sysloop-open-real",
+                    "open of a real /proc/sys entry, passed through",
+                ),
+                (
+                    "sysloop-open-fake",
+                    "open of a fake entry, redirected (entry + exit stop)",
+                ),
             ] {
                 let k = ws[w]["k3shim"]["median"].as_f64();
                 let n = ws[w]["native"]["median"].as_f64();
@@ -511,13 +734,25 @@ fn markdown(summary: &Value, floor: &Value, targets: &Value, meta: &Value, reps:
                     md += &format!(
                         "k3shim cost per intercepted syscall, {label}: {:.1} us{}\n",
                         (k - n) / 1000.0,
-                        rt.map(|r| format!(" = {:.2} x the round trip", (k - n) / r)).unwrap_or_default()
+                        rt.map(|r| format!(" = {:.2} x the round trip", (k - n) / r))
+                            .unwrap_or_default()
                     );
                 }
             }
         }
-        if let Some(r) = ws.get("sysstress").and_then(|s| s["k3shim"]["rss_kib_max"].as_f64()) {
-            md += &format!("k3shim peak RSS while tracing the 64-thread workload: {:.1} MiB ({})\n", r / 1024.0, if env == "gvisor" { "max of VmRSS sampled every 50 ms: gVisor has no VmHWM" } else { "VmHWM" });
+        if let Some(r) = ws
+            .get("sysstress")
+            .and_then(|s| s["k3shim"]["rss_kib_max"].as_f64())
+        {
+            md += &format!(
+                "k3shim peak RSS while tracing the 64-thread workload: {:.1} MiB ({})\n",
+                r / 1024.0,
+                if env == "gvisor" {
+                    "max of VmRSS sampled every 50 ms: gVisor has no VmHWM"
+                } else {
+                    "VmHWM"
+                }
+            );
         }
         md += "\n";
     }

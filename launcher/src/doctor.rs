@@ -148,10 +148,16 @@ pub fn run(args: &DoctorArgs) -> Result<i32> {
     let r = report();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let text = if args.json { serde_json::to_string_pretty(&r)? + "\n" } else { render(&r) };
+    let text = if args.json {
+        serde_json::to_string_pretty(&r)? + "\n"
+    } else {
+        render(&r)
+    };
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         // `k3shim doctor | head`: the reader went away; not an error.
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(anyhow::Error::new(e).context("cannot write to standard output")),
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(anyhow::Error::new(e).context("cannot write to standard output"))
+        }
         _ => {}
     }
     Ok(if r.ok { 0 } else { 1 })
@@ -160,11 +166,15 @@ pub fn run(args: &DoctorArgs) -> Result<i32> {
 // ----- probes -----
 
 fn read_trim(p: impl AsRef<Path>) -> Option<String> {
-    std::fs::read_to_string(p).ok().map(|s| s.trim().to_string())
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 fn uname_release() -> String {
-    nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default()
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// gVisor's fixed /proc/version build stamp (runsc 2018..2023 at least).
@@ -182,7 +192,9 @@ fn detect_gvisor(release: &str) -> Vec<String> {
     }
     if let Some(v) = read_trim("/proc/version") {
         if v.contains(GVISOR_VERSION_STAMP) {
-            m.push(format!("/proc/version has gVisor's fixed build stamp ({GVISOR_VERSION_STAMP})"));
+            m.push(format!(
+                "/proc/version has gVisor's fixed build stamp ({GVISOR_VERSION_STAMP})"
+            ));
         }
     }
     m
@@ -207,12 +219,22 @@ fn getppid_cost_us() -> f64 {
 /// Tries SECCOMP_FILTER_FLAG_NEW_LISTENER in a forked child (the filter is
 /// the child's alone). Ok(()) or the errno.
 fn seccomp_user_notif() -> std::result::Result<(), i32> {
-    let filter = [libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: libc::SECCOMP_RET_ALLOW }];
-    let prog = libc::sock_fprog { len: 1, filter: filter.as_ptr() as *mut _ };
+    let filter = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: libc::SECCOMP_RET_ALLOW,
+    }];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: filter.as_ptr() as *mut _,
+    };
     // SAFETY: the child makes raw syscalls on data prepared before fork, then _exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
-        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EAGAIN));
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EAGAIN));
     }
     if pid == 0 {
         // SAFETY: child side: raw syscalls only.
@@ -224,7 +246,11 @@ fn seccomp_user_notif() -> std::result::Result<(), i32> {
                 libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
                 &prog as *const libc::sock_fprog,
             );
-            let code = if r >= 0 { 0 } else { *libc::__errno_location() & 0xff };
+            let code = if r >= 0 {
+                0
+            } else {
+                *libc::__errno_location() & 0xff
+            };
             libc::_exit(code);
         }
     }
@@ -261,13 +287,19 @@ fn cgroup_mounts() -> (Vec<String>, bool) {
     let mut v1 = Vec::new();
     let mut v2 = false;
     for line in text.lines() {
-        let Some((_, post)) = line.split_once(" - ") else { continue };
+        let Some((_, post)) = line.split_once(" - ") else {
+            continue;
+        };
         let f: Vec<&str> = post.split_whitespace().collect();
         match f.first() {
             Some(&"cgroup2") => v2 = true,
             Some(&"cgroup") => {
                 for o in f.get(2).copied().unwrap_or("").split(',') {
-                    if ["cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer", "blkio", "hugetlb"].contains(&o)
+                    if [
+                        "cpu", "cpuacct", "cpuset", "memory", "pids", "devices", "freezer",
+                        "blkio", "hugetlb",
+                    ]
+                    .contains(&o)
                         || o.starts_with("name=")
                     {
                         v1.push(o.to_string());
@@ -295,18 +327,48 @@ fn filesystems() -> Vec<String> {
 /// overlayfs snapshotter needs. Err(reason) when it does not work.
 fn overlay_trial() -> std::result::Result<(), String> {
     let base = std::env::temp_dir().join(format!("k3shim-doctor-overlay-{}", std::process::id()));
-    let (l, u, w, m) = (base.join("l"), base.join("u"), base.join("w"), base.join("m"));
+    let (l, u, w, m) = (
+        base.join("l"),
+        base.join("u"),
+        base.join("w"),
+        base.join("m"),
+    );
     let res = (|| -> std::result::Result<(), String> {
         for d in [&l, &u, &w, &m] {
-            std::fs::create_dir_all(d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
         }
-        std::fs::write(l.join("f"), b"x\n").map_err(|e| format!("cannot write the lower layer: {e}"))?;
-        let opts = format!("lowerdir={},upperdir={},workdir={}", l.display(), u.display(), w.display());
-        let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| "bad temp path".to_string());
-        let (cm, copts) = (c(&m)?, std::ffi::CString::new(opts).map_err(|_| "bad temp path".to_string())?);
+        std::fs::write(l.join("f"), b"x\n")
+            .map_err(|e| format!("cannot write the lower layer: {e}"))?;
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            l.display(),
+            u.display(),
+            w.display()
+        );
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+                .map_err(|_| "bad temp path".to_string())
+        };
+        let (cm, copts) = (
+            c(&m)?,
+            std::ffi::CString::new(opts).map_err(|_| "bad temp path".to_string())?,
+        );
         // SAFETY: NUL-terminated strings that outlive the call.
-        if unsafe { libc::mount(c"overlay".as_ptr(), cm.as_ptr(), c"overlay".as_ptr(), 0, copts.as_ptr().cast()) } != 0 {
-            return Err(format!("mount -t overlay fails with {}", std::io::Error::last_os_error()));
+        if unsafe {
+            libc::mount(
+                c"overlay".as_ptr(),
+                cm.as_ptr(),
+                c"overlay".as_ptr(),
+                0,
+                copts.as_ptr().cast(),
+            )
+        } != 0
+        {
+            return Err(format!(
+                "mount -t overlay fails with {}",
+                std::io::Error::last_os_error()
+            ));
         }
         let r = std::fs::remove_file(m.join("f")).map_err(|e| {
             format!("overlay mounts, but removing a lower-layer file fails ({e}): no whiteouts, so image layers that delete files break")
@@ -331,17 +393,39 @@ const KUBELET_TUNABLES: &[(&str, &str)] = &[
 
 /// Measured in runsc 0.0~20221219 (sysctl-notes.md): (path, writable, note).
 const GVISOR_WRITES: &[(&str, bool, &str)] = &[
-    ("net/ipv4/ip_forward", true, "gVisor accepts writes of 0 or 1 (measured) although its mode says 0444"),
-    ("vm/overcommit_memory", false, "gVisor fails every write with EIO (measured), even of the same value"),
-    ("net/core/somaxconn", false, "gVisor fails every write with EIO (measured), even of the same value"),
+    (
+        "net/ipv4/ip_forward",
+        true,
+        "gVisor accepts writes of 0 or 1 (measured) although its mode says 0444",
+    ),
+    (
+        "vm/overcommit_memory",
+        false,
+        "gVisor fails every write with EIO (measured), even of the same value",
+    ),
+    (
+        "net/core/somaxconn",
+        false,
+        "gVisor fails every write with EIO (measured), even of the same value",
+    ),
 ];
 
 fn examine_sysctl(root: &Path, rel: &str, expected_ro: bool, gvisor: bool) -> SysctlPath {
     let p = root.join(rel);
-    let mut s = SysctlPath { path: rel.into(), state: String::new(), mode: None, value: None, expected_ro, basis: String::new() };
+    let mut s = SysctlPath {
+        path: rel.into(),
+        state: String::new(),
+        mode: None,
+        value: None,
+        expected_ro,
+        basis: String::new(),
+    };
     let meta = match std::fs::metadata(&p) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+        {
             s.state = "missing".into();
             s.basis = "stat: no such file".into();
             return s;
@@ -368,12 +452,22 @@ fn examine_sysctl(root: &Path, rel: &str, expected_ro: bool, gvisor: bool) -> Sy
             s.basis = (*note).into();
             return s;
         }
-        s.state = if mode & 0o200 != 0 { "present-rw" } else { "present-ro" }.into();
+        s.state = if mode & 0o200 != 0 {
+            "present-rw"
+        } else {
+            "present-ro"
+        }
+        .into();
         s.basis = format!("mode {mode:04o} (not measured in gVisor, whose modes are unreliable)");
         return s;
     }
     // Natively we run as root: the owner's write bit decides (never tried).
-    s.state = if mode & 0o200 != 0 { "present-rw" } else { "present-ro" }.into();
+    s.state = if mode & 0o200 != 0 {
+        "present-rw"
+    } else {
+        "present-ro"
+    }
+    .into();
     s.basis = format!("mode {mode:04o} (write not tried: this is the host)");
     s
 }
@@ -386,7 +480,13 @@ fn cap_held(c: caps::Capability) -> bool {
 pub fn report() -> Report {
     let mut checks: Vec<Check> = Vec::new();
     let mut add = |group: &str, name: &str, status: Status, reason: String, needed: bool| {
-        checks.push(Check { group: group.into(), name: name.into(), status, reason, needed });
+        checks.push(Check {
+            group: group.into(),
+            name: name.into(),
+            status,
+            reason,
+            needed,
+        });
     };
 
     // --- sandbox ---
@@ -410,12 +510,22 @@ pub fn report() -> Report {
         (None, None)
     };
     if gvisor {
-        add("sandbox", "gvisor", Status::Ok, format!("gVisor (uname {release}): {}", markers.join("; ")), false);
+        add(
+            "sandbox",
+            "gvisor",
+            Status::Ok,
+            format!("gVisor (uname {release}): {}", markers.join("; ")),
+            false,
+        );
         add(
             "sandbox",
             "platform",
             Status::Ok,
-            format!("{} ({})", platform.as_deref().unwrap_or("?"), platform_basis.as_deref().unwrap_or("")),
+            format!(
+                "{} ({})",
+                platform.as_deref().unwrap_or("?"),
+                platform_basis.as_deref().unwrap_or("")
+            ),
             false,
         );
     } else {
@@ -444,8 +554,20 @@ pub fn report() -> Report {
     };
     match (&probe, &probe_error) {
         (Some(f), _) => {
-            add("tracing", "ptrace", Status::Ok, "PTRACE_SEIZE of a forked child works".into(), true);
-            add("tracing", "seccomp-filter", Status::Ok, "a SECCOMP_RET_TRACE filter stops the probe's getppid".into(), true);
+            add(
+                "tracing",
+                "ptrace",
+                Status::Ok,
+                "PTRACE_SEIZE of a forked child works".into(),
+                true,
+            );
+            add(
+                "tracing",
+                "seccomp-filter",
+                Status::Ok,
+                "a SECCOMP_RET_TRACE filter stops the probe's getppid".into(),
+                true,
+            );
             add(
                 "tracing",
                 "stop-order",
@@ -463,14 +585,20 @@ pub fn report() -> Report {
                 Status::Ok,
                 match f.read_mode {
                     shim::mem::ReadMode::ProcessVmReadv => "process_vm_readv works".into(),
-                    shim::mem::ReadMode::ProcMem => "process_vm_readv fails; the engine reads /proc/PID/mem with pread".into(),
+                    shim::mem::ReadMode::ProcMem => {
+                        "process_vm_readv fails; the engine reads /proc/PID/mem with pread".into()
+                    }
                 },
                 false,
             );
             add(
                 "tracing",
                 "statx-no-automount",
-                if f.statx_no_automount_broken { Status::Warn } else { Status::Ok },
+                if f.statx_no_automount_broken {
+                    Status::Warn
+                } else {
+                    Status::Ok
+                },
                 if f.statx_no_automount_broken {
                     "statx(AT_NO_AUTOMOUNT) fails with EINVAL on every path (ls, stat break): fix statx-no-automount is on".into()
                 } else {
@@ -482,22 +610,55 @@ pub fn report() -> Report {
         (None, Some(e)) => {
             let ptrace_failed = e.contains("PTRACE_SEIZE") || e.contains("ptrace");
             if ptrace_failed && !e.contains("seccomp") {
-                add("tracing", "ptrace", Status::Missing, format!("probe: {e}"), true);
-                add("tracing", "seccomp-filter", Status::Warn, "not tested: ptrace failed first".into(), true);
+                add(
+                    "tracing",
+                    "ptrace",
+                    Status::Missing,
+                    format!("probe: {e}"),
+                    true,
+                );
+                add(
+                    "tracing",
+                    "seccomp-filter",
+                    Status::Warn,
+                    "not tested: ptrace failed first".into(),
+                    true,
+                );
             } else {
-                add("tracing", "ptrace", Status::Ok, "PTRACE_SEIZE of a forked child works".into(), true);
-                add("tracing", "seccomp-filter", Status::Missing, format!("probe: {e}"), true);
+                add(
+                    "tracing",
+                    "ptrace",
+                    Status::Ok,
+                    "PTRACE_SEIZE of a forked child works".into(),
+                    true,
+                );
+                add(
+                    "tracing",
+                    "seccomp-filter",
+                    Status::Missing,
+                    format!("probe: {e}"),
+                    true,
+                );
             }
         }
         (None, None) => {}
     }
     match seccomp_user_notif() {
-        Ok(()) => add("tracing", "seccomp-user-notif", Status::Ok, "SECCOMP_FILTER_FLAG_NEW_LISTENER works (not needed by k3shim)".into(), false),
+        Ok(()) => add(
+            "tracing",
+            "seccomp-user-notif",
+            Status::Ok,
+            "SECCOMP_FILTER_FLAG_NEW_LISTENER works (not needed by k3shim)".into(),
+            false,
+        ),
         Err(e) => add(
             "tracing",
             "seccomp-user-notif",
             Status::Warn,
-            format!("SECCOMP_FILTER_FLAG_NEW_LISTENER fails with {} (not needed: k3shim uses ptrace)", errno_str(e)),
+            format!(
+                "SECCOMP_FILTER_FLAG_NEW_LISTENER fails with {} (not needed: k3shim uses ptrace)",
+                errno_str(e)
+            ),
             false,
         ),
     }
@@ -505,12 +666,27 @@ pub fn report() -> Report {
     // --- privileges ---
     use caps::Capability as C;
     let cap_list: &[(C, &str)] = &[
-        (C::CAP_SYS_PTRACE, "not needed to trace k3shim's own children; needed with yama ptrace_scope 2"),
-        (C::CAP_SYS_ADMIN, "k3s and containerd mount (cgroups, overlay, namespaces)"),
-        (C::CAP_NET_ADMIN, "k3s, flannel and kube-proxy configure links, routes and iptables"),
-        (C::CAP_NET_RAW, "iptables, kube-proxy and ping need raw sockets (runsc drops it unless --net-raw)"),
+        (
+            C::CAP_SYS_PTRACE,
+            "not needed to trace k3shim's own children; needed with yama ptrace_scope 2",
+        ),
+        (
+            C::CAP_SYS_ADMIN,
+            "k3s and containerd mount (cgroups, overlay, namespaces)",
+        ),
+        (
+            C::CAP_NET_ADMIN,
+            "k3s, flannel and kube-proxy configure links, routes and iptables",
+        ),
+        (
+            C::CAP_NET_RAW,
+            "iptables, kube-proxy and ping need raw sockets (runsc drops it unless --net-raw)",
+        ),
         (C::CAP_SYS_RESOURCE, "kubelet and containerd raise rlimits"),
-        (C::CAP_DAC_OVERRIDE, "k3s runs as root over files owned by others"),
+        (
+            C::CAP_DAC_OVERRIDE,
+            "k3s runs as root over files owned by others",
+        ),
     ];
     for (c, why) in cap_list {
         let held = cap_held(*c);
@@ -524,12 +700,34 @@ pub fn report() -> Report {
     }
     let has_ptrace_cap = cap_held(C::CAP_SYS_PTRACE);
     match read_trim("/proc/sys/kernel/yama/ptrace_scope").as_deref() {
-        None => add("privileges", "yama-ptrace-scope", Status::Ok, "no Yama LSM (/proc/sys/kernel/yama/ptrace_scope absent)".into(), true),
-        Some("0") => add("privileges", "yama-ptrace-scope", Status::Ok, "0: classic ptrace permissions".into(), true),
-        Some("1") => add("privileges", "yama-ptrace-scope", Status::Ok, "1: only descendants; k3shim traces its own children".into(), true),
-        Some("2") if has_ptrace_cap => {
-            add("privileges", "yama-ptrace-scope", Status::Ok, "2: admin-only attach; CAP_SYS_PTRACE is held".into(), true)
-        }
+        None => add(
+            "privileges",
+            "yama-ptrace-scope",
+            Status::Ok,
+            "no Yama LSM (/proc/sys/kernel/yama/ptrace_scope absent)".into(),
+            true,
+        ),
+        Some("0") => add(
+            "privileges",
+            "yama-ptrace-scope",
+            Status::Ok,
+            "0: classic ptrace permissions".into(),
+            true,
+        ),
+        Some("1") => add(
+            "privileges",
+            "yama-ptrace-scope",
+            Status::Ok,
+            "1: only descendants; k3shim traces its own children".into(),
+            true,
+        ),
+        Some("2") if has_ptrace_cap => add(
+            "privileges",
+            "yama-ptrace-scope",
+            Status::Ok,
+            "2: admin-only attach; CAP_SYS_PTRACE is held".into(),
+            true,
+        ),
         Some("2") => add(
             "privileges",
             "yama-ptrace-scope",
@@ -537,18 +735,42 @@ pub fn report() -> Report {
             "2: admin-only attach and CAP_SYS_PTRACE is not held: run as root".into(),
             true,
         ),
-        Some("3") => add("privileges", "yama-ptrace-scope", Status::Missing, "3: ptrace is disabled on this system".into(), true),
-        Some(v) => add("privileges", "yama-ptrace-scope", Status::Warn, format!("unexpected value {v:?}"), false),
+        Some("3") => add(
+            "privileges",
+            "yama-ptrace-scope",
+            Status::Missing,
+            "3: ptrace is disabled on this system".into(),
+            true,
+        ),
+        Some(v) => add(
+            "privileges",
+            "yama-ptrace-scope",
+            Status::Warn,
+            format!("unexpected value {v:?}"),
+            false,
+        ),
     }
 
     // --- kernel surface ---
     let profile = fakefs::Profile::load(&["k3s".to_string()]).unwrap_or_default();
-    let proc_root = std::env::var_os("K3SHIM_PROC_SYS_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/proc/sys"));
-    let sysctl: Vec<SysctlPath> =
-        profile.entries.iter().map(|(rel, e)| examine_sysctl(&proc_root, rel, e.readonly, gvisor)).collect();
-    let missing: Vec<String> = sysctl.iter().filter(|s| s.state == "missing").map(|s| s.path.clone()).collect();
-    let readonly: Vec<String> =
-        sysctl.iter().filter(|s| s.state == "present-ro" && !s.expected_ro).map(|s| s.path.clone()).collect();
+    let proc_root = std::env::var_os("K3SHIM_PROC_SYS_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/proc/sys"));
+    let sysctl: Vec<SysctlPath> = profile
+        .entries
+        .iter()
+        .map(|(rel, e)| examine_sysctl(&proc_root, rel, e.readonly, gvisor))
+        .collect();
+    let missing: Vec<String> = sysctl
+        .iter()
+        .filter(|s| s.state == "missing")
+        .map(|s| s.path.clone())
+        .collect();
+    let readonly: Vec<String> = sysctl
+        .iter()
+        .filter(|s| s.state == "present-ro" && !s.expected_ro)
+        .map(|s| s.path.clone())
+        .collect();
     let unreadable = sysctl.iter().filter(|s| s.state == "unreadable").count();
     add(
         "kernel",
@@ -566,7 +788,13 @@ pub fn report() -> Report {
     );
     let kmsg_stand_in = profile.files.contains_key("/dev/kmsg");
     if std::fs::symlink_metadata("/dev/kmsg").is_ok() {
-        add("kernel", "dev-kmsg", Status::Ok, "/dev/kmsg exists (kubelet's OOM watcher reads it)".into(), false);
+        add(
+            "kernel",
+            "dev-kmsg",
+            Status::Ok,
+            "/dev/kmsg exists (kubelet's OOM watcher reads it)".into(),
+            false,
+        );
     } else {
         add(
             "kernel",
@@ -574,28 +802,47 @@ pub fn report() -> Report {
             Status::Missing,
             format!(
                 "/dev/kmsg is absent: kubelet's OOM watcher dies without it{}",
-                if kmsg_stand_in { "; the k3s profile serves a stand-in file" } else { "" }
+                if kmsg_stand_in {
+                    "; the k3s profile serves a stand-in file"
+                } else {
+                    ""
+                }
             ),
             false,
         );
     }
     let (v1, v2) = cgroup_mounts();
     let kubelet_v1 = ["cpu", "cpuacct", "cpuset", "memory", "pids"];
-    let v1_missing: Vec<&str> = kubelet_v1.iter().copied().filter(|c| !v1.iter().any(|m| m == c)).collect();
+    let v1_missing: Vec<&str> = kubelet_v1
+        .iter()
+        .copied()
+        .filter(|c| !v1.iter().any(|m| m == c))
+        .collect();
     let cgroups_ok = v2 || v1_missing.is_empty();
     add(
         "kernel",
         "cgroups",
         if cgroups_ok { Status::Ok } else { Status::Warn },
         if v2 {
-            format!("cgroup2 mounted{}", if v1.is_empty() { String::new() } else { format!(", v1: {}", v1.join(",")) })
+            format!(
+                "cgroup2 mounted{}",
+                if v1.is_empty() {
+                    String::new()
+                } else {
+                    format!(", v1: {}", v1.join(","))
+                }
+            )
         } else if cgroups_ok {
             format!("cgroup v1 mounted: {}", v1.join(","))
         } else {
             format!(
                 "kubelet needs cgroup2 or v1 cpu,cpuacct,cpuset,memory,pids; not mounted: {}{}",
                 v1_missing.join(","),
-                if gvisor { " (gVisor has no cgroup2; mount the v1 controllers under /sys/fs/cgroup)" } else { "" }
+                if gvisor {
+                    " (gVisor has no cgroup2; mount the v1 controllers under /sys/fs/cgroup)"
+                } else {
+                    ""
+                }
             )
         },
         false,
@@ -611,7 +858,11 @@ pub fn report() -> Report {
     add(
         "kernel",
         "overlayfs",
-        if overlay.is_ok() { Status::Ok } else { Status::Warn },
+        if overlay.is_ok() {
+            Status::Ok
+        } else {
+            Status::Warn
+        },
         match &overlay {
             Ok(()) if gvisor => "a test overlay mount with a whiteout works".into(),
             Ok(()) => "overlay is in /proc/filesystems".into(),
@@ -620,16 +871,27 @@ pub fn report() -> Report {
         false,
     );
     let vxlan = if gvisor {
-        Err("gVisor's netstack creates no vxlan links (netlink RTM_NEWLINK of kind vxlan)".to_string())
-    } else if Path::new("/sys/module/vxlan").exists() || Path::new("/lib/modules").join(&release).exists() {
+        Err(
+            "gVisor's netstack creates no vxlan links (netlink RTM_NEWLINK of kind vxlan)"
+                .to_string(),
+        )
+    } else if Path::new("/sys/module/vxlan").exists()
+        || Path::new("/lib/modules").join(&release).exists()
+    {
         Ok(())
     } else {
-        Err(format!("no vxlan module loaded and no /lib/modules/{release} to load it from"))
+        Err(format!(
+            "no vxlan module loaded and no /lib/modules/{release} to load it from"
+        ))
     };
     add(
         "kernel",
         "vxlan",
-        if vxlan.is_ok() { Status::Ok } else { Status::Warn },
+        if vxlan.is_ok() {
+            Status::Ok
+        } else {
+            Status::Warn
+        },
         match &vxlan {
             Ok(()) => "vxlan module loaded or loadable".into(),
             Err(e) => e.clone(),
@@ -664,15 +926,17 @@ pub fn report() -> Report {
     }];
 
     // --- flags ---
-    let by_path: BTreeMap<&str, &SysctlPath> = sysctl.iter().map(|s| (s.path.as_str(), s)).collect();
+    let by_path: BTreeMap<&str, &SysctlPath> =
+        sysctl.iter().map(|s| (s.path.as_str(), s)).collect();
     let mut mismatches = Vec::new();
     for (p, want) in KUBELET_TUNABLES {
         match by_path.get(p) {
             Some(s) if s.state == "missing" => mismatches.push(format!("{p} missing")),
             Some(s) if s.state == "present-ro" => mismatches.push(format!("{p} read-only")),
-            Some(s) if s.value.as_deref() != Some(*want) => {
-                mismatches.push(format!("{p} is {} not {want}", s.value.as_deref().unwrap_or("?")))
-            }
+            Some(s) if s.value.as_deref() != Some(*want) => mismatches.push(format!(
+                "{p} is {} not {want}",
+                s.value.as_deref().unwrap_or("?")
+            )),
             _ => {}
         }
     }
@@ -737,11 +1001,21 @@ pub fn report() -> Report {
         },
     ];
 
-    let needed_missing: Vec<&Check> = checks.iter().filter(|c| c.needed && c.status == Status::Missing).collect();
+    let needed_missing: Vec<&Check> = checks
+        .iter()
+        .filter(|c| c.needed && c.status == Status::Missing)
+        .collect();
     let ok = needed_missing.is_empty();
     let warns = checks.iter().filter(|c| c.status == Status::Warn).count();
     let where_ = if gvisor {
-        format!("gVisor{}", sandbox.platform.as_deref().map(|p| format!(", {p} platform")).unwrap_or_default())
+        format!(
+            "gVisor{}",
+            sandbox
+                .platform
+                .as_deref()
+                .map(|p| format!(", {p} platform"))
+                .unwrap_or_default()
+        )
     } else {
         format!("native Linux {release}")
     };
@@ -755,7 +1029,11 @@ pub fn report() -> Report {
     } else {
         format!(
             "k3shim cannot work here ({where_}): missing {}",
-            needed_missing.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+            needed_missing
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     };
 
@@ -782,22 +1060,43 @@ pub fn report() -> Report {
 /// The report as text for a person: grouped, aligned, a summary line last.
 pub fn render(r: &Report) -> String {
     let mut s = format!("k3shim doctor {}\n", r.k3shim_version);
-    let w = r.checks.iter().map(|c| c.name.len()).max().unwrap_or(10).max(18);
-    for (group, title) in
-        [("sandbox", "Sandbox"), ("tracing", "Tracing"), ("privileges", "Privileges"), ("kernel", "Kernel surface")]
-    {
+    let w = r
+        .checks
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(10)
+        .max(18);
+    for (group, title) in [
+        ("sandbox", "Sandbox"),
+        ("tracing", "Tracing"),
+        ("privileges", "Privileges"),
+        ("kernel", "Kernel surface"),
+    ] {
         s.push_str(&format!("\n{title}\n"));
         for c in r.checks.iter().filter(|c| c.group == group) {
-            s.push_str(&format!("  {:<w$}  {:<7}  {}\n", c.name, c.status.to_string(), c.reason));
+            s.push_str(&format!(
+                "  {:<w$}  {:<7}  {}\n",
+                c.name,
+                c.status.to_string(),
+                c.reason
+            ));
         }
     }
 
-    s.push_str(&format!("\n/proc/sys paths of the k3s profile ({} under {})\n", r.sysctl.len(), r.proc_sys_root.display()));
+    s.push_str(&format!(
+        "\n/proc/sys paths of the k3s profile ({} under {})\n",
+        r.sysctl.len(),
+        r.proc_sys_root.display()
+    ));
     if r.missing.is_empty() && r.readonly.is_empty() {
         s.push_str("  all present and writable\n");
     }
     if !r.missing.is_empty() {
-        s.push_str(&format!("  missing ({}), served from the fake tree:\n", r.missing.len()));
+        s.push_str(&format!(
+            "  missing ({}), served from the fake tree:\n",
+            r.missing.len()
+        ));
         let mut by_dir: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for p in &r.missing {
             let (d, n) = p.rsplit_once('/').unwrap_or(("", p.as_str()));
@@ -805,14 +1104,26 @@ pub fn render(r: &Report) -> String {
         }
         let dw = by_dir.keys().map(|d| d.len() + 1).max().unwrap_or(0);
         for (d, names) in by_dir {
-            s.push_str(&format!("    {:<dw$}  {}\n", format!("{d}/"), names.join(" ")));
+            s.push_str(&format!(
+                "    {:<dw$}  {}\n",
+                format!("{d}/"),
+                names.join(" ")
+            ));
         }
     }
     if !r.readonly.is_empty() {
-        s.push_str(&format!("  read-only ({}), served from the fake tree once written:\n", r.readonly.len()));
+        s.push_str(&format!(
+            "  read-only ({}), served from the fake tree once written:\n",
+            r.readonly.len()
+        ));
         let pw = r.readonly.iter().map(|p| p.len()).max().unwrap_or(0);
         for p in &r.readonly {
-            let basis = r.sysctl.iter().find(|x| &x.path == p).map(|x| x.basis.as_str()).unwrap_or("");
+            let basis = r
+                .sysctl
+                .iter()
+                .find(|x| &x.path == p)
+                .map(|x| x.basis.as_str())
+                .unwrap_or("");
             s.push_str(&format!("    {p:<pw$}  {basis}\n"));
         }
     }
@@ -820,7 +1131,12 @@ pub fn render(r: &Report) -> String {
     s.push_str("\nCompatibility fixes\n");
     let fw = r.fixes.iter().map(|f| f.name.len()).max().unwrap_or(0);
     for f in &r.fixes {
-        s.push_str(&format!("  {:<fw$}  {:<3}  {}\n", f.name, if f.on { "on" } else { "off" }, f.reason));
+        s.push_str(&format!(
+            "  {:<fw$}  {:<3}  {}\n",
+            f.name,
+            if f.on { "on" } else { "off" },
+            f.reason
+        ));
     }
 
     s.push_str("\nFlags this situation calls for\n");
@@ -829,13 +1145,19 @@ pub fn render(r: &Report) -> String {
     }
     let gw = r.flags.iter().map(|f| f.flag.len()).max().unwrap_or(0);
     for f in &r.flags {
-        s.push_str(&format!("  {:<gw$}  {:<10}  {}\n", f.flag, f.component, f.reason));
+        s.push_str(&format!(
+            "  {:<gw$}  {:<10}  {}\n",
+            f.flag, f.component, f.reason
+        ));
     }
 
     s.push_str("\nk3shim rules\n");
     let rw = r.rules.iter().map(|x| x.rule.len()).max().unwrap_or(0);
     for x in &r.rules {
-        s.push_str(&format!("  {:<5}  {:<rw$}  {}\n", x.advice, x.rule, x.reason));
+        s.push_str(&format!(
+            "  {:<5}  {:<rw$}  {}\n",
+            x.advice, x.rule, x.reason
+        ));
     }
 
     s.push_str(&format!("\n{}\n", r.summary));

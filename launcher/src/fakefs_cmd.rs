@@ -26,7 +26,10 @@ pub fn run(args: &FakefsArgs) -> Result<i32> {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// As [`run`], writing to `out` (for tests and embedding).
@@ -35,7 +38,11 @@ pub fn run_to(args: &FakefsArgs, out: &mut dyn Write) -> Result<i32> {
         FakefsCmd::Init(common) => init(common, out),
         FakefsCmd::Show { common, json } => show(common, *json, out),
         FakefsCmd::Get { common, path } => get(common, path, out),
-        FakefsCmd::Set { common, path, value } => set(common, path, value, out),
+        FakefsCmd::Set {
+            common,
+            path,
+            value,
+        } => set(common, path, value, out),
         FakefsCmd::Diff { common, json } => diff(common, *json, out),
         FakefsCmd::Reset { common, yes } => reset(common, *yes, out),
     }
@@ -80,11 +87,19 @@ fn init(common: &FakefsCommon, out: &mut dyn Write) -> Result<i32> {
         fs.verify()?;
     }
     let entries = fs.entries();
-    let profiles = if common.state.profiles.is_empty() { "k3s".to_string() } else { common.state.profiles.join(" + ") };
+    let profiles = if common.state.profiles.is_empty() {
+        "k3s".to_string()
+    } else {
+        common.state.profiles.join(" + ")
+    };
     io(writeln!(
         out,
         "{} state directory {} (profile {profiles}, {} mode, {} entries)",
-        if existed { "opened existing" } else { "initialized" },
+        if existed {
+            "opened existing"
+        } else {
+            "initialized"
+        },
         fs.state_dir().display(),
         mode_name(fs.mode()),
         entries.len()
@@ -143,7 +158,11 @@ fn show(common: &FakefsCommon, json: bool, out: &mut dyn Write) -> Result<i32> {
     let (fs, _) = open_existing(common)?;
     let entries = fs.entries();
     if json {
-        let j = ShowJson { state: fs.state_dir(), mode: mode_name(fs.mode()), entries };
+        let j = ShowJson {
+            state: fs.state_dir(),
+            mode: mode_name(fs.mode()),
+            entries,
+        };
         io(writeln!(out, "{}", serde_json::to_string_pretty(&j)?))?;
         return Ok(0);
     }
@@ -155,12 +174,20 @@ fn show(common: &FakefsCommon, json: bool, out: &mut dyn Write) -> Result<i32> {
                 printable(&e.value),
                 e.source.to_string(),
                 e.rule.clone(),
-                if e.readonly { "ro".into() } else { String::new() },
+                if e.readonly {
+                    "ro".into()
+                } else {
+                    String::new()
+                },
             ]
         })
         .collect();
     let count = |s: fakefs::Source| entries.iter().filter(|e| e.source == s).count();
-    io(write!(out, "{}", table(&["PATH", "VALUE", "SOURCE", "RULE", "RO"], &rows)))?;
+    io(write!(
+        out,
+        "{}",
+        table(&["PATH", "VALUE", "SOURCE", "RULE", "RO"], &rows)
+    ))?;
     io(writeln!(
         out,
         "{} entries in {} ({} mode): {} real, {} profile, {} written",
@@ -176,18 +203,30 @@ fn show(common: &FakefsCommon, json: bool, out: &mut dyn Write) -> Result<i32> {
 
 fn get(common: &FakefsCommon, path: &str, out: &mut dyn Write) -> Result<i32> {
     let (fs, dir) = open_existing(common)?;
-    let v = fs.get(path).with_context(|| format!("fakefs get {path} (state {})", dir.display()))?;
+    let v = fs
+        .get(path)
+        .with_context(|| format!("fakefs get {path} (state {})", dir.display()))?;
     io(writeln!(out, "{v}"))?;
     Ok(0)
 }
 
 fn set(common: &FakefsCommon, path: &str, value: &str, out: &mut dyn Write) -> Result<i32> {
     let (mut fs, dir) = open_existing(common)?;
-    let ctx = || format!("fakefs set {path} (state {}); nothing was changed", dir.display());
+    let ctx = || {
+        format!(
+            "fakefs set {path} (state {}); nothing was changed",
+            dir.display()
+        )
+    };
     let old = fs.get(path).with_context(ctx)?;
     fs.set(path, value).with_context(ctx)?;
     let new = fs.get(path).with_context(ctx)?;
-    io(writeln!(out, "{path}: {} -> {}", printable(&old), printable(&new)))?;
+    io(writeln!(
+        out,
+        "{path}: {} -> {}",
+        printable(&old),
+        printable(&new)
+    ))?;
     Ok(0)
 }
 
@@ -201,39 +240,82 @@ fn diff(common: &FakefsCommon, json: bool, out: &mut dyn Write) -> Result<i32> {
     let (fs, _) = open_existing(common)?;
     let changes = fs.diff();
     if json {
-        let j = DiffJson { state: fs.state_dir(), changes };
+        let j = DiffJson {
+            state: fs.state_dir(),
+            changes,
+        };
         io(writeln!(out, "{}", serde_json::to_string_pretty(&j)?))?;
         return Ok(0);
     }
     if changes.is_empty() {
-        io(writeln!(out, "no changes relative to the profile in {}", fs.state_dir().display()))?;
+        io(writeln!(
+            out,
+            "no changes relative to the profile in {}",
+            fs.state_dir().display()
+        ))?;
         return Ok(0);
     }
-    let rows: Vec<Vec<String>> =
-        changes.iter().map(|d| vec![d.path.clone(), printable(&d.baseline), printable(&d.current)]).collect();
+    let rows: Vec<Vec<String>> = changes
+        .iter()
+        .map(|d| {
+            vec![
+                d.path.clone(),
+                printable(&d.baseline),
+                printable(&d.current),
+            ]
+        })
+        .collect();
     io(write!(out, "{}", table(&["PATH", "PROFILE", "NOW"], &rows)))?;
-    io(writeln!(out, "{} entries changed relative to the profile in {}", changes.len(), fs.state_dir().display()))?;
+    io(writeln!(
+        out,
+        "{} entries changed relative to the profile in {}",
+        changes.len(),
+        fs.state_dir().display()
+    ))?;
     Ok(0)
 }
 
 fn reset(common: &FakefsCommon, yes: bool, out: &mut dyn Write) -> Result<i32> {
     let (mut fs, dir) = open_existing(common)?;
-    let written: Vec<fakefs::EntryInfo> =
-        fs.entries().into_iter().filter(|e| e.source == fakefs::Source::Written).collect();
+    let written: Vec<fakefs::EntryInfo> = fs
+        .entries()
+        .into_iter()
+        .filter(|e| e.source == fakefs::Source::Written)
+        .collect();
     let diffs = fs.diff();
     if !yes {
         if written.is_empty() {
-            io(writeln!(out, "nothing written in {}: reset would only re-seed the profile's values", dir.display()))?;
+            io(writeln!(
+                out,
+                "nothing written in {}: reset would only re-seed the profile's values",
+                dir.display()
+            ))?;
         } else {
             let rows: Vec<Vec<String>> = written
                 .iter()
                 .map(|e| {
-                    let to = diffs.iter().find(|d| d.path == e.path).map(|d| printable(&d.baseline));
-                    vec![e.path.clone(), printable(&e.value), to.unwrap_or_else(|| "(unchanged)".into())]
+                    let to = diffs
+                        .iter()
+                        .find(|d| d.path == e.path)
+                        .map(|d| printable(&d.baseline));
+                    vec![
+                        e.path.clone(),
+                        printable(&e.value),
+                        to.unwrap_or_else(|| "(unchanged)".into()),
+                    ]
                 })
                 .collect();
-            io(writeln!(out, "reset would restore {} written entries in {}:", written.len(), dir.display()))?;
-            io(write!(out, "{}", table(&["PATH", "NOW", "AFTER RESET"], &rows)))?;
+            io(writeln!(
+                out,
+                "reset would restore {} written entries in {}:",
+                written.len(),
+                dir.display()
+            ))?;
+            io(write!(
+                out,
+                "{}",
+                table(&["PATH", "NOW", "AFTER RESET"], &rows)
+            ))?;
         }
         io(out.flush())?;
         bail!(
@@ -241,7 +323,8 @@ fn reset(common: &FakefsCommon, yes: bool, out: &mut dyn Write) -> Result<i32> {
             dir.display()
         );
     }
-    fs.reset().with_context(|| format!("fakefs reset (state {})", dir.display()))?;
+    fs.reset()
+        .with_context(|| format!("fakefs reset (state {})", dir.display()))?;
     io(writeln!(
         out,
         "reset {}: {} written entries restored to the profile's values (journal kept)",

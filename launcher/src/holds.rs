@@ -11,9 +11,16 @@ const FORMS: &str = "accepted forms: connect:HOST:PORT (IPv4 or localhost), conn
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HoldRule {
     /// Any of these addresses (localhost is 127.0.0.1 and ::1) at this port.
-    Connect { ips: Vec<IpAddr>, port: u16 },
-    ConnectUnix { path: PathBuf },
-    Exec { path: PathBuf },
+    Connect {
+        ips: Vec<IpAddr>,
+        port: u16,
+    },
+    ConnectUnix {
+        path: PathBuf,
+    },
+    Exec {
+        path: PathBuf,
+    },
 }
 
 impl HoldRule {
@@ -22,7 +29,9 @@ impl HoldRule {
             if !p.starts_with('/') {
                 bail!("--hold {s:?}: exec needs an absolute path; {FORMS}");
             }
-            return Ok(HoldRule::Exec { path: PathBuf::from(p) });
+            return Ok(HoldRule::Exec {
+                path: PathBuf::from(p),
+            });
         }
         let Some(rest) = s.strip_prefix("connect:") else {
             bail!("--hold {s:?}: unknown rule; {FORMS}");
@@ -31,7 +40,9 @@ impl HoldRule {
             if p.is_empty() {
                 bail!("--hold {s:?}: empty unix socket path; {FORMS}");
             }
-            return Ok(HoldRule::ConnectUnix { path: PathBuf::from(p) });
+            return Ok(HoldRule::ConnectUnix {
+                path: PathBuf::from(p),
+            });
         }
         let (host, port) = if let Some(r) = rest.strip_prefix('[') {
             match r.split_once("]:") {
@@ -89,7 +100,9 @@ mod tests {
     use super::*;
 
     fn inet(s: &str) -> HoldRequest {
-        HoldRequest::ConnectInet { addr: s.parse().unwrap() }
+        HoldRequest::ConnectInet {
+            addr: s.parse().unwrap(),
+        }
     }
 
     #[test]
@@ -107,15 +120,25 @@ mod tests {
     #[test]
     fn unix_and_exec_rules_match_paths() {
         let u = HoldRule::parse("connect:unix:/run/k3s/containerd.sock").unwrap();
-        assert!(u.matches(&HoldRequest::ConnectUnix { path: "/run/k3s/containerd.sock".into() }));
+        assert!(u.matches(&HoldRequest::ConnectUnix {
+            path: "/run/k3s/containerd.sock".into()
+        }));
         let e = HoldRule::parse("exec:/usr/bin/kubectl").unwrap();
-        assert!(e.matches(&HoldRequest::Exec { path: "/usr/bin/kubectl".into() }));
+        assert!(e.matches(&HoldRequest::Exec {
+            path: "/usr/bin/kubectl".into()
+        }));
         assert!(!e.needs_connect());
     }
 
     #[test]
     fn bad_rules_name_the_accepted_forms() {
-        for bad in ["connect:1.2.3.4", "connect:host.example:80", "listen:80", "exec:relative", "connect:1.2.3.4:99999"] {
+        for bad in [
+            "connect:1.2.3.4",
+            "connect:host.example:80",
+            "listen:80",
+            "exec:relative",
+            "connect:1.2.3.4:99999",
+        ] {
             let e = HoldRule::parse(bad).unwrap_err().to_string();
             assert!(e.contains("accepted forms"), "{bad}: {e}");
         }

@@ -202,7 +202,8 @@ async fn run(
         // file: k3shim's tracer waits for any child (waitpid(-1) is how it hears from
         // every tracee), so it may reap the wrapper before tokio does. The file says
         // how the hook ended either way.
-        let status_file = std::env::temp_dir().join(format!("k3shim-hook-{}-{index}.status", std::process::id()));
+        let status_file =
+            std::env::temp_dir().join(format!("k3shim-hook-{}-{index}.status", std::process::id()));
         let _ = std::fs::remove_file(&status_file);
         let mut command = tokio::process::Command::new("sh");
         command
@@ -265,7 +266,9 @@ async fn run(
         };
         let duration_ms = t0.elapsed().as_millis() as u64;
         let mut f = json!({"index": index, "cmd": cmd, "duration_ms": duration_ms});
-        let from_file = std::fs::read_to_string(&status_file).ok().and_then(|t| t.trim().parse::<i32>().ok());
+        let from_file = std::fs::read_to_string(&status_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
         let _ = std::fs::remove_file(&status_file);
         let ok = match (&status, from_file) {
             (Ok(s), _) => {

@@ -5,7 +5,9 @@
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod experiment;
+pub mod fakefs_cmd;
 pub mod gate;
 pub mod holds;
 pub mod hooks;
@@ -15,5 +17,3 @@ pub mod timeline;
 pub mod timeline_cmd;
 pub mod timeline_report;
 pub mod trace;
-pub mod fakefs_cmd;
-pub mod doctor;

@@ -7,7 +7,10 @@ use launcher::run::Fail;
 use std::process::ExitCode;
 
 fn init_logging(level: Option<&str>) {
-    let filter = level.map(str::to_string).or_else(|| std::env::var("K3SHIM_LOG").ok()).unwrap_or_else(|| "warn".into());
+    let filter = level
+        .map(str::to_string)
+        .or_else(|| std::env::var("K3SHIM_LOG").ok())
+        .unwrap_or_else(|| "warn".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -23,8 +23,23 @@ pub struct ShimPolicy {
 }
 
 impl ShimPolicy {
-    pub fn new(fs: FakeFs, holds: Vec<HoldRule>, gate: Option<GateHandle>, timeline: Timeline, trace: Option<TraceSink>) -> Self {
-        ShimPolicy { fs, holds, gate, timeline, trace, seen: HashSet::new(), redirects: 0, writes: 0 }
+    pub fn new(
+        fs: FakeFs,
+        holds: Vec<HoldRule>,
+        gate: Option<GateHandle>,
+        timeline: Timeline,
+        trace: Option<TraceSink>,
+    ) -> Self {
+        ShimPolicy {
+            fs,
+            holds,
+            gate,
+            timeline,
+            trace,
+            seen: HashSet::new(),
+            redirects: 0,
+            writes: 0,
+        }
     }
 
     fn journal(&mut self) {
@@ -33,7 +48,11 @@ impl ShimPolicy {
             if let Some(t) = self.trace.as_mut() {
                 t.note_write(&j.path);
             }
-            let result = if j.accepted { "ok".to_string() } else { j.errno.clone().unwrap_or_else(|| "error".into()) };
+            let result = if j.accepted {
+                "ok".to_string()
+            } else {
+                j.errno.clone().unwrap_or_else(|| "error".into())
+            };
             self.timeline.emit("write", json!({"pid": j.pid, "comm": j.comm, "path": j.path, "old": j.old, "new": j.new, "result": result}));
         }
     }
@@ -51,7 +70,9 @@ pub fn fakefs_op(op: PathOp) -> Op {
             } else if flags & libc::O_PATH != 0 {
                 Op::Stat
             } else if acc == libc::O_WRONLY {
-                Op::Write { trunc: flags & libc::O_TRUNC != 0 }
+                Op::Write {
+                    trunc: flags & libc::O_TRUNC != 0,
+                }
             } else if acc == libc::O_RDWR {
                 Op::ReadWrite
             } else {
@@ -73,12 +94,23 @@ pub fn fakefs_op(op: PathOp) -> Op {
 }
 
 fn comm_of(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim_end().to_string()).unwrap_or_default()
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
 }
 
 /// Signals too frequent or too ordinary to be milestones.
 fn noisy_signal(sig: i32) -> bool {
-    matches!(sig, libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH | libc::SIGPROF | libc::SIGALRM | libc::SIGVTALRM | libc::SIGCONT)
+    matches!(
+        sig,
+        libc::SIGCHLD
+            | libc::SIGURG
+            | libc::SIGWINCH
+            | libc::SIGPROF
+            | libc::SIGALRM
+            | libc::SIGVTALRM
+            | libc::SIGCONT
+    )
 }
 
 impl Policy for ShimPolicy {
@@ -89,9 +121,17 @@ impl Policy for ShimPolicy {
         match self.fs.decide(req.path, fakefs_op(req.op)) {
             Outcome::Real => Decision::Pass,
             Outcome::Error(e) => Decision::Fail(e),
-            Outcome::Fake { backing, add_flags, clear_flags, write_token } => {
-                Decision::Redirect(Redirect { to: backing, add_flags, clear_flags, write_token })
-            }
+            Outcome::Fake {
+                backing,
+                add_flags,
+                clear_flags,
+                write_token,
+            } => Decision::Redirect(Redirect {
+                to: backing,
+                add_flags,
+                clear_flags,
+                write_token,
+            }),
         }
     }
 
@@ -130,27 +170,54 @@ impl Policy for ShimPolicy {
 
     fn on_event(&mut self, ev: &Event) {
         match ev {
-            Event::Exec { pid, path } => self.timeline.emit("exec", json!({"pid": pid, "path": path})),
-            Event::Redirect { pid, tid, syscall, path, backing } => {
+            Event::Exec { pid, path } => self
+                .timeline
+                .emit("exec", json!({"pid": pid, "path": path})),
+            Event::Redirect {
+                pid,
+                tid,
+                syscall,
+                path,
+                backing,
+            } => {
                 self.redirects += 1;
                 if self.seen.insert(path.clone()) {
                     self.timeline.emit("redirect", json!({"pid": pid, "tid": tid, "syscall": syscall, "path": path, "backing": backing}));
                 }
             }
-            Event::Hold { pid, tid, comm, what } => self.timeline.emit("hold", json!({"pid": pid, "tid": tid, "comm": comm, "what": what})),
-            Event::Release { pid, tid, comm, what, waited_ms } => {
-                self.timeline.emit("release", json!({"pid": pid, "tid": tid, "comm": comm, "what": what, "waited_ms": waited_ms}))
-            }
-            Event::Signal { pid, tid, signal } if !noisy_signal(*signal) => {
-                self.timeline.emit("signal", json!({"pid": pid, "tid": tid, "signal": signal}))
-            }
-            Event::ProcessExit { pid, code, signal } => {
-                self.timeline.emit("process_exit", json!({"pid": pid, "code": code, "signal": signal}))
-            }
-            Event::Fix { name, detail } => self.timeline.emit("fix", json!({"name": name, "detail": detail})),
+            Event::Hold {
+                pid,
+                tid,
+                comm,
+                what,
+            } => self.timeline.emit(
+                "hold",
+                json!({"pid": pid, "tid": tid, "comm": comm, "what": what}),
+            ),
+            Event::Release {
+                pid,
+                tid,
+                comm,
+                what,
+                waited_ms,
+            } => self.timeline.emit(
+                "release",
+                json!({"pid": pid, "tid": tid, "comm": comm, "what": what, "waited_ms": waited_ms}),
+            ),
+            Event::Signal { pid, tid, signal } if !noisy_signal(*signal) => self
+                .timeline
+                .emit("signal", json!({"pid": pid, "tid": tid, "signal": signal})),
+            Event::ProcessExit { pid, code, signal } => self.timeline.emit(
+                "process_exit",
+                json!({"pid": pid, "code": code, "signal": signal}),
+            ),
+            Event::Fix { name, detail } => self
+                .timeline
+                .emit("fix", json!({"name": name, "detail": detail})),
             Event::Warning { pid, message } => {
                 tracing::warn!(pid, "{message}");
-                self.timeline.emit("warning", json!({"pid": pid, "message": message}));
+                self.timeline
+                    .emit("warning", json!({"pid": pid, "message": message}));
             }
             Event::Syscall(r) => {
                 if let Some(t) = self.trace.as_mut() {
@@ -171,7 +238,10 @@ mod tests {
         let o = |flags| fakefs_op(PathOp::Open { flags, mode: 0 });
         assert_eq!(o(libc::O_RDONLY), Op::Read);
         assert_eq!(o(libc::O_WRONLY | libc::O_TRUNC), Op::Write { trunc: true });
-        assert_eq!(o(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC), Op::CreateFile);
+        assert_eq!(
+            o(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC),
+            Op::CreateFile
+        );
         assert_eq!(o(libc::O_RDONLY | libc::O_DIRECTORY), Op::OpenDir);
         assert_eq!(o(libc::O_RDWR), Op::ReadWrite);
         assert_eq!(fakefs_op(PathOp::Chdir), Op::OpenDir);

@@ -29,7 +29,10 @@ pub struct Fail {
 }
 
 fn fail(code: i32, msg: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Fail { code, msg: msg.into() })
+    anyhow::Error::new(Fail {
+        code,
+        msg: msg.into(),
+    })
 }
 
 /// Finds CMD as the shell would: a name with a slash as is, else on PATH.
@@ -38,11 +41,17 @@ pub fn resolve_command(cmd: &OsString) -> Result<PathBuf> {
     let shown = c.display().to_string();
     let check = |p: &Path| -> Result<Option<PathBuf>> {
         match std::fs::metadata(p) {
-            Ok(m) if m.is_dir() => Err(fail(126, format!("{}: is a directory, not a program", p.display()))),
+            Ok(m) if m.is_dir() => Err(fail(
+                126,
+                format!("{}: is a directory, not a program", p.display()),
+            )),
             Ok(m) => {
                 use std::os::unix::fs::PermissionsExt;
                 if m.permissions().mode() & 0o111 == 0 {
-                    Err(fail(126, format!("{}: not executable (chmod +x it)", p.display())))
+                    Err(fail(
+                        126,
+                        format!("{}: not executable (chmod +x it)", p.display()),
+                    ))
                 } else {
                     Ok(Some(p.to_path_buf()))
                 }
@@ -51,7 +60,11 @@ pub fn resolve_command(cmd: &OsString) -> Result<PathBuf> {
         }
     };
     if cmd.as_bytes().contains(&b'/') {
-        let abs = if c.is_absolute() { c.to_path_buf() } else { std::env::current_dir()?.join(c) };
+        let abs = if c.is_absolute() {
+            c.to_path_buf()
+        } else {
+            std::env::current_dir()?.join(c)
+        };
         return check(&abs)?.ok_or_else(|| fail(127, format!("{shown}: no such file")));
     }
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
@@ -67,11 +80,18 @@ pub fn resolve_command(cmd: &OsString) -> Result<PathBuf> {
 fn parse_log_matches(v: &[String]) -> Result<Vec<(String, regex::Regex)>> {
     v.iter()
         .map(|s| {
-            let (n, r) = s.split_once('=').ok_or_else(|| anyhow!("--log-match {s:?}: expected NAME=REGEX"))?;
+            let (n, r) = s
+                .split_once('=')
+                .ok_or_else(|| anyhow!("--log-match {s:?}: expected NAME=REGEX"))?;
             if n.is_empty() {
                 bail!("--log-match {s:?}: empty NAME");
             }
-            let re = regex::Regex::new(r).map_err(|e| anyhow!("--log-match {n}: bad regex: {}", e.to_string().lines().last().unwrap_or("")))?;
+            let re = regex::Regex::new(r).map_err(|e| {
+                anyhow!(
+                    "--log-match {n}: bad regex: {}",
+                    e.to_string().lines().last().unwrap_or("")
+                )
+            })?;
             Ok((n.to_string(), re))
         })
         .collect()
@@ -85,7 +105,9 @@ fn gate_config(a: &RunArgs) -> Result<Option<GateConfig>> {
         return Ok(None);
     }
     let timeout = match a.gate_timeout {
-        Some(t) if !(t > 0.0 && t.is_finite()) => bail!("--gate-timeout {t}: expected a positive number of seconds"),
+        Some(t) if !(t > 0.0 && t.is_finite()) => {
+            bail!("--gate-timeout {t}: expected a positive number of seconds")
+        }
         Some(t) => Some(Duration::from_secs_f64(t)),
         None => None,
     };
@@ -124,7 +146,9 @@ fn pump(
     log: Option<Arc<Mutex<std::fs::File>>>,
     timeline: Timeline,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let pumper = std::thread::Builder::new().name(format!("k3shim-{stream}")).stack_size(128 * 1024);
+    let pumper = std::thread::Builder::new()
+        .name(format!("k3shim-{stream}"))
+        .stack_size(128 * 1024);
     pumper.spawn(move || {
         let mut r = std::io::BufReader::new(std::fs::File::from(read));
         let mut line = Vec::new();
@@ -155,7 +179,10 @@ fn pump(
             for (name, re) in matches.iter() {
                 if re.is_match(text) {
                     let first = seen.insert(name.clone());
-                    timeline.emit("log_match", json!({"name": name, "line": text, "stream": stream, "first": first}));
+                    timeline.emit(
+                        "log_match",
+                        json!({"name": name, "line": text, "stream": stream, "first": first}),
+                    );
                 }
             }
         }
@@ -180,14 +207,19 @@ fn forward_signals(timeline: Timeline) {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         // A small stack: this thread only waits for signals (the default 2 MiB
         // counts in full toward RSS under gVisor).
-        let waiter = std::thread::Builder::new().name("k3shim-signals".into()).stack_size(64 * 1024);
+        let waiter = std::thread::Builder::new()
+            .name("k3shim-signals".into())
+            .stack_size(64 * 1024);
         let _ = waiter.spawn(move || loop {
             let mut info: libc::siginfo_t = std::mem::zeroed();
             let sig = libc::sigwaitinfo(&set, &mut info);
             if sig < 0 {
                 continue;
             }
-            let from_process = matches!(info.si_code, libc::SI_USER | libc::SI_QUEUE | libc::SI_TKILL);
+            let from_process = matches!(
+                info.si_code,
+                libc::SI_USER | libc::SI_QUEUE | libc::SI_TKILL
+            );
             let pid = ROOT_PID.load(Ordering::SeqCst);
             if pid > 0 && from_process {
                 libc::kill(pid, sig);
@@ -205,7 +237,11 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
     // 1. Everything that can be wrong, before anything is launched.
     let program = resolve_command(&a.cmd[0])?;
     let target = shim::inspect::inspect(&program).map_err(|e| fail(126, e))?;
-    let holds = a.holds.iter().map(|h| HoldRule::parse(h)).collect::<Result<Vec<_>>>()?;
+    let holds = a
+        .holds
+        .iter()
+        .map(|h| HoldRule::parse(h))
+        .collect::<Result<Vec<_>>>()?;
     let gate_cfg = gate_config(a)?;
     if !holds.is_empty() && gate_cfg.is_none() {
         bail!("--hold needs a gate: give --gate-url or --gate-kubeconfig");
@@ -216,7 +252,11 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
     };
     let matches = Arc::new(parse_log_matches(&a.log_matches)?);
     let mut fo = crate::config::fakefs_options(&a.state)?;
-    fo.binds = a.binds.iter().map(|b| fakefs::parse_bind(b)).collect::<Result<Vec<_>, _>>()?;
+    fo.binds = a
+        .binds
+        .iter()
+        .map(|b| fakefs::parse_bind(b))
+        .collect::<Result<Vec<_>, _>>()?;
     let fs = crate::config::open_fakefs(fo)?;
     let trace_opts = match trace {
         Some(t) => Some(TraceOpts::from_args(t)?),
@@ -224,18 +264,24 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
     };
     let trace_out: Option<Box<dyn Write + Send>> = match trace.and_then(|t| t.output.as_ref()) {
         Some(p) => Some(Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).with_context(|| format!("-o {}: cannot create", p.display()))?,
+            std::fs::File::create(p)
+                .with_context(|| format!("-o {}: cannot create", p.display()))?,
         ))),
         None if trace.is_some() => Some(Box::new(std::io::stderr())),
         None => None,
     };
     let log = match &a.log {
         Some(p) => Some(Arc::new(Mutex::new(
-            std::fs::OpenOptions::new().create(true).append(true).open(p).with_context(|| format!("--log {}: cannot open", p.display()))?,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("--log {}: cannot open", p.display()))?,
         ))),
         None => None,
     };
-    let facts = shim::probe().map_err(|e| fail(3, format!("cannot trace here: {e}; run `k3shim doctor`")))?;
+    let facts = shim::probe()
+        .map_err(|e| fail(3, format!("cannot trace here: {e}; run `k3shim doctor`")))?;
 
     // 2. The timeline, then the threads (signals are blocked first so every thread inherits the mask).
     let argv: Vec<String> = std::env::args().collect();
@@ -269,7 +315,11 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         for (i, name) in [(1usize, "stdout"), (2, "stderr")] {
             let (r, w) = pipe()?;
             stdio[i] = Some(w);
-            pumps.push(pump(r, name, matches.clone(), log.clone(), timeline.clone()).context("cannot start a thread to copy CMD's output (out of memory or threads?)")?);
+            pumps.push(
+                pump(r, name, matches.clone(), log.clone(), timeline.clone()).context(
+                    "cannot start a thread to copy CMD's output (out of memory or threads?)",
+                )?,
+            );
         }
     }
 
@@ -282,8 +332,17 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         }
     }
     let all = trace.map(|t| t.all).unwrap_or(false);
-    let filter = if all || a.filter == FilterArg::None { shim::FilterMode::Everything } else { shim::FilterMode::Paths };
-    let no_new_privs = !caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_ADMIN).unwrap_or(false);
+    let filter = if all || a.filter == FilterArg::None {
+        shim::FilterMode::Everything
+    } else {
+        shim::FilterMode::Paths
+    };
+    let no_new_privs = !caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_ADMIN,
+    )
+    .unwrap_or(false);
     let plan = shim::Plan {
         program: program.clone(),
         argv: a.cmd.clone(),
@@ -359,11 +418,23 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
                 'C' => "chdir",
                 _ => "setting no_new_privs",
             };
-            let code = if stage == 'X' && errno == libc::ENOENT { 127 } else { 126 };
-            (code, None, Some(format!("{}: {what} failed: {e}", program.display())))
+            let code = if stage == 'X' && errno == libc::ENOENT {
+                127
+            } else {
+                126
+            };
+            (
+                code,
+                None,
+                Some(format!("{}: {what} failed: {e}", program.display())),
+            )
         }
     };
-    let code = if stopped.load(Ordering::SeqCst) && code == 0 { 1 } else { code };
+    let code = if stopped.load(Ordering::SeqCst) && code == 0 {
+        1
+    } else {
+        code
+    };
     let mut ev = json!({"code": code, "redirects": policy.redirects, "writes": policy.writes});
     if let Some(s) = signal {
         ev["signal"] = json!(s);

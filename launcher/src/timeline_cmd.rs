@@ -17,7 +17,8 @@ pub fn run(a: &TimelineArgs) -> Result<i32> {
     }
     if let Some(out) = &a.html {
         let html = timeline_report::html(&ev, other.as_deref());
-        std::fs::write(out, html).with_context(|| format!("--html {}: cannot write", out.display()))?;
+        std::fs::write(out, html)
+            .with_context(|| format!("--html {}: cannot write", out.display()))?;
         eprintln!("wrote {}", out.display());
     }
     Ok(0)

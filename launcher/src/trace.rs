@@ -25,7 +25,11 @@ impl TraceOpts {
                 let Some(list) = e.strip_prefix("trace=") else {
                     bail!("-e {e:?}: only trace=NAME[,NAME...] is supported");
                 };
-                let set: HashSet<String> = list.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+                let set: HashSet<String> = list
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
                 for n in &set {
                     if !syscalls::Sysno::iter().any(|s| s.name() == n) {
                         bail!("-e trace={list}: {n:?} is not a syscall name on this architecture");
@@ -88,12 +92,21 @@ pub struct TraceSink {
 }
 
 pub fn errno_name(e: i64) -> String {
-    syscalls::Errno::new(e as i32).name().map(str::to_string).unwrap_or_else(|| format!("E{e}"))
+    syscalls::Errno::new(e as i32)
+        .name()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("E{e}"))
 }
 
 impl TraceSink {
     pub fn new(opts: TraceOpts, out: Box<dyn Write + Send>) -> TraceSink {
-        TraceSink { opts, out, per_call: BTreeMap::new(), per_path: HashMap::new(), written: HashSet::new() }
+        TraceSink {
+            opts,
+            out,
+            per_call: BTreeMap::new(),
+            per_path: HashMap::new(),
+            written: HashSet::new(),
+        }
     }
 
     /// A journaled write to `path` (for the summary's source column).
@@ -129,7 +142,11 @@ impl TraceSink {
             return;
         }
         // One write per line: lines never interleave (the tracer is one thread).
-        let line = if self.opts.json { format!("{}\n", serde_json::to_string(r).unwrap_or_default()) } else { format_line(r) };
+        let line = if self.opts.json {
+            format!("{}\n", serde_json::to_string(r).unwrap_or_default())
+        } else {
+            format_line(r)
+        };
         let _ = self.out.write_all(line.as_bytes());
     }
 
@@ -144,7 +161,10 @@ impl TraceSink {
 
     fn summary(&self) -> String {
         let mut s = String::new();
-        s.push_str(&format!("{:<18} {:>8} {:>8} {:>10} {:>12} {:>10}\n", "syscall", "calls", "errors", "redirected", "total_us", "mean_us"));
+        s.push_str(&format!(
+            "{:<18} {:>8} {:>8} {:>10} {:>12} {:>10}\n",
+            "syscall", "calls", "errors", "redirected", "total_us", "mean_us"
+        ));
         let mut rows: Vec<_> = self.per_call.iter().collect();
         rows.sort_by(|a, b| b.1.calls.cmp(&a.1.calls).then(a.0.cmp(b.0)));
         let (mut c, mut e, mut r, mut t) = (0, 0, 0, 0);
@@ -163,12 +183,24 @@ impl TraceSink {
             r += st.redirected;
             t += st.total_us;
         }
-        s.push_str(&format!("{:<18} {:>8} {:>8} {:>10} {:>12} {:>10}\n", "total", c, e, r, t, t / c.max(1)));
+        s.push_str(&format!(
+            "{:<18} {:>8} {:>8} {:>10} {:>12} {:>10}\n",
+            "total",
+            c,
+            e,
+            r,
+            t,
+            t / c.max(1)
+        ));
         s.push_str(&format!("\n{:<8} {:<8} path\n", "calls", "source"));
         let mut paths: Vec<_> = self.per_path.iter().collect();
         paths.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
         for (p, (n, src)) in paths.into_iter().take(20) {
-            let src = if self.written.contains(p) { "written" } else { src };
+            let src = if self.written.contains(p) {
+                "written"
+            } else {
+                src
+            };
             s.push_str(&format!("{n:<8} {src:<8} {p}\n"));
         }
         s
@@ -177,7 +209,11 @@ impl TraceSink {
 
 /// `[pid 12/13 sysctl] openat(AT_FDCWD, "/proc/sys/vm/x", O_RDONLY) = 3 <redirected -> /state/values/vm/x> (41us)`
 pub fn format_line(r: &SyscallRecord) -> String {
-    let ret = if r.ret < 0 { format!("-1 {}", errno_name(-r.ret)) } else { r.ret.to_string() };
+    let ret = if r.ret < 0 {
+        format!("-1 {}", errno_name(-r.ret))
+    } else {
+        r.ret.to_string()
+    };
     let what = match (&r.action, &r.backing) {
         (Action::Redirected, Some(b)) => format!("redirected -> {}", b.display()),
         (Action::Passed, _) => "passed".into(),
@@ -186,8 +222,15 @@ pub fn format_line(r: &SyscallRecord) -> String {
         (Action::Held, _) => "held".into(),
         (a, _) => format!("{a:?}").to_lowercase(),
     };
-    let who = if r.pid == r.tid { format!("{}", r.pid) } else { format!("{}/{}", r.pid, r.tid) };
-    format!("[pid {who} {}] {}({}) = {ret} <{what}> ({}us)\n", r.comm, r.name, r.args, r.dur_us)
+    let who = if r.pid == r.tid {
+        format!("{}", r.pid)
+    } else {
+        format!("{}/{}", r.pid, r.tid)
+    };
+    format!(
+        "[pid {who} {}] {}({}) = {ret} <{what}> ({}us)\n",
+        r.comm, r.name, r.args, r.dur_us
+    )
 }
 
 #[cfg(test)]

@@ -9,7 +9,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn ws() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// `k3shim run --state DIR ARGS -- CMD`, as a shell word list.
@@ -25,7 +28,10 @@ fn sysctl_reads_fake_values_and_a_write_persists_across_runs_in_gvisor() {
     let s = "/tmp/k3shim-test-state";
     let script = format!(
         "set -e; {} ; {} ; {}",
-        run_cmd(s, "sysctl -n vm.panic_on_oom kernel.panic kernel.keys.root_maxkeys"),
+        run_cmd(
+            s,
+            "sysctl -n vm.panic_on_oom kernel.panic kernel.keys.root_maxkeys"
+        ),
         run_cmd(s, "sysctl -w kernel.panic=10"),
         run_cmd(s, "sysctl -n kernel.panic"),
     );
@@ -33,9 +39,17 @@ fn sysctl_reads_fake_values_and_a_write_persists_across_runs_in_gvisor() {
     assert_ok(&o, "sysctl under k3shim in gVisor");
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(&lines[..3], &["0", "0", "1000000"], "profile defaults: {out}");
+    assert_eq!(
+        &lines[..3],
+        &["0", "0", "1000000"],
+        "profile defaults: {out}"
+    );
     assert!(out.contains("kernel.panic = 10"), "{out}");
-    assert_eq!(lines.last().copied(), Some("10"), "the write is read back by the next run: {out}");
+    assert_eq!(
+        lines.last().copied(),
+        Some("10"),
+        "the write is read back by the next run: {out}"
+    );
 }
 
 #[test]
@@ -55,7 +69,10 @@ fn procfs_semantics_hold_for_python_in_gvisor() {
         return;
     }
     let py = ws().join("tests/scripts/procfs_semantics.py");
-    let o = gvisor(&run_cmd("/tmp/k3shim-sem", &format!("python3 {}", py.display())));
+    let o = gvisor(&run_cmd(
+        "/tmp/k3shim-sem",
+        &format!("python3 {}", py.display()),
+    ));
     assert_ok(&o, "procfs semantics");
     assert!(stdout(&o).contains("summary: 0 failed"), "{}", stdout(&o));
 }
@@ -89,11 +106,26 @@ fn shell_forms_cwd_relative_and_redirections_work_in_gvisor() {
     let o = gvisor(&run_cmd("/tmp/k3shim-sh", &format!("sh -c '{script}'")));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(&lines[..4], &["0", "0", "rc=0", "5"], "{out}\n{}", stderr(&o));
-    assert_eq!(lines[4], "rc=1", "an invalid value fails in write(2), as on procfs: {out}");
+    assert_eq!(
+        &lines[..4],
+        &["0", "0", "rc=0", "5"],
+        "{out}\n{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        lines[4], "rc=1",
+        "an invalid value fails in write(2), as on procfs: {out}"
+    );
     assert_eq!(lines[5], "5", "and keeps the old value: {out}");
-    assert!(out.contains("panic_on_oom") && out.contains("overcommit_memory"), "ls merges fake and real: {out}");
-    assert!(out.contains("-rw-r--r--"), "ls -l works (statx fix) and shows a 0644 file: {out}\n{}", stderr(&o));
+    assert!(
+        out.contains("panic_on_oom") && out.contains("overcommit_memory"),
+        "ls merges fake and real: {out}"
+    );
+    assert!(
+        out.contains("-rw-r--r--"),
+        "ls -l works (statx fix) and shows a 0644 file: {out}\n{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -105,7 +137,10 @@ fn sysctl_a_lists_fake_and_real_entries_in_gvisor() {
     let out = stdout(&o);
     assert!(out.contains("vm.panic_on_oom = 0"), "{out}");
     assert!(out.contains("vm.overcommit_memory = 0"), "{out}");
-    assert!(out.contains("kernel.keys.root_maxbytes = 25000000"), "{out}");
+    assert!(
+        out.contains("kernel.keys.root_maxbytes = 25000000"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -123,7 +158,13 @@ fn go_program_with_64_goroutines_gets_every_value_right_in_gvisor() {
     );
     let o = gvisor(&script);
     assert_ok(&o, "sysstress in gVisor");
-    assert_eq!(stdout(&o).matches("sysstress: ok").count() + stderr(&o).matches("sysstress: ok").count(), 2, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        stdout(&o).matches("sysstress: ok").count() + stderr(&o).matches("sysstress: ok").count(),
+        2,
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -136,7 +177,13 @@ fn go_program_natively_in_shadow_mode() {
         .arg(st.join("s"))
         .arg("--")
         .arg(fx.join("sysstress"))
-        .args(["-write", "-iterations", "20", "kernel/panic=10,7", "vm/panic_on_oom=0,1"])
+        .args([
+            "-write",
+            "-iterations",
+            "20",
+            "kernel/panic=10,7",
+            "vm/panic_on_oom=0,1",
+        ])
         .output()
         .unwrap();
     assert_ok(&o, "sysstress natively");
@@ -150,7 +197,13 @@ fn threads_fork_exec_from_a_non_leader_thread_and_signal_storms_in_gvisor() {
     }
     let fx = fixtures();
     let tt = fx.join("threadtorture");
-    let o = gvisor(&run_cmd("/tmp/k3shim-tt", &format!("{} -threads 500 -exec-from-thread vm/panic_on_oom=0", tt.display())));
+    let o = gvisor(&run_cmd(
+        "/tmp/k3shim-tt",
+        &format!(
+            "{} -threads 500 -exec-from-thread vm/panic_on_oom=0",
+            tt.display()
+        ),
+    ));
     assert_ok(&o, "threadtorture in gVisor");
     let all = format!("{}{}", stdout(&o), stderr(&o));
     assert!(all.contains("exec from non-leader thread ok"), "{all}");
@@ -158,9 +211,18 @@ fn threads_fork_exec_from_a_non_leader_thread_and_signal_storms_in_gvisor() {
 
 #[test]
 fn exit_status_is_the_commands_own_or_128_plus_signal() {
-    for (cmd, want) in [("exit 7", 7), ("kill -TERM $$", 128 + 15), ("kill -KILL $$", 128 + 9)] {
+    for (cmd, want) in [
+        ("exit 7", 7),
+        ("kill -TERM $$", 128 + 15),
+        ("kill -KILL $$", 128 + 9),
+    ] {
         let st = scratch("exit");
-        let o = Command::new(k3shim()).args(["run", "--state"]).arg(st.join("s")).args(["--", "sh", "-c", cmd]).output().unwrap();
+        let o = Command::new(k3shim())
+            .args(["run", "--state"])
+            .arg(st.join("s"))
+            .args(["--", "sh", "-c", cmd])
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(want), "{cmd}: {}", stderr(&o));
     }
 }
@@ -168,13 +230,24 @@ fn exit_status_is_the_commands_own_or_128_plus_signal() {
 #[test]
 fn missing_and_non_executable_commands_give_127_and_126_with_one_line() {
     let st = scratch("bad-cmd");
-    let o = Command::new(k3shim()).args(["run", "--state"]).arg(st.join("s")).args(["--", "no-such-command-k3shim"]).output().unwrap();
+    let o = Command::new(k3shim())
+        .args(["run", "--state"])
+        .arg(st.join("s"))
+        .args(["--", "no-such-command-k3shim"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(127));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("no-such-command-k3shim"));
     let f = st.join("not-exec");
     std::fs::write(&f, "#!/bin/sh\n").unwrap();
-    let o = Command::new(k3shim()).args(["run", "--state"]).arg(st.join("s")).arg("--").arg(&f).output().unwrap();
+    let o = Command::new(k3shim())
+        .args(["run", "--state"])
+        .arg(st.join("s"))
+        .arg("--")
+        .arg(&f)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
     assert!(stderr(&o).contains("not executable"), "{}", stderr(&o));
 }
@@ -183,27 +256,56 @@ fn missing_and_non_executable_commands_give_127_and_126_with_one_line() {
 fn a_corrupt_state_dir_or_bad_profile_is_refused_and_nothing_is_lost() {
     let st = scratch("corrupt");
     let state = st.join("s");
-    let ok = Command::new(k3shim()).args(["run", "--state"]).arg(&state).args(["--", "true"]).output().unwrap();
+    let ok = Command::new(k3shim())
+        .args(["run", "--state"])
+        .arg(&state)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
     assert_ok(&ok, "seeding");
     std::fs::write(state.join("index.json"), "{not json").unwrap();
-    let o = Command::new(k3shim()).args(["run", "--state"]).arg(&state).args(["--", "true"]).output().unwrap();
+    let o = Command::new(k3shim())
+        .args(["run", "--state"])
+        .arg(&state)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("index.json"), "{}", stderr(&o));
-    assert_eq!(std::fs::read_to_string(state.join("index.json")).unwrap(), "{not json", "the corrupt file is left for the user");
+    assert_eq!(
+        std::fs::read_to_string(state.join("index.json")).unwrap(),
+        "{not json",
+        "the corrupt file is left for the user"
+    );
 
     let prof = st.join("bad.toml");
     std::fs::write(&prof, "this is not = = toml").unwrap();
-    let o = Command::new(k3shim()).args(["run", "--state"]).arg(st.join("s2")).arg("--profile").arg(&prof).args(["--", "true"]).output().unwrap();
+    let o = Command::new(k3shim())
+        .args(["run", "--state"])
+        .arg(st.join("s2"))
+        .arg("--profile")
+        .arg(&prof)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("bad.toml"), "{}", stderr(&o));
 
     let foreign = st.join("foreign");
     std::fs::create_dir_all(&foreign).unwrap();
     std::fs::write(foreign.join("precious"), "data").unwrap();
-    let o = Command::new(k3shim()).args(["run", "--state"]).arg(&foreign).args(["--", "true"]).output().unwrap();
+    let o = Command::new(k3shim())
+        .args(["run", "--state"])
+        .arg(&foreign)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert_eq!(std::fs::read_to_string(foreign.join("precious")).unwrap(), "data");
+    assert_eq!(
+        std::fs::read_to_string(foreign.join("precious")).unwrap(),
+        "data"
+    );
 }
 
 #[test]
@@ -220,9 +322,19 @@ fn foreign_architecture_binaries_are_refused_with_one_line() {
     std::fs::write(&p, &elf).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let o = Command::new(k3shim()).args(["run", "--state"]).arg(st.join("s")).arg("--").arg(&p).output().unwrap();
+    let o = Command::new(k3shim())
+        .args(["run", "--state"])
+        .arg(st.join("s"))
+        .arg("--")
+        .arg(&p)
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
-    assert!(stderr(&o).contains("arm") || stderr(&o).contains("ELF"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("arm") || stderr(&o).contains("ELF"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -231,7 +343,12 @@ fn sigterm_to_k3shim_reaches_the_command() {
     let mut c = Command::new(k3shim())
         .args(["run", "--state"])
         .arg(st.join("s"))
-        .args(["--", "sh", "-c", "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.05; done"])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 42' TERM; echo ready; while :; do sleep 0.05; done",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -268,9 +385,19 @@ print('continued', os.WIFCONTINUED(s))
 _, s = os.waitpid(pid, 0)
 print('exited', os.WEXITSTATUS(s))
 "#;
-    let o = Command::new(k3shim()).args(["run", "--mode", "shadow", "--state"]).arg(st.join("s")).args(["--", "python3", "-c", py]).output().unwrap();
+    let o = Command::new(k3shim())
+        .args(["run", "--mode", "shadow", "--state"])
+        .arg(st.join("s"))
+        .args(["--", "python3", "-c", py])
+        .output()
+        .unwrap();
     assert_ok(&o, "stop/cont");
-    assert_eq!(stdout(&o), "stopped True True\ncontinued True\nexited 5\n", "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "stopped True True\ncontinued True\nexited 5\n",
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -280,7 +407,12 @@ fn killing_k3shim_kills_the_traced_tree() {
     let mut c = Command::new(k3shim())
         .args(["run", "--state"])
         .arg(st.join("s"))
-        .args(["--", "sh", "-c", &format!("echo $$ > {}; exec sleep 30", pidfile.display())])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            &format!("echo $$ > {}; exec sleep 30", pidfile.display()),
+        ])
         .spawn()
         .unwrap();
     let mut pid = 0;
@@ -356,7 +488,10 @@ fn relative_opens_inside_a_fake_directory_reach_real_entries_too() {
     assert_ok(&o, "cd + relative read");
     assert_eq!(stdout(&o), real);
     if have_gvisor() {
-        let o = gvisor(&run_cmd("/tmp/k3shim-vr", "sh -c 'cd /proc/sys/vm && cat overcommit_memory panic_on_oom'"));
+        let o = gvisor(&run_cmd(
+            "/tmp/k3shim-vr",
+            "sh -c 'cd /proc/sys/vm && cat overcommit_memory panic_on_oom'",
+        ));
         assert_ok(&o, "cd + relative read in gVisor");
         assert_eq!(stdout(&o), "0\n0\n");
     }
@@ -371,7 +506,11 @@ fn a_bind_rule_redirects_a_path_outside_proc_sys_in_gvisor() {
     let st = scratch("bind");
     let f = st.join("diskstats");
     std::fs::write(&f, "   8       0 sda 1 2 3 4 5 6 7 8 9 10 11\n").unwrap();
-    let o = gvisor(&format!("{} run --state /tmp/k3shim-bind -b {}:/proc/diskstats -- cat /proc/diskstats", k3shim().display(), f.display()));
+    let o = gvisor(&format!(
+        "{} run --state /tmp/k3shim-bind -b {}:/proc/diskstats -- cat /proc/diskstats",
+        k3shim().display(),
+        f.display()
+    ));
     assert_ok(&o, "bind");
     assert!(stdout(&o).contains(" sda "), "{}", stdout(&o));
 }

@@ -12,7 +12,10 @@ use std::process::{Command, Output, Stdio};
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn experiment(args: &[&str]) -> Output {
@@ -28,14 +31,26 @@ fn experiment(args: &[&str]) -> Output {
 
 fn run_dir(o: &Output) -> PathBuf {
     let err = sandbox::stderr(o);
-    let line = err.lines().find_map(|l| l.strip_prefix("run directory: ")).unwrap_or_else(|| panic!("no run directory in:\n{err}"));
+    let line = err
+        .lines()
+        .find_map(|l| l.strip_prefix("run directory: "))
+        .unwrap_or_else(|| panic!("no run directory in:\n{err}"));
     PathBuf::from(line.trim())
 }
 
 /// Runs one experiment in gVisor and checks its run directory and report.
 fn check(name: &str, out: &Path, extra: &[&str]) -> PathBuf {
     let standin = sandbox::fixtures().join("standin");
-    let mut args = vec!["run", name, "--k3s", standin.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quick", "0.25"];
+    let mut args = vec![
+        "run",
+        name,
+        "--k3s",
+        standin.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quick",
+        "0.25",
+    ];
     args.extend_from_slice(extra);
     let o = experiment(&args);
     let dir = run_dir(&o);
@@ -46,14 +61,38 @@ fn check(name: &str, out: &Path, extra: &[&str]) -> PathBuf {
         o.status.code(),
         sandbox::stderr(&o)
     );
-    assert!(report.contains("**Overall: every run as expected**"), "{name}: {report}");
-    for f in ["experiment.toml", "env.json", "report.md", "timeline.jsonl", "target.log", "bin/kube"] {
-        assert!(dir.join(f).exists(), "{name}: {f} missing in {}", dir.display());
+    assert!(
+        report.contains("**Overall: every run as expected**"),
+        "{name}: {report}"
+    );
+    for f in [
+        "experiment.toml",
+        "env.json",
+        "report.md",
+        "timeline.jsonl",
+        "target.log",
+        "bin/kube",
+    ] {
+        assert!(
+            dir.join(f).exists(),
+            "{name}: {f} missing in {}",
+            dir.display()
+        );
     }
-    let env: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("env.json")).unwrap()).unwrap();
-    assert!(env["runsc_version"].as_str().unwrap_or("").contains("runsc"), "{name}: env.json: {env}");
+    let env: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("env.json")).unwrap()).unwrap();
+    assert!(
+        env["runsc_version"]
+            .as_str()
+            .unwrap_or("")
+            .contains("runsc"),
+        "{name}: env.json: {env}"
+    );
     assert!(env["uname"]["release"].is_string() && env["k3shim_version"].is_string());
-    assert!(report.contains("| **Avg** |") && report.contains("| Period 1 |"), "{name}: no period table: {report}");
+    assert!(
+        report.contains("| **Avg** |") && report.contains("| Period 1 |"),
+        "{name}: no period table: {report}"
+    );
     dir
 }
 
@@ -65,49 +104,109 @@ fn experiments_run_in_gvisor_as_expected() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let out = sandbox::scratch("experiments");
     let start = std::time::Instant::now();
-    for name in ["control-plane", "fakefs", "timing", "wait-and-monitor", "gated"] {
+    for name in [
+        "control-plane",
+        "fakefs",
+        "timing",
+        "wait-and-monitor",
+        "gated",
+    ] {
         let t = std::time::Instant::now();
         let dir = check(name, &out, &[]);
-        eprintln!("experiment {name}: as expected in {:.1} s ({})", t.elapsed().as_secs_f64(), dir.display());
+        eprintln!(
+            "experiment {name}: as expected in {:.1} s ({})",
+            t.elapsed().as_secs_f64(),
+            dir.display()
+        );
         if name == "timing" {
             // Both filters are recorded, each with its own outcome.
-            let none: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("stop-every-syscall/1/outcome.json")).unwrap()).unwrap();
-            let paths: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("default-filter/1/outcome.json")).unwrap()).unwrap();
+            let none: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("stop-every-syscall/1/outcome.json")).unwrap(),
+            )
+            .unwrap();
+            let paths: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("default-filter/1/outcome.json")).unwrap(),
+            )
+            .unwrap();
             assert_eq!(none["exit_code"], 255, "{none}");
             assert_eq!(none["filter"], "none");
             assert!(paths["milestones"]["ready"].is_number(), "{paths}");
-            let tl = std::fs::read_to_string(dir.join("stop-every-syscall/1/timeline.jsonl")).unwrap();
-            assert!(tl.contains("\"filter\":\"none\""), "the timeline records the filter");
+            let tl =
+                std::fs::read_to_string(dir.join("stop-every-syscall/1/timeline.jsonl")).unwrap();
+            assert!(
+                tl.contains("\"filter\":\"none\""),
+                "the timeline records the filter"
+            );
         }
         if name == "gated" {
             let tl = std::fs::read_to_string(dir.join("gated/1/timeline.jsonl")).unwrap();
-            for k in ["\"kind\":\"gate_open\"", "\"kind\":\"hold\"", "\"kind\":\"release\"", "\"kind\":\"hook_end\""] {
+            for k in [
+                "\"kind\":\"gate_open\"",
+                "\"kind\":\"hold\"",
+                "\"kind\":\"release\"",
+                "\"kind\":\"hook_end\"",
+            ] {
                 assert!(tl.contains(k), "gated timeline lacks {k}");
             }
             let log = std::fs::read_to_string(dir.join("target.log")).unwrap();
-            assert!(log.contains("kube: POST /api/v1/namespaces -> 201"), "hook output in target.log:\n{log}");
+            assert!(
+                log.contains("kube: POST /api/v1/namespaces -> 201"),
+                "hook output in target.log:\n{log}"
+            );
         }
     }
     // The demo: two failures, then ready, then the timeline table on stdout.
     let standin = sandbox::fixtures().join("standin");
-    let o = experiment(&["run", "demo", "--k3s", standin.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quick", "0.25"]);
+    let o = experiment(&[
+        "run",
+        "demo",
+        "--k3s",
+        standin.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quick",
+        "0.25",
+    ]);
     let so = sandbox::stdout(&o);
     assert!(o.status.success(), "demo: {so}\n{}", sandbox::stderr(&o));
     assert!(so.contains("ok   no-shim") && so.contains("exit 1"), "{so}");
-    assert!(so.contains("/proc/sys/") && so.contains("no such file or directory"), "the demo shows kubelet's error: {so}");
-    assert!(so.contains("ok   stop-every-syscall") && so.contains("exit 255"), "{so}");
-    assert!(so.contains("ok   k3shim") && so.contains("Milestones and periods") && so.contains("gate open"), "{so}");
+    assert!(
+        so.contains("/proc/sys/") && so.contains("no such file or directory"),
+        "the demo shows kubelet's error: {so}"
+    );
+    assert!(
+        so.contains("ok   stop-every-syscall") && so.contains("exit 255"),
+        "{so}"
+    );
+    assert!(
+        so.contains("ok   k3shim")
+            && so.contains("Milestones and periods")
+            && so.contains("gate open"),
+        "{so}"
+    );
     eprintln!("all experiments in {:.1} s", start.elapsed().as_secs_f64());
 
     // report over several run directories aggregates per experiment step.
-    let dirs: Vec<PathBuf> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("control-plane-")).collect();
+    let dirs: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("control-plane-")
+        })
+        .collect();
     let mut args = vec!["report".to_string()];
     args.extend(dirs.iter().map(|d| d.display().to_string()));
     args.push(dirs[0].display().to_string());
     let o = experiment(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let md = sandbox::stdout(&o);
     assert!(o.status.success(), "{md}");
-    assert!(md.contains("2 of 2 runs as expected"), "the same directory twice gives two runs per step: {md}");
+    assert!(
+        md.contains("2 of 2 runs as expected"),
+        "the same directory twice gives two runs per step: {md}"
+    );
 }
 
 #[test]
@@ -120,14 +219,23 @@ fn runs_repeat_and_report_aggregates() {
     let dir = check("control-plane", &out, &["--runs", "2"]);
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(report.contains("2 of 2 runs as expected"), "{report}");
-    assert!(dir.join("bare/2/timeline.jsonl").is_file() && dir.join("k3shim/2/outcome.json").is_file());
+    assert!(
+        dir.join("bare/2/timeline.jsonl").is_file() && dir.join("k3shim/2/outcome.json").is_file()
+    );
     // An expectation that does not hold makes report exit 1 and say so.
     let toml = dir.join("experiment.toml");
-    let text = std::fs::read_to_string(&toml).unwrap().replace("absent = [\"kubelet\", \"poststarthook_failed\"]", "absent = [\"ready\"]");
+    let text = std::fs::read_to_string(&toml).unwrap().replace(
+        "absent = [\"kubelet\", \"poststarthook_failed\"]",
+        "absent = [\"ready\"]",
+    );
     std::fs::write(&toml, text).unwrap();
     let o = experiment(&["report", dir.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", sandbox::stdout(&o));
-    assert!(sandbox::stdout(&o).contains("ready appeared"), "{}", sandbox::stdout(&o));
+    assert!(
+        sandbox::stdout(&o).contains("ready appeared"),
+        "{}",
+        sandbox::stdout(&o)
+    );
 }
 
 #[test]
@@ -135,7 +243,14 @@ fn list_names_every_experiment() {
     let o = experiment(&["list"]);
     sandbox::assert_ok(&o, "experiment list");
     let so = sandbox::stdout(&o);
-    for n in ["control-plane", "fakefs", "timing", "wait-and-monitor", "gated", "demo"] {
+    for n in [
+        "control-plane",
+        "fakefs",
+        "timing",
+        "wait-and-monitor",
+        "gated",
+        "demo",
+    ] {
         assert!(so.contains(n), "{n} not listed: {so}");
     }
 }
@@ -144,16 +259,32 @@ fn list_names_every_experiment() {
 fn bad_input_is_one_clear_line() {
     let o = experiment(&["run", "no-such-experiment"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(sandbox::stderr(&o).contains("no experiment \"no-such-experiment\""), "{}", sandbox::stderr(&o));
+    assert!(
+        sandbox::stderr(&o).contains("no experiment \"no-such-experiment\""),
+        "{}",
+        sandbox::stderr(&o)
+    );
     let d = sandbox::scratch("experiments-bad");
     let f = d.join("x.toml");
-    std::fs::write(&f, "description = \"x\"\n[[step]]\ncommand = [\"{k3s}\"]\nuntil = \"nope\"\n").unwrap();
+    std::fs::write(
+        &f,
+        "description = \"x\"\n[[step]]\ncommand = [\"{k3s}\"]\nuntil = \"nope\"\n",
+    )
+    .unwrap();
     let o = experiment(&["run", f.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(sandbox::stderr(&o).contains("milestone \"nope\" is not defined"), "{}", sandbox::stderr(&o));
+    assert!(
+        sandbox::stderr(&o).contains("milestone \"nope\" is not defined"),
+        "{}",
+        sandbox::stderr(&o)
+    );
     let o = experiment(&["report", d.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(sandbox::stderr(&o).contains("not a run directory"), "{}", sandbox::stderr(&o));
+    assert!(
+        sandbox::stderr(&o).contains("not a run directory"),
+        "{}",
+        sandbox::stderr(&o)
+    );
     // Every shipped file parses, and the built-in copies match experiments/.
     for e in std::fs::read_dir(workspace().join("experiments")).unwrap() {
         let p = e.unwrap().path();

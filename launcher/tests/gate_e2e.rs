@@ -7,7 +7,12 @@ use sandbox::*;
 use serde_json::Value;
 
 fn scripts() -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("tests/scripts").display().to_string()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("tests/scripts")
+        .display()
+        .to_string()
 }
 
 /// Every line parses and t_ms never decreases; returns the events.
@@ -15,7 +20,8 @@ fn check_timeline(text: &str) -> Vec<Value> {
     let mut last = 0;
     let mut ev = Vec::new();
     for (i, l) in text.lines().enumerate() {
-        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("timeline line {}: {e}: {l:?}", i + 1));
+        let v: Value = serde_json::from_str(l)
+            .unwrap_or_else(|e| panic!("timeline line {}: {e}: {l:?}", i + 1));
         let t = v["t_ms"].as_u64().expect("t_ms");
         assert!(t >= last, "t_ms went back at line {}: {l}", i + 1);
         last = t;
@@ -53,10 +59,21 @@ fn a_held_connect_waits_for_the_gate_while_an_unheld_one_does_not_and_hooks_run_
     let o = gvisor(&script);
     let (out, tl) = split(&stdout(&o), "==TL==\n");
     assert!(out.contains("rc=0"), "{out}\n{}", stderr(&o));
-    let times: Vec<f64> = out.lines().filter_map(|l| l.split_once(' ')).filter(|(p, _)| p.starts_with("1808")).map(|(_, t)| t.parse().unwrap()).collect();
+    let times: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(p, _)| p.starts_with("1808"))
+        .map(|(_, t)| t.parse().unwrap())
+        .collect();
     assert_eq!(times.len(), 2, "{out}");
-    assert!(times[0] < 0.5, "the unheld connect completes at once: {out}");
-    assert!(times[1] - times[0] >= 0.5, "the held connect waits for readiness: {out}");
+    assert!(
+        times[0] < 0.5,
+        "the unheld connect completes at once: {out}"
+    );
+    assert!(
+        times[1] - times[0] >= 0.5,
+        "the held connect waits for readiness: {out}"
+    );
     let ev = check_timeline(&tl);
     let hold = first(&ev, "hold").expect("hold event");
     assert_eq!(hold["what"], "connect:127.0.0.1:18082");
@@ -64,16 +81,25 @@ fn a_held_connect_waits_for_the_gate_while_an_unheld_one_does_not_and_hooks_run_
     assert!(release["waited_ms"].as_u64().unwrap() >= 500, "{release}");
     let open = first(&ev, "gate_open").expect("gate_open").clone();
     let probes: Vec<&Value> = ev.iter().filter(|v| v["kind"] == "probe").collect();
-    assert!(probes.len() >= 2 && probes[0]["status"] == 503, "probes recorded with their status: {probes:?}");
+    assert!(
+        probes.len() >= 2 && probes[0]["status"] == 503,
+        "probes recorded with their status: {probes:?}"
+    );
     let hook1 = first(&ev, "hook_start").expect("hook_start");
-    assert!(hook1["t_ms"].as_u64() >= open["t_ms"].as_u64(), "hooks start only after the gate opens");
+    assert!(
+        hook1["t_ms"].as_u64() >= open["t_ms"].as_u64(),
+        "hooks start only after the gate opens"
+    );
     assert!(release["t_ms"].as_u64() >= open["t_ms"].as_u64());
     let starts: Vec<&Value> = ev.iter().filter(|v| v["kind"] == "hook_start").collect();
     assert_eq!(starts.len(), 2);
     assert_eq!(starts[0]["index"], 1, "hooks run in order");
     let ends: Vec<&Value> = ev.iter().filter(|v| v["kind"] == "hook_end").collect();
     assert_eq!(ends.len(), 2, "{tl}");
-    assert!(ends.iter().all(|e| e["ok"] == true && e["status"] == 0), "hooks end well even though the tracer waits for any child: {ends:?}");
+    assert!(
+        ends.iter().all(|e| e["ok"] == true && e["status"] == 0),
+        "hooks end well even though the tracer waits for any child: {ends:?}"
+    );
     assert!(stderr(&o).contains("hook-one-ran") || out.contains("hook-one-ran"));
 }
 
@@ -99,7 +125,10 @@ fn a_never_ready_server_times_the_gate_out_releases_holds_and_skips_hooks_when_a
     let ev = check_timeline(&tl);
     assert!(first(&ev, "gate_timeout").is_some(), "{tl}");
     assert!(first(&ev, "gate_open").is_none());
-    assert!(first(&ev, "release").is_some(), "held syscalls are released at the timeout");
+    assert!(
+        first(&ev, "release").is_some(),
+        "held syscalls are released at the timeout"
+    );
     assert!(first(&ev, "hooks_skipped").is_some(), "{tl}");
 }
 
@@ -112,14 +141,35 @@ fn an_unreachable_gate_url_keeps_probing_with_errors_in_the_timeline() {
         .arg(st.join("s"))
         .arg("--timeline")
         .arg(&tl)
-        .args(["--gate-url", "http://127.0.0.1:1/readyz", "--gate-timeout", "1", "--gate-interval-ms", "100", "--", "sleep", "1.5"])
+        .args([
+            "--gate-url",
+            "http://127.0.0.1:1/readyz",
+            "--gate-timeout",
+            "1",
+            "--gate-interval-ms",
+            "100",
+            "--",
+            "sleep",
+            "1.5",
+        ])
         .output()
         .unwrap();
     assert_ok(&o, "run with an unreachable gate");
     let ev = check_timeline(&std::fs::read_to_string(&tl).unwrap());
-    let errs: Vec<&Value> = ev.iter().filter(|v| v["kind"] == "probe" && v["error"].is_string()).collect();
+    let errs: Vec<&Value> = ev
+        .iter()
+        .filter(|v| v["kind"] == "probe" && v["error"].is_string())
+        .collect();
     assert!(errs.len() >= 2, "every failed attempt is recorded with why");
-    assert!(errs[0]["error"].as_str().unwrap().to_lowercase().contains("refused"), "{}", errs[0]);
+    assert!(
+        errs[0]["error"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("refused"),
+        "{}",
+        errs[0]
+    );
     assert!(first(&ev, "gate_timeout").is_some());
 }
 
@@ -141,9 +191,15 @@ fn a_kubeconfig_with_client_certificates_over_https_opens_the_gate_in_gvisor() {
     let o = gvisor(&script);
     let (out, tl) = split(&stdout(&o), "==TL==\n");
     let ev = check_timeline(&tl);
-    let open = first(&ev, "gate_open").unwrap_or_else(|| panic!("gate did not open: {tl}\n{}", stderr(&o)));
+    let open = first(&ev, "gate_open")
+        .unwrap_or_else(|| panic!("gate did not open: {tl}\n{}", stderr(&o)));
     assert_eq!(open["url"], "https://127.0.0.1:18443/readyz");
-    assert!(stderr(&o).contains("KUBECONFIG=/tmp/pki/k3s.yaml") || out.contains("KUBECONFIG=/tmp/pki/k3s.yaml"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("KUBECONFIG=/tmp/pki/k3s.yaml")
+            || out.contains("KUBECONFIG=/tmp/pki/k3s.yaml"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -152,11 +208,23 @@ fn bad_gate_input_exits_2_before_launching_anything() {
     let marker = st.join("launched");
     let cases: Vec<Vec<String>> = vec![
         vec!["--gate-url".into(), "htp://x".into()],
-        vec!["--gate-kubeconfig".into(), st.join("bad.yaml").display().to_string()],
-        vec!["--gate-url".into(), "http://127.0.0.1:1/".into(), "--hold".into(), "connect:nonsense".into()],
+        vec![
+            "--gate-kubeconfig".into(),
+            st.join("bad.yaml").display().to_string(),
+        ],
+        vec![
+            "--gate-url".into(),
+            "http://127.0.0.1:1/".into(),
+            "--hold".into(),
+            "connect:nonsense".into(),
+        ],
         vec!["--hold".into(), "connect:127.0.0.1:80".into()],
     ];
-    std::fs::write(st.join("bad.yaml"), "apiVersion: v1\nclusters: [ {cluster: {server: 42}} ]\n").unwrap();
+    std::fs::write(
+        st.join("bad.yaml"),
+        "apiVersion: v1\nclusters: [ {cluster: {server: 42}} ]\n",
+    )
+    .unwrap();
     for args in cases {
         let o = std::process::Command::new(k3shim())
             .args(["run", "--state"])
@@ -167,16 +235,32 @@ fn bad_gate_input_exits_2_before_launching_anything() {
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
-        assert_eq!(stderr(&o).trim().lines().count(), 1, "{args:?}: one line: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o).trim().lines().count(),
+            1,
+            "{args:?}: one line: {}",
+            stderr(&o)
+        );
         assert!(!marker.exists(), "{args:?}: nothing was launched");
     }
     let o = std::process::Command::new(k3shim())
         .args(["run", "--state"])
         .arg(st.join("s"))
-        .args(["--gate-url", "http://127.0.0.1:1/", "--hold", "bogus", "--", "true"])
+        .args([
+            "--gate-url",
+            "http://127.0.0.1:1/",
+            "--hold",
+            "bogus",
+            "--",
+            "true",
+        ])
         .output()
         .unwrap();
-    assert!(stderr(&o).contains("accepted forms"), "a bad hold rule shows the accepted forms: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("accepted forms"),
+        "a bad hold rule shows the accepted forms: {}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -188,21 +272,43 @@ fn log_matches_become_milestones_and_output_passes_through_unchanged() {
         .arg(st.join("s"))
         .arg("--timeline")
         .arg(&tl)
-        .args(["--log-match", "apiserver=Running kube-apiserver", "--log-match", "ready=up and running"])
-        .args(["--", "sh", "-c", "echo 'Running kube-apiserver --x'; echo 'k3s is up and running' >&2; echo tail"])
+        .args([
+            "--log-match",
+            "apiserver=Running kube-apiserver",
+            "--log-match",
+            "ready=up and running",
+        ])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo 'Running kube-apiserver --x'; echo 'k3s is up and running' >&2; echo tail",
+        ])
         .output()
         .unwrap();
     assert_ok(&o, "log match run");
     assert_eq!(stdout(&o), "Running kube-apiserver --x\ntail\n");
     assert_eq!(stderr(&o), "k3s is up and running\n");
     let ev = check_timeline(&std::fs::read_to_string(&tl).unwrap());
-    let mut names: Vec<&str> = ev.iter().filter(|v| v["kind"] == "log_match").map(|v| v["name"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> = ev
+        .iter()
+        .filter(|v| v["kind"] == "log_match")
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
     // stdout and stderr are read by two threads: their relative order is not defined.
     names.sort();
     assert_eq!(names, ["apiserver", "ready"]);
-    let table = std::process::Command::new(k3shim()).arg("timeline").arg(&tl).output().unwrap();
+    let table = std::process::Command::new(k3shim())
+        .arg("timeline")
+        .arg(&tl)
+        .output()
+        .unwrap();
     assert_ok(&table, "timeline table");
-    assert!(stdout(&table).contains("apiserver") && stdout(&table).contains("ready"), "{}", stdout(&table));
+    assert!(
+        stdout(&table).contains("apiserver") && stdout(&table).contains("ready"),
+        "{}",
+        stdout(&table)
+    );
 }
 
 #[test]
@@ -221,13 +327,23 @@ fn an_exec_hold_keeps_the_program_from_starting_until_the_gate_opens_in_gvisor()
     );
     let o = gvisor(&script);
     let (out, tl) = split(&stdout(&o), "==TL==\n");
-    assert!(out.contains("after-true") && out.contains("rc=0"), "{out}\n{}", stderr(&o));
+    assert!(
+        out.contains("after-true") && out.contains("rc=0"),
+        "{out}\n{}",
+        stderr(&o)
+    );
     let ev = check_timeline(&tl);
     let hold = first(&ev, "hold").expect("hold");
     assert_eq!(hold["what"], "exec:/usr/bin/true");
     let open = first(&ev, "gate_open").expect("gate_open");
     let release = first(&ev, "release").expect("release");
     assert!(release["t_ms"].as_u64() >= open["t_ms"].as_u64());
-    let exec_true = ev.iter().find(|v| v["kind"] == "exec" && v["path"] == "/usr/bin/true").expect("exec of true");
-    assert!(exec_true["t_ms"].as_u64() >= open["t_ms"].as_u64(), "the program starts only after the gate opens");
+    let exec_true = ev
+        .iter()
+        .find(|v| v["kind"] == "exec" && v["path"] == "/usr/bin/true")
+        .expect("exec of true");
+    assert!(
+        exec_true["t_ms"].as_u64() >= open["t_ms"].as_u64(),
+        "the program starts only after the gate opens"
+    );
 }

@@ -15,7 +15,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 fn ws() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The C programs, built once into target/fixtures/c.
@@ -24,13 +27,21 @@ fn c_prog(name: &str) -> PathBuf {
     let dir = DIR.get_or_init(|| {
         let out = ws().join("target/fixtures/c");
         std::fs::create_dir_all(&out).unwrap();
-        for src in std::fs::read_dir(ws().join("tests/fixtures/c")).unwrap().flatten() {
+        for src in std::fs::read_dir(ws().join("tests/fixtures/c"))
+            .unwrap()
+            .flatten()
+        {
             let p = src.path();
             if p.extension().and_then(|e| e.to_str()) != Some("c") {
                 continue;
             }
             let bin = out.join(p.file_stem().unwrap());
-            let o = Command::new("cc").args(["-O2", "-Wall", "-fno-stack-protector", "-o"]).arg(&bin).arg(&p).output().expect("run cc");
+            let o = Command::new("cc")
+                .args(["-O2", "-Wall", "-fno-stack-protector", "-o"])
+                .arg(&bin)
+                .arg(&p)
+                .output()
+                .expect("run cc");
             assert_ok(&o, &format!("cc {}", p.display()));
         }
         out
@@ -46,7 +57,9 @@ fn k() -> String {
 fn comparable(out: &str) -> Vec<String> {
     out.lines()
         .map(|l| match l.split_once(": ok ") {
-            Some((name, v)) if v != "reg" && v != "dir" && v != "other" => format!("{name}: ok <value>"),
+            Some((name, v)) if v != "reg" && v != "dir" && v != "other" => {
+                format!("{name}: ok <value>")
+            }
             _ => l.to_string(),
         })
         .collect()
@@ -76,10 +89,23 @@ fn efault_path_max_non_utf8_and_empty_paths_behave_as_without_the_shim_natively(
     let edge = c_prog("edge");
     let plain = native(&format!("{} {} create", edge.display(), d.display()));
     assert_ok(&plain, "edge natively");
-    let shim = native(&format!("{} run --mode shadow --state {} -- {} {} create", k(), st.join("s").display(), edge.display(), d.display()));
+    let shim = native(&format!(
+        "{} run --mode shadow --state {} -- {} {} create",
+        k(),
+        st.join("s").display(),
+        edge.display(),
+        d.display()
+    ));
     assert_ok(&shim, "edge under k3shim");
-    assert_eq!(stdout(&shim), stdout(&plain), "a scratch dir (no rule applies): identical results");
-    assert!(stdout(&plain).contains("open(PATH_MAX bytes): ENAMETOOLONG") && stdout(&plain).contains("open(NULL): EFAULT"));
+    assert_eq!(
+        stdout(&shim),
+        stdout(&plain),
+        "a scratch dir (no rule applies): identical results"
+    );
+    assert!(
+        stdout(&plain).contains("open(PATH_MAX bytes): ENAMETOOLONG")
+            && stdout(&plain).contains("open(NULL): EFAULT")
+    );
 }
 
 #[test]
@@ -88,9 +114,18 @@ fn the_same_edge_cases_on_proc_sys_natively_in_shadow_mode() {
     let st = scratch("edge-procsys");
     let edge = c_prog("edge");
     let plain = native(&format!("{} /proc/sys/kernel", edge.display()));
-    let shim = native(&format!("{} run --mode shadow --state {} -- {} /proc/sys/kernel", k(), st.join("s").display(), edge.display()));
+    let shim = native(&format!(
+        "{} run --mode shadow --state {} -- {} /proc/sys/kernel",
+        k(),
+        st.join("s").display(),
+        edge.display()
+    ));
     assert_ok(&shim, "edge on /proc/sys under k3shim");
-    assert_eq!(comparable(&stdout(&shim)), comparable(&stdout(&plain)), "redirected paths fail and succeed as the kernel's do");
+    assert_eq!(
+        comparable(&stdout(&shim)),
+        comparable(&stdout(&plain)),
+        "redirected paths fail and succeed as the kernel's do"
+    );
     let v = values(&stdout(&shim));
     assert!(v.len() >= 4 && v.iter().all(|x| x == &v[0]), "every spelling (short, PATH_MAX-1 bytes, up to unmapped memory, dirfd) reads the same fake value: {v:?}");
     assert_eq!(host_sysctls(), before, "the host's sysctls changed");
@@ -106,15 +141,31 @@ fn efault_path_max_non_utf8_and_empty_paths_in_gvisor() {
     let edge = c_prog("edge");
     let plain = gvisor(&format!("{} {} create", edge.display(), d.display()));
     assert_ok(&plain, "edge in gVisor");
-    let shim = gvisor(&format!("{} run --state /tmp/k3shim-edge -- {} {} create", k(), edge.display(), d.display()));
+    let shim = gvisor(&format!(
+        "{} run --state /tmp/k3shim-edge -- {} {} create",
+        k(),
+        edge.display(),
+        d.display()
+    ));
     assert_ok(&shim, "edge under k3shim in gVisor");
-    assert_eq!(stdout(&shim), stdout(&plain), "gVisor with and without the shim");
+    assert_eq!(
+        stdout(&shim),
+        stdout(&plain),
+        "gVisor with and without the shim"
+    );
     // On /proc/sys, gVisor alone has no such entries; the shim serves them with
     // the results a real directory holding the file gives (same gVisor).
     let plain_dir = gvisor(&format!("{} {}", edge.display(), d.display()));
-    let shim_sys = gvisor(&format!("{} run --state /tmp/k3shim-edge -- {} /proc/sys/kernel", k(), edge.display()));
+    let shim_sys = gvisor(&format!(
+        "{} run --state /tmp/k3shim-edge -- {} /proc/sys/kernel",
+        k(),
+        edge.display()
+    ));
     assert_ok(&shim_sys, "edge on /proc/sys in gVisor");
-    assert_eq!(comparable(&stdout(&shim_sys)), comparable(&stdout(&plain_dir)));
+    assert_eq!(
+        comparable(&stdout(&shim_sys)),
+        comparable(&stdout(&plain_dir))
+    );
 }
 
 // ------------------------------------------------------------ interrupted syscalls
@@ -129,11 +180,33 @@ fn interrupted_opens_restart_or_return_eintr_exactly_as_without_the_shim_nativel
     let e = c_prog("eintr");
     let plain = native(&format!("{} {}", e.display(), d.display()));
     assert_ok(&plain, "eintr natively");
-    assert!(stdout(&plain).contains("no-restart: EINTR handler=ran"), "{}", stdout(&plain));
-    let shim = native(&format!("{} run --mode shadow --state {} -- {} {}", k(), st.join("s").display(), e.display(), d.display()));
+    assert!(
+        stdout(&plain).contains("no-restart: EINTR handler=ran"),
+        "{}",
+        stdout(&plain)
+    );
+    let shim = native(&format!(
+        "{} run --mode shadow --state {} -- {} {}",
+        k(),
+        st.join("s").display(),
+        e.display(),
+        d.display()
+    ));
     assert_eq!(stdout(&shim), stdout(&plain), "{}", stderr(&shim));
-    let bound = native(&format!("{} run --mode shadow --state {} -b {}:/k3shim-bound -- {} {} /k3shim-bound/fifo", k(), st.join("s").display(), d.display(), e.display(), d.display()));
-    assert_eq!(stdout(&bound), stdout(&plain), "redirected FIFO: {}", stderr(&bound));
+    let bound = native(&format!(
+        "{} run --mode shadow --state {} -b {}:/k3shim-bound -- {} {} /k3shim-bound/fifo",
+        k(),
+        st.join("s").display(),
+        d.display(),
+        e.display(),
+        d.display()
+    ));
+    assert_eq!(
+        stdout(&bound),
+        stdout(&plain),
+        "redirected FIFO: {}",
+        stderr(&bound)
+    );
 }
 
 #[test]
@@ -149,7 +222,13 @@ fn interrupted_opens_behave_as_without_the_shim_in_gvisor() {
     // after SIGSTOP/SIGCONT): the reference is gVisor without the shim.
     let plain = gvisor(&format!("{} {}", e.display(), d.display()));
     assert_ok(&plain, "eintr in gVisor");
-    let shim = gvisor(&format!("{} run --state /tmp/s -b {}:/k3shim-bound -- {} {} /k3shim-bound/fifo", k(), d.display(), e.display(), d.display()));
+    let shim = gvisor(&format!(
+        "{} run --state /tmp/s -b {}:/k3shim-bound -- {} {} /k3shim-bound/fifo",
+        k(),
+        d.display(),
+        e.display(),
+        d.display()
+    ));
     assert_eq!(stdout(&shim), stdout(&plain), "{}", stderr(&shim));
 }
 
@@ -158,7 +237,11 @@ fn interrupted_opens_behave_as_without_the_shim_in_gvisor() {
 /// The value a traced program reads at /proc/sys/kernel/panic with this state.
 fn fake_panic(state: &Path, shadow: bool) -> String {
     let mode = if shadow { "--mode shadow" } else { "" };
-    let o = native(&format!("{} run {mode} --state {} -- cat /proc/sys/kernel/panic", k(), state.display()));
+    let o = native(&format!(
+        "{} run {mode} --state {} -- cat /proc/sys/kernel/panic",
+        k(),
+        state.display()
+    ));
     assert_ok(&o, "cat under the shim");
     stdout(&o).trim().to_string()
 }
@@ -169,10 +252,19 @@ fn raw_clone_threads_churn_with_signal_storms_stop_cont_and_sigchld_natively() {
     let st = scratch("rawthreads");
     let s = st.join("s");
     let v = fake_panic(&s, true);
-    let o = native(&format!("{} run --mode shadow --state {} -- {} /proc/sys/kernel/panic {v} 2000 32", k(), s.display(), c_prog("threads").display()));
+    let o = native(&format!(
+        "{} run --mode shadow --state {} -- {} /proc/sys/kernel/panic {v} 2000 32",
+        k(),
+        s.display(),
+        c_prog("threads").display()
+    ));
     assert_ok(&o, "raw clone threads natively");
     eprintln!("{}", stdout(&o).trim());
-    assert!(stdout(&o).contains("threads: ok threads=2000 reads=8000"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("threads: ok threads=2000 reads=8000"),
+        "{}",
+        stdout(&o)
+    );
     assert_eq!(host_sysctls(), before);
 }
 
@@ -181,10 +273,18 @@ fn raw_clone_threads_churn_with_signal_storms_stop_cont_and_sigchld_in_gvisor() 
     if !have_gvisor() {
         return;
     }
-    let o = gvisor(&format!("{} run --state /tmp/s -- {} /proc/sys/kernel/panic 0 2000 32", k(), c_prog("threads").display()));
+    let o = gvisor(&format!(
+        "{} run --state /tmp/s -- {} /proc/sys/kernel/panic 0 2000 32",
+        k(),
+        c_prog("threads").display()
+    ));
     assert_ok(&o, "raw clone threads in gVisor");
     eprintln!("{}", stdout(&o).trim());
-    assert!(stdout(&o).contains("threads: ok threads=2000 reads=8000"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("threads: ok threads=2000 reads=8000"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -197,8 +297,18 @@ fn go_threadtorture_2000_threads_signals_and_exec_from_a_thread_in_gvisor() {
     let o = gvisor(&format!("{} run --state /tmp/s -- {} -threads 2000 -signals 40 -exec-from-thread vm/panic_on_oom=0 kernel/panic=0", k(), tt.display()));
     let all = format!("{}{}", stdout(&o), stderr(&o));
     assert_ok(&o, "threadtorture in gVisor");
-    eprintln!("{} ({:?})", all.lines().filter(|l| l.contains(": ok")).collect::<Vec<_>>().join(" | "), t0.elapsed());
-    assert!(all.contains("torture ok; threads=2000 distinct_tids=2000"), "{all}");
+    eprintln!(
+        "{} ({:?})",
+        all.lines()
+            .filter(|l| l.contains(": ok"))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        t0.elapsed()
+    );
+    assert!(
+        all.contains("torture ok; threads=2000 distinct_tids=2000"),
+        "{all}"
+    );
     assert!(all.contains("exec from non-leader thread ok"), "{all}");
 }
 
@@ -212,13 +322,25 @@ fn go_threadtorture_threads_natively_in_shadow_mode() {
     let s = st.join("s");
     let v = fake_panic(&s, true);
     let tt = fixtures().join("threadtorture");
-    let soak = std::env::var("K3SHIM_SOAK_SECS").map(|v| v != "0").unwrap_or(false);
+    let soak = std::env::var("K3SHIM_SOAK_SECS")
+        .map(|v| v != "0")
+        .unwrap_or(false);
     let (n, readers) = if soak { (2000, 8) } else { (1000, 2) };
     let o = native(&format!("{} run --mode shadow --state {} -- {} -threads {n} -readers {readers} -signals 40 -exec-from-thread kernel/panic={v}", k(), s.display(), tt.display()));
     let all = format!("{}{}", stdout(&o), stderr(&o));
     assert_ok(&o, "threadtorture natively");
-    eprintln!("{}", all.lines().filter(|l| l.contains("ok")).collect::<Vec<_>>().join(" | "));
-    assert!(all.contains(&format!("torture ok; threads={n} distinct_tids={n}")) && all.contains("exec from non-leader thread ok"), "{all}");
+    eprintln!(
+        "{}",
+        all.lines()
+            .filter(|l| l.contains("ok"))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    assert!(
+        all.contains(&format!("torture ok; threads={n} distinct_tids={n}"))
+            && all.contains("exec from non-leader thread ok"),
+        "{all}"
+    );
     assert_eq!(host_sysctls(), before);
 }
 
@@ -227,8 +349,12 @@ fn go_threadtorture_threads_natively_in_shadow_mode() {
 fn traced_by(tracer: u32) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
         for t in tasks.flatten() {
             let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
             if s.lines().any(|l| l == format!("TracerPid:\t{tracer}")) {
@@ -243,7 +369,10 @@ fn traced_by(tracer: u32) -> Vec<i32> {
 fn alive(pid: i32) -> bool {
     // A zombie is dead for this purpose: it runs nothing and holds no filter.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit_once(") ").map(|(_, r)| r.starts_with('Z') || r.starts_with('X')).unwrap_or(true),
+        Ok(s) => !s
+            .rsplit_once(") ")
+            .map(|(_, r)| r.starts_with('Z') || r.starts_with('X'))
+            .unwrap_or(true),
         Err(_) => false,
     }
 }
@@ -269,10 +398,15 @@ fn sigkill_to_the_tracer_mid_run_kills_the_traced_tree_and_leaves_the_state_vali
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         std::thread::sleep(Duration::from_millis(600 + (rng >> 33) % 1200));
         let tree = traced_by(c.id());
-        assert!(tree.len() >= 3, "round {round}: the traced tree is running: {tree:?}");
+        assert!(
+            tree.len() >= 3,
+            "round {round}: the traced tree is running: {tree:?}"
+        );
         c.kill().unwrap(); // SIGKILL
         c.wait().unwrap();
         let t0 = Instant::now();
@@ -280,16 +414,42 @@ fn sigkill_to_the_tracer_mid_run_kills_the_traced_tree_and_leaves_the_state_vali
             std::thread::sleep(Duration::from_millis(20));
         }
         let survivors: Vec<_> = tree.iter().filter(|p| alive(**p)).collect();
-        assert!(survivors.is_empty(), "round {round}: traced processes outlived their tracer: {survivors:?}");
+        assert!(
+            survivors.is_empty(),
+            "round {round}: traced processes outlived their tracer: {survivors:?}"
+        );
         // The state directory reopens and every value is one that was written or the seed.
-        for (path, ok) in [("kernel/panic", &["10", "7"][..]), ("kernel/panic_on_oops", &["1", "0"][..]), ("vm/panic_on_oom", &["0", "1"][..])] {
-            let o = Command::new(k3shim()).args(["fakefs", "get", "--state"]).arg(&s).arg(path).output().unwrap();
-            assert_ok(&o, &format!("round {round}: fakefs get {path} after SIGKILL"));
+        for (path, ok) in [
+            ("kernel/panic", &["10", "7"][..]),
+            ("kernel/panic_on_oops", &["1", "0"][..]),
+            ("vm/panic_on_oom", &["0", "1"][..]),
+        ] {
+            let o = Command::new(k3shim())
+                .args(["fakefs", "get", "--state"])
+                .arg(&s)
+                .arg(path)
+                .output()
+                .unwrap();
+            assert_ok(
+                &o,
+                &format!("round {round}: fakefs get {path} after SIGKILL"),
+            );
             let v = stdout(&o).trim().to_string();
-            let seed = before.iter().find(|(p, _)| p == path).map(|(_, v)| v.trim().to_string()).unwrap_or_default();
-            assert!(ok.contains(&v.as_str()) || v == seed, "round {round}: {path} = {v:?}");
+            let seed = before
+                .iter()
+                .find(|(p, _)| p == path)
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default();
+            assert!(
+                ok.contains(&v.as_str()) || v == seed,
+                "round {round}: {path} = {v:?}"
+            );
         }
-        let o = Command::new(k3shim()).args(["fakefs", "show", "--state"]).arg(&s).output().unwrap();
+        let o = Command::new(k3shim())
+            .args(["fakefs", "show", "--state"])
+            .arg(&s)
+            .output()
+            .unwrap();
         assert_ok(&o, "fakefs show after SIGKILL");
     }
     assert_eq!(host_sysctls(), before);
@@ -315,7 +475,10 @@ fn a_writer_killed_mid_write_leaves_the_old_or_the_new_value() {
             .unwrap();
         let mut pid = 0;
         for _ in 0..200 {
-            if let Some(p) = std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+            if let Some(p) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
                 pid = p;
                 break;
             }
@@ -329,12 +492,30 @@ fn a_writer_killed_mid_write_leaves_the_old_or_the_new_value() {
         // SAFETY: SIGKILL to the traced writer we started.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         let status = c.wait().unwrap();
-        assert_eq!(status.code(), Some(128 + 9), "round {round}: k3shim reports the writer's SIGKILL");
-        for (path, ok) in [("kernel/panic", &["12345", "7"][..]), ("net/ipv4/ip_local_port_range", &["1024 65000", "32768 60999"][..])] {
-            let o = Command::new(k3shim()).args(["fakefs", "get", "--state"]).arg(&s).arg(path).output().unwrap();
+        assert_eq!(
+            status.code(),
+            Some(128 + 9),
+            "round {round}: k3shim reports the writer's SIGKILL"
+        );
+        for (path, ok) in [
+            ("kernel/panic", &["12345", "7"][..]),
+            (
+                "net/ipv4/ip_local_port_range",
+                &["1024 65000", "32768 60999"][..],
+            ),
+        ] {
+            let o = Command::new(k3shim())
+                .args(["fakefs", "get", "--state"])
+                .arg(&s)
+                .arg(path)
+                .output()
+                .unwrap();
             assert_ok(&o, "fakefs get");
-            let v = stdout(&o).trim().split_whitespace().collect::<Vec<_>>().join(" ");
-            assert!(ok.contains(&v.as_str()) || round == 0, "round {round}: {path} = {v:?} (a torn or foreign value)");
+            let v = stdout(&o).split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                ok.contains(&v.as_str()) || round == 0,
+                "round {round}: {path} = {v:?} (a torn or foreign value)"
+            );
         }
     }
 }
@@ -370,12 +551,18 @@ fn sigkill_to_the_tracer_and_writers_in_gvisor_leaves_valid_values() {
     let o = gvisor(&script);
     let out = stdout(&o);
     let err = stderr(&o);
-    assert!(!out.contains("SURVIVOR") && !out.contains("NOSTART"), "{out}\n{err}");
+    assert!(
+        !out.contains("SURVIVOR") && !out.contains("NOSTART"),
+        "{out}\n{err}"
+    );
     // Every run ended by the SIGKILL (k3shim reports a killed command as 137), not by finishing.
     assert_eq!(err.matches("rc=137").count(), 6, "{out}\n{err}");
     let vals: Vec<&str> = out.lines().collect();
     assert_eq!(vals.len(), 6, "{out}\n{err}");
-    assert!(vals.iter().all(|v| ["12345", "7", "0"].contains(&v.trim())), "{out}");
+    assert!(
+        vals.iter().all(|v| ["12345", "7", "0"].contains(&v.trim())),
+        "{out}"
+    );
 }
 
 // ------------------------------------------------------------ confinement
@@ -411,17 +598,34 @@ echo "victim=$(cat $T/victim) victimdir=$(cat $T/victimdir/panic)"
 }
 
 fn check_symlink_output(out: &str, err: &str) {
-    assert!(out.contains("victim=victim victimdir=victim"), "a file outside the state dir changed:\n{out}\n{err}");
-    assert!(!out.contains("read-file-link=victim"), "the tracee read the victim through the fake entry:\n{out}");
-    assert!(out.contains("final write rc=0"), "the state dir recovers:\n{out}\n{err}");
-    assert_eq!(out.lines().last().map(str::trim), Some("8"), "fakefs reads the last value:\n{out}\n{err}");
+    assert!(
+        out.contains("victim=victim victimdir=victim"),
+        "a file outside the state dir changed:\n{out}\n{err}"
+    );
+    assert!(
+        !out.contains("read-file-link=victim"),
+        "the tracee read the victim through the fake entry:\n{out}"
+    );
+    assert!(
+        out.contains("final write rc=0"),
+        "the state dir recovers:\n{out}\n{err}"
+    );
+    assert_eq!(
+        out.lines().last().map(str::trim),
+        Some("8"),
+        "fakefs reads the last value:\n{out}\n{err}"
+    );
 }
 
 #[test]
 fn a_tracee_swapping_state_files_for_symlinks_cannot_make_k3shim_write_outside_natively() {
     let before = host_sysctls();
     let st = scratch("symlink");
-    let o = native(&symlink_script(&k(), &st.join("s").display().to_string(), &st.display().to_string()));
+    let o = native(&symlink_script(
+        &k(),
+        &st.join("s").display().to_string(),
+        &st.display().to_string(),
+    ));
     eprintln!("{}", stdout(&o));
     check_symlink_output(&stdout(&o), &stderr(&o));
     assert_eq!(host_sysctls(), before);
@@ -505,12 +709,31 @@ fn a_workload_that_never_touches_proc_sys_sees_the_same_results_with_and_without
     std::fs::create_dir_all(&d2).unwrap();
     let plain = Command::new("python3").arg(&py).arg(&d1).output().unwrap();
     assert_ok(&plain, "observer natively");
-    let shim = Command::new(k3shim()).args(["run", "--state"]).arg(st.join("s")).args(["--", "python3"]).arg(&py).arg(&d2).output().unwrap();
+    let shim = Command::new(k3shim())
+        .args(["run", "--state"])
+        .arg(st.join("s"))
+        .args(["--", "python3"])
+        .arg(&py)
+        .arg(&d2)
+        .output()
+        .unwrap();
     assert_ok(&shim, "observer under k3shim");
-    assert_eq!(stdout(&shim), stdout(&plain), "the shim changed what the program sees");
+    assert_eq!(
+        stdout(&shim),
+        stdout(&plain),
+        "the shim changed what the program sees"
+    );
     // What being traced shows by definition, and nothing else:
-    assert!(stderr(&plain).contains("TRACED False"), "{}", stderr(&plain));
-    assert!(stderr(&shim).contains("TRACED True SECCOMP 2"), "{}", stderr(&shim));
+    assert!(
+        stderr(&plain).contains("TRACED False"),
+        "{}",
+        stderr(&plain)
+    );
+    assert!(
+        stderr(&shim).contains("TRACED True SECCOMP 2"),
+        "{}",
+        stderr(&shim)
+    );
 }
 
 /// At the syscall level: the path syscalls the shim stops (the only ones it
@@ -521,7 +744,12 @@ fn a_workload_that_never_touches_proc_sys_sees_the_same_results_with_and_without
 /// program received) is the record under the shim.
 #[test]
 fn the_path_syscalls_of_a_workload_outside_proc_sys_have_the_results_strace_sees_natively() {
-    if Command::new("strace").arg("-V").output().map(|o| !o.status.success()).unwrap_or(true) {
+    if Command::new("strace")
+        .arg("-V")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
         assert!(std::env::var("CI").is_err(), "strace is missing");
         return;
     }
@@ -531,22 +759,63 @@ fn the_path_syscalls_of_a_workload_outside_proc_sys_have_the_results_strace_sees
     let work = format!("cd {}; mkdir -p x; echo data > x/f; cat x/f; ls -la x; stat x/f >/dev/null; cat x/missing; rm -r x; true", d.display());
     // execve is left out: a successful execve has no exit stop to report (k3shim
     // logs it as an exec event instead), so the trace has no line to compare.
-    let names = "openat,newfstatat,mkdir,unlinkat,unlink,rmdir,access,faccessat2,readlink,chdir,statx";
+    let names =
+        "openat,newfstatat,mkdir,unlinkat,unlink,rmdir,access,faccessat2,readlink,chdir,statx";
     let sf = st.join("strace.txt");
-    let o = Command::new("strace").args(["-f", "-qq", "-e", &format!("trace={names}"), "-e", "signal=none", "-o"]).arg(&sf).args(["sh", "-c", &work]).output().unwrap();
+    let o = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            &format!("trace={names}"),
+            "-e",
+            "signal=none",
+            "-o",
+        ])
+        .arg(&sf)
+        .args(["sh", "-c", &work])
+        .output()
+        .unwrap();
     assert_ok(&o, "strace natively");
     let tf = st.join("trace.txt");
-    let o2 = Command::new(k3shim()).args(["trace", "--state"]).arg(st.join("s")).arg("-o").arg(&tf).args(["--", "sh", "-c", &work]).output().unwrap();
+    let o2 = Command::new(k3shim())
+        .args(["trace", "--state"])
+        .arg(st.join("s"))
+        .arg("-o")
+        .arg(&tf)
+        .args(["--", "sh", "-c", &work])
+        .output()
+        .unwrap();
     assert_ok(&o2, "k3shim trace");
     assert_eq!(stdout(&o2), stdout(&o), "program output");
     let key = |l: &str| -> Option<(String, String, String)> {
         // strace: `PID name("path", ...) = RET ...`; k3shim: `[pid N comm] name(...) = RET <action> (dur)`.
         // strace pads the pid column ("7770  access(...)"), hence the trim.
-        let l = if l.starts_with('[') { l.split_once("] ")?.1 } else { l.split_once(' ')?.1.trim_start() };
+        let l = if l.starts_with('[') {
+            l.split_once("] ")?.1
+        } else {
+            l.split_once(' ')?.1.trim_start()
+        };
         let (name, rest) = l.split_once('(')?;
         let path = rest.split('"').nth(1)?.to_string();
-        let ret = rest.rsplit_once(" = ")?.1.split_whitespace().next()?.to_string();
-        let ret = if ret.starts_with('-') { rest.rsplit_once(" = ")?.1.split_whitespace().nth(1).unwrap_or("?").to_string() } else if ret.parse::<i64>().is_ok() { "ok".into() } else { ret };
+        let ret = rest
+            .rsplit_once(" = ")?
+            .1
+            .split_whitespace()
+            .next()?
+            .to_string();
+        let ret = if ret.starts_with('-') {
+            rest.rsplit_once(" = ")?
+                .1
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("?")
+                .to_string()
+        } else if ret.parse::<i64>().is_ok() {
+            "ok".into()
+        } else {
+            ret
+        };
         // fstat-by-fd (an empty path with AT_EMPTY_PATH) never stops, by design.
         if path.is_empty() || path.contains("/proc/") || path.starts_with("/etc/ld.so") {
             return None;
@@ -554,7 +823,12 @@ fn the_path_syscalls_of_a_workload_outside_proc_sys_have_the_results_strace_sees
         Some((name.to_string(), path, ret))
     };
     let read = |p: &Path| -> Vec<(String, String, String)> {
-        let mut v: Vec<_> = std::fs::read_to_string(p).unwrap().lines().filter_map(key).filter(|(n, _, _)| names.split(',').any(|x| x == n)).collect();
+        let mut v: Vec<_> = std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .filter_map(key)
+            .filter(|(n, _, _)| names.split(',').any(|x| x == n))
+            .collect();
         v.sort();
         v
     };
@@ -571,15 +845,23 @@ fn the_path_syscalls_of_a_workload_outside_proc_sys_have_the_results_strace_sees
 
 fn rss_kb(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
 fn fd_count(pid: u32) -> Option<usize> {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count())
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()
+        .map(|d| d.count())
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The stand-in under k3shim with constant /proc/sys traffic (sysstress in a
@@ -588,7 +870,10 @@ fn free_port() -> u16 {
 #[test]
 fn soak_the_tracers_rss_and_fds_stay_flat_under_constant_traffic_natively() {
     let before = host_sysctls();
-    let secs: u64 = std::env::var("K3SHIM_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let secs: u64 = std::env::var("K3SHIM_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let st = scratch("soak");
     let fx = fixtures();
     let (https, sup) = (free_port(), free_port());
@@ -613,7 +898,11 @@ fn soak_the_tracers_rss_and_fds_stay_flat_under_constant_traffic_natively() {
     let client = format!(
         "import ssl, time, urllib.request\nctx = ssl._create_unverified_context()\nn = ok = 0\nend = time.time() + {secs}\nwhile time.time() < end:\n    n += 1\n    try:\n        urllib.request.urlopen('https://127.0.0.1:{https}/' + ('version' if n % 2 else 'readyz'), context=ctx, timeout=2).read(); ok += 1\n    except Exception as e:\n        if hasattr(e, 'code'): ok += 1\n        else: time.sleep(0.05)\nprint(n, ok)\n"
     );
-    let http = Command::new("python3").args(["-c", &client]).stdout(Stdio::piped()).spawn().unwrap();
+    let http = Command::new("python3")
+        .args(["-c", &client])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
     let mut samples: Vec<(u64, u64, usize)> = Vec::new();
     while t0.elapsed() < Duration::from_secs(secs) {
@@ -629,8 +918,16 @@ fn soak_the_tracers_rss_and_fds_stay_flat_under_constant_traffic_natively() {
     let status = c.wait().unwrap();
     let log = std::fs::read_to_string(st.join("stderr.txt")).unwrap_or_default();
     eprintln!("soak {secs}s: https requests (sent answered) = {counts}; samples (s, VmRSS kB, fds) = {samples:?}");
-    assert!(log.contains("k3s is up and running") || log.contains("Serving securely"), "the stand-in came up:\n{}", log.lines().rev().take(20).collect::<Vec<_>>().join("\n"));
-    let answered: u64 = counts.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!(
+        log.contains("k3s is up and running") || log.contains("Serving securely"),
+        "the stand-in came up:\n{}",
+        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    let answered: u64 = counts
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     assert!(answered > secs, "HTTPS traffic flowed: {counts}");
     assert!(samples.len() >= 5, "{samples:?}");
     // Flat: after a warm-up of a fifth of the run, the last sample is within
@@ -640,7 +937,10 @@ fn soak_the_tracers_rss_and_fds_stay_flat_under_constant_traffic_natively() {
     let peak = samples[warm..].iter().map(|s| s.1).max().unwrap();
     assert!(last.1 <= first.1 * 3 / 2 + 4096, "RSS grew: {samples:?}");
     assert!(peak <= first.1 * 2 + 8192, "RSS peaked: {samples:?}");
-    assert!(samples[warm..].iter().all(|s| s.2 <= first.2 + 8), "fds grew: {samples:?}");
+    assert!(
+        samples[warm..].iter().all(|s| s.2 <= first.2 + 8),
+        "fds grew: {samples:?}"
+    );
     assert!(status.code().is_some(), "k3shim ended: {status:?}");
     assert_eq!(host_sysctls(), before, "the host's sysctls changed");
 }

@@ -16,10 +16,24 @@ use proptest::prelude::*;
 use std::sync::OnceLock;
 
 fn config(default: u32) -> ProptestConfig {
-    let base = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let soak = std::env::var("K3SHIM_SOAK_SECS").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    let cases = if soak > 0 { base.saturating_mul(20) } else { base };
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    let base = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    let soak = std::env::var("K3SHIM_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let cases = if soak > 0 {
+        base.saturating_mul(20)
+    } else {
+        base
+    };
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 fn hold_text() -> impl Strategy<Value = String> {
@@ -78,7 +92,14 @@ fn field() -> impl Strategy<Value = Field> {
         pem().prop_map(Field::Data),
         "[^A-Za-z0-9+/=]{1,10}".prop_map(Field::BadBase64),
         pem().prop_map(Field::File),
-        prop_oneof![Just("/nonexistent/ca.crt"), Just("."), Just("/"), Just("../../../../etc/hostname"), Just("")].prop_map(Field::MissingFile),
+        prop_oneof![
+            Just("/nonexistent/ca.crt"),
+            Just("."),
+            Just("/"),
+            Just("../../../../etc/hostname"),
+            Just("")
+        ]
+        .prop_map(Field::MissingFile),
     ]
 }
 
@@ -112,26 +133,49 @@ struct Kube {
 }
 
 fn kube() -> impl Strategy<Value = Kube> {
-    let names = || prop_oneof![Just("default".to_string()), Just("".to_string()), Just("other".to_string()), "[a-z]{1,4}"];
+    let names = || {
+        prop_oneof![
+            Just("default".to_string()),
+            Just("".to_string()),
+            Just("other".to_string()),
+            "[a-z]{1,4}"
+        ]
+    };
     (
         (server(), field(), field(), field()),
-        (prop::option::of(any::<String>()), prop::option::of(field()), prop::option::of((any::<String>(), any::<String>())), any::<bool>()),
-        (prop::option::of(names()), names(), names(), prop::option::of(any::<String>())),
+        (
+            prop::option::of(any::<String>()),
+            prop::option::of(field()),
+            prop::option::of((any::<String>(), any::<String>())),
+            any::<bool>(),
+        ),
+        (
+            prop::option::of(names()),
+            names(),
+            names(),
+            prop::option::of(any::<String>()),
+        ),
     )
-        .prop_map(|((server, ca, cert, key), (token, token_file, userpass, insecure), (current, ctx_cluster, ctx_user, junk))| Kube {
-            server,
-            ca,
-            cert,
-            key,
-            token,
-            token_file,
-            userpass,
-            insecure,
-            current,
-            ctx_cluster,
-            ctx_user,
-            junk,
-        })
+        .prop_map(
+            |(
+                (server, ca, cert, key),
+                (token, token_file, userpass, insecure),
+                (current, ctx_cluster, ctx_user, junk),
+            )| Kube {
+                server,
+                ca,
+                cert,
+                key,
+                token,
+                token_file,
+                userpass,
+                insecure,
+                current,
+                ctx_cluster,
+                ctx_user,
+                junk,
+            },
+        )
 }
 
 fn yq(s: &str) -> String {
@@ -145,7 +189,10 @@ fn render(k: &Kube, dir: &std::path::Path) -> String {
         n += 1;
         match f {
             Field::None => String::new(),
-            Field::Data(p) => format!("    {data_key}: {}\n", yq(&base64::engine::general_purpose::STANDARD.encode(p))),
+            Field::Data(p) => format!(
+                "    {data_key}: {}\n",
+                yq(&base64::engine::general_purpose::STANDARD.encode(p))
+            ),
             Field::BadBase64(s) => format!("    {data_key}: {}\n", yq(s)),
             Field::File(p) => {
                 let f = dir.join(format!("f{n}.pem"));
@@ -155,16 +202,25 @@ fn render(k: &Kube, dir: &std::path::Path) -> String {
             Field::MissingFile(p) => format!("    {name}: {}\n", yq(p)),
         }
     };
-    let mut t = String::from("apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n");
+    let mut t =
+        String::from("apiVersion: v1\nkind: Config\nclusters:\n- name: default\n  cluster:\n");
     if let Some(s) = &k.server {
         t.push_str(&format!("    server: {}\n", yq(s)));
     }
-    t.push_str(&field("certificate-authority", "certificate-authority-data", &k.ca));
+    t.push_str(&field(
+        "certificate-authority",
+        "certificate-authority-data",
+        &k.ca,
+    ));
     if k.insecure {
         t.push_str("    insecure-skip-tls-verify: true\n");
     }
     t.push_str("users:\n- name: default\n  user:\n");
-    t.push_str(&field("client-certificate", "client-certificate-data", &k.cert));
+    t.push_str(&field(
+        "client-certificate",
+        "client-certificate-data",
+        &k.cert,
+    ));
     t.push_str(&field("client-key", "client-key-data", &k.key));
     if let Some(tok) = &k.token {
         t.push_str(&format!("    token: {}\n", yq(tok)));
@@ -181,9 +237,17 @@ fn render(k: &Kube, dir: &std::path::Path) -> String {
         }
     }
     if let Some((u, p)) = &k.userpass {
-        t.push_str(&format!("    username: {}\n    password: {}\n", yq(u), yq(p)));
+        t.push_str(&format!(
+            "    username: {}\n    password: {}\n",
+            yq(u),
+            yq(p)
+        ));
     }
-    t.push_str(&format!("contexts:\n- name: default\n  context:\n    cluster: {}\n    user: {}\n", yq(&k.ctx_cluster), yq(&k.ctx_user)));
+    t.push_str(&format!(
+        "contexts:\n- name: default\n  context:\n    cluster: {}\n    user: {}\n",
+        yq(&k.ctx_cluster),
+        yq(&k.ctx_user)
+    ));
     if let Some(c) = &k.current {
         t.push_str(&format!("current-context: {}\n", yq(c)));
     }
@@ -197,7 +261,11 @@ fn validate(kubeconfig_text: &str, dir: &std::path::Path, with_url: bool) -> Res
     let path = dir.join("kubeconfig.yaml");
     std::fs::write(&path, kubeconfig_text).unwrap();
     let cfg = GateConfig {
-        url: if with_url { "https://127.0.0.1:6444/readyz".into() } else { String::new() },
+        url: if with_url {
+            "https://127.0.0.1:6444/readyz".into()
+        } else {
+            String::new()
+        },
         kubeconfig: Some(path),
         ..GateConfig::default()
     };

@@ -29,11 +29,25 @@ fn lines_show_the_decoded_call_what_the_shim_did_and_the_result() {
     let (t, out) = gvisor_trace("", "sysctl -n vm.panic_on_oom vm.overcommit_memory");
     assert_eq!(out, "0\n0\n");
     assert!(t.contains("[pid "), "{t}");
-    assert!(t.contains(r#"openat(AT_FDCWD, "/proc/sys/vm/panic_on_oom", O_RDONLY) = 3 <redirected -> "#), "{t}");
-    assert!(t.contains(r#"openat(AT_FDCWD, "/proc/sys/vm/overcommit_memory", O_RDONLY) = 3 <passed>"#), "{t}");
-    assert!(t.contains(r#"readlink("/proc/sys/vm", ...) = -1 EINVAL"#), "{t}");
+    assert!(
+        t.contains(
+            r#"openat(AT_FDCWD, "/proc/sys/vm/panic_on_oom", O_RDONLY) = 3 <redirected -> "#
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"openat(AT_FDCWD, "/proc/sys/vm/overcommit_memory", O_RDONLY) = 3 <passed>"#),
+        "{t}"
+    );
+    assert!(
+        t.contains(r#"readlink("/proc/sys/vm", ...) = -1 EINVAL"#),
+        "{t}"
+    );
     for l in t.lines() {
-        assert!(l.starts_with("[pid ") && l.ends_with("us)"), "every line is whole: {l:?}");
+        assert!(
+            l.starts_with("[pid ") && l.ends_with("us)"),
+            "every line is whole: {l:?}"
+        );
     }
 }
 
@@ -44,13 +58,27 @@ fn filters_select_syscalls_paths_redirects_and_failures() {
     }
     let cmd = "sysctl -n vm.panic_on_oom vm.overcommit_memory";
     let (t, _) = gvisor_trace("-e trace=openat", cmd);
-    assert!(!t.is_empty() && t.lines().all(|l| l.contains("] openat(")), "{t}");
+    assert!(
+        !t.is_empty() && t.lines().all(|l| l.contains("] openat(")),
+        "{t}"
+    );
     let (t, _) = gvisor_trace("--redirected-only", cmd);
-    assert!(!t.is_empty() && t.lines().all(|l| l.contains("<redirected -> ")), "{t}");
+    assert!(
+        !t.is_empty() && t.lines().all(|l| l.contains("<redirected -> ")),
+        "{t}"
+    );
     let (t, _) = gvisor_trace("--failed-only", cmd);
-    assert!(!t.is_empty() && t.lines().all(|l| l.contains(" = -1 ")), "{t}");
+    assert!(
+        !t.is_empty() && t.lines().all(|l| l.contains(" = -1 ")),
+        "{t}"
+    );
     let (t, _) = gvisor_trace("--path /proc/sys/vm/panic", cmd);
-    assert!(!t.is_empty() && t.lines().all(|l| l.contains("\"/proc/sys/vm/panic_on_oom\"")), "{t}");
+    assert!(
+        !t.is_empty()
+            && t.lines()
+                .all(|l| l.contains("\"/proc/sys/vm/panic_on_oom\"")),
+        "{t}"
+    );
     let (t, _) = gvisor_trace("--pid 999999", cmd);
     assert!(t.is_empty(), "no such pid, no lines: {t}");
 }
@@ -63,10 +91,20 @@ fn summary_counts_calls_errors_and_redirects_per_syscall_and_path() {
     let (t, _) = gvisor_trace("-c", "sysctl -w kernel.panic=3");
     assert!(t.starts_with("syscall "), "{t}");
     assert!(t.contains("\ntotal "), "{t}");
-    let openat = t.lines().find(|l| l.starts_with("openat ")).expect("an openat row");
+    let openat = t
+        .lines()
+        .find(|l| l.starts_with("openat "))
+        .expect("an openat row");
     let cols: Vec<&str> = openat.split_whitespace().collect();
-    assert!(cols[3].parse::<u64>().unwrap() >= 1, "openat was redirected: {openat}");
-    assert!(t.lines().any(|l| l.contains("written") && l.ends_with("/proc/sys/kernel/panic")), "the written entry shows as such: {t}");
+    assert!(
+        cols[3].parse::<u64>().unwrap() >= 1,
+        "openat was redirected: {openat}"
+    );
+    assert!(
+        t.lines()
+            .any(|l| l.contains("written") && l.ends_with("/proc/sys/kernel/panic")),
+        "the written entry shows as such: {t}"
+    );
 }
 
 #[test]
@@ -75,7 +113,13 @@ fn json_lines_parse_and_threads_of_a_go_program_never_interleave() {
         return;
     }
     let ss = fixtures().join("sysstress");
-    let (t, out) = gvisor_trace("--json --path /proc/sys", &format!("{} -goroutines 16 -iterations 5 -exec-every 0 vm/panic_on_oom=0", ss.display()));
+    let (t, out) = gvisor_trace(
+        "--json --path /proc/sys",
+        &format!(
+            "{} -goroutines 16 -iterations 5 -exec-every 0 vm/panic_on_oom=0",
+            ss.display()
+        ),
+    );
     assert!(out.contains("sysstress: ok"), "{out}");
     let mut tids = BTreeSet::new();
     for l in t.lines() {
@@ -89,7 +133,10 @@ fn json_lines_parse_and_threads_of_a_go_program_never_interleave() {
 
 /// (syscall, path, ok) triples for /proc/sys paths from strace -f output.
 fn from_strace(text: &str) -> BTreeSet<(String, String, bool)> {
-    let re = regex::Regex::new(r#"^(?:\[pid\s+\d+\]\s+|\d+\s+)?(\w+)\([^"]*"(/proc/sys[^"]*)".*\)\s+=\s+(-?\d+)"#).unwrap();
+    let re = regex::Regex::new(
+        r#"^(?:\[pid\s+\d+\]\s+|\d+\s+)?(\w+)\([^"]*"(/proc/sys[^"]*)".*\)\s+=\s+(-?\d+)"#,
+    )
+    .unwrap();
     text.lines()
         .filter_map(|l| re.captures(l))
         .map(|c| (c[1].to_string(), c[2].to_string(), !c[3].starts_with('-')))
@@ -99,7 +146,12 @@ fn from_strace(text: &str) -> BTreeSet<(String, String, bool)> {
 fn from_k3shim(text: &str) -> BTreeSet<(String, String, bool, String)> {
     text.lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["path"].as_str().map(|p| p.starts_with("/proc/sys")).unwrap_or(false))
+        .filter(|v| {
+            v["path"]
+                .as_str()
+                .map(|p| p.starts_with("/proc/sys"))
+                .unwrap_or(false)
+        })
         .map(|v| {
             (
                 v["name"].as_str().unwrap().to_string(),
@@ -124,29 +176,57 @@ fn trace_agrees_with_strace_on_the_proc_sys_traffic_in_gvisor() {
         k = k()
     ));
     let out = stdout(&o);
-    let (s, kk) = out.split_once("==S==\n").unwrap().1.split_once("==K==\n").unwrap();
+    let (s, kk) = out
+        .split_once("==S==\n")
+        .unwrap()
+        .1
+        .split_once("==K==\n")
+        .unwrap();
     let st = from_strace(s);
     let k3 = from_k3shim(kk);
     assert!(!st.is_empty(), "strace saw /proc/sys traffic: {s}");
     let st_paths: BTreeSet<_> = st.iter().map(|(n, p, _)| (n.clone(), p.clone())).collect();
-    let k3_paths: BTreeSet<_> = k3.iter().map(|(n, p, _, _)| (n.clone(), p.clone())).collect();
+    let k3_paths: BTreeSet<_> = k3
+        .iter()
+        .map(|(n, p, _, _)| (n.clone(), p.clone()))
+        .collect();
     // Every call strace saw, k3shim saw too...
     let missing: Vec<_> = st_paths.difference(&k3_paths).collect();
-    assert!(missing.is_empty(), "k3shim missed calls strace saw: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "k3shim missed calls strace saw: {missing:?}"
+    );
     // ...and the extra ones only follow from a redirect succeeding where the real
     // entry is missing (sysctl then goes on to readlink and open it).
-    let redirected: BTreeSet<&String> = k3.iter().filter(|t| t.3 == "redirected").map(|t| &t.1).collect();
+    let redirected: BTreeSet<&String> = k3
+        .iter()
+        .filter(|t| t.3 == "redirected")
+        .map(|t| &t.1)
+        .collect();
     for (n, p) in k3_paths.difference(&st_paths) {
-        assert!(redirected.iter().any(|r| r.starts_with(p.as_str())), "{n} {p}: extra call not explained by a redirect");
+        assert!(
+            redirected.iter().any(|r| r.starts_with(p.as_str())),
+            "{n} {p}: extra call not explained by a redirect"
+        );
     }
     for (n, p, ok, action) in &k3 {
         if action == "passed" {
-            assert!(st.contains(&(n.clone(), p.clone(), *ok)), "{n} {p}: passed through, so the result is strace's");
+            assert!(
+                st.contains(&(n.clone(), p.clone(), *ok)),
+                "{n} {p}: passed through, so the result is strace's"
+            );
         }
     }
     // And the differences are exactly the redirects of missing entries.
-    assert!(st.contains(&("openat".into(), "/proc/sys/vm/overcommit_memory".into(), true)));
-    assert!(k3.iter().any(|(n, p, ok, a)| n == "newfstatat" && p == "/proc/sys/vm/panic_on_oom" && *ok && a == "redirected"));
+    assert!(st.contains(&(
+        "openat".into(),
+        "/proc/sys/vm/overcommit_memory".into(),
+        true
+    )));
+    assert!(k3.iter().any(|(n, p, ok, a)| n == "newfstatat"
+        && p == "/proc/sys/vm/panic_on_oom"
+        && *ok
+        && a == "redirected"));
 }
 
 #[test]
@@ -154,8 +234,19 @@ fn trace_agrees_with_strace_natively_where_every_entry_is_real() {
     let st_dir = scratch("honest-native");
     let st_file = st_dir.join("st.txt");
     let k3_file = st_dir.join("k3.txt");
-    let w = ["sysctl", "-n", "vm.overcommit_memory", "vm.panic_on_oom", "kernel.panic"];
-    let s = std::process::Command::new("strace").args(["-f", "-e", "trace=%file", "-o"]).arg(&st_file).args(w).output().unwrap();
+    let w = [
+        "sysctl",
+        "-n",
+        "vm.overcommit_memory",
+        "vm.panic_on_oom",
+        "kernel.panic",
+    ];
+    let s = std::process::Command::new("strace")
+        .args(["-f", "-e", "trace=%file", "-o"])
+        .arg(&st_file)
+        .args(w)
+        .output()
+        .unwrap();
     assert_ok(&s, "strace");
     let o = std::process::Command::new(k3shim())
         .args(["trace", "--json", "--state"])
@@ -169,8 +260,14 @@ fn trace_agrees_with_strace_natively_where_every_entry_is_real() {
     assert_ok(&o, "k3shim trace");
     assert_eq!(stdout(&o), stdout(&s), "same output as without the shim");
     let st = from_strace(&std::fs::read_to_string(&st_file).unwrap());
-    let k3: BTreeSet<_> = from_k3shim(&std::fs::read_to_string(&k3_file).unwrap()).into_iter().map(|(n, p, ok, _)| (n, p, ok)).collect();
-    assert_eq!(k3, st, "overlay passes real entries through: identical traffic");
+    let k3: BTreeSet<_> = from_k3shim(&std::fs::read_to_string(&k3_file).unwrap())
+        .into_iter()
+        .map(|(n, p, ok, _)| (n, p, ok))
+        .collect();
+    assert_eq!(
+        k3, st,
+        "overlay passes real entries through: identical traffic"
+    );
 }
 
 #[test]
@@ -179,12 +276,31 @@ fn an_execve_by_a_non_leader_thread_gets_its_line_with_that_threads_tid() {
         return;
     }
     let tt = fixtures().join("threadtorture");
-    let (t, out) = gvisor_trace("-e trace=execve", &format!("{} -threads 20 -signals 0 -exec-from-thread vm/panic_on_oom=0", tt.display()));
+    let (t, out) = gvisor_trace(
+        "-e trace=execve",
+        &format!(
+            "{} -threads 20 -signals 0 -exec-from-thread vm/panic_on_oom=0",
+            tt.display()
+        ),
+    );
     assert!(out.contains("exec from non-leader thread ok"), "{out}");
-    let execs: Vec<&str> = t.lines().filter(|l| l.contains("execve(") && l.contains(") = 0 ")).collect();
-    assert_eq!(execs.len(), 2, "the launch and the re-exec from a thread:\n{t}");
+    let execs: Vec<&str> = t
+        .lines()
+        .filter(|l| l.contains("execve(") && l.contains(") = 0 "))
+        .collect();
+    assert_eq!(
+        execs.len(),
+        2,
+        "the launch and the re-exec from a thread:\n{t}"
+    );
     let from_thread = execs[1];
-    let ids = from_thread.trim_start_matches("[pid ").split(' ').next().unwrap_or("");
-    let (pid, tid) = ids.split_once('/').unwrap_or_else(|| panic!("a thread's line names pid/tid: {from_thread}"));
+    let ids = from_thread
+        .trim_start_matches("[pid ")
+        .split(' ')
+        .next()
+        .unwrap_or("");
+    let (pid, tid) = ids
+        .split_once('/')
+        .unwrap_or_else(|| panic!("a thread's line names pid/tid: {from_thread}"));
     assert_ne!(pid, tid, "{from_thread}");
 }

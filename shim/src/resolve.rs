@@ -310,7 +310,9 @@ mod tests {
 
     #[test]
     fn last_magic_link_is_kept_when_not_followed() {
-        let p = resolve(b"/proc/self/fd/3", Base::Cwd, 10, 10, false, &mut fake()).unwrap().unwrap();
+        let p = resolve(b"/proc/self/fd/3", Base::Cwd, 10, 10, false, &mut fake())
+            .unwrap()
+            .unwrap();
         assert_eq!(p.to_str().unwrap(), "/proc/10/fd/3");
     }
 
@@ -344,9 +346,18 @@ mod tests {
         assert_eq!(k(b"/proc/sys/kernel/\xff/../panic"), Err(libc::ENOENT));
         assert_eq!(k(b"/proc/sys/kernel/panic/x/.."), Err(libc::ENOTDIR));
         // Directories, unknown paths and plain names fold as before.
-        assert_eq!(k(b"/proc/sys/kernel/../kernel/panic").unwrap().to_str(), Some("/proc/sys/kernel/panic"));
-        assert_eq!(k(b"/proc/sys/kernel/").unwrap().to_str(), Some("/proc/sys/kernel"));
+        assert_eq!(
+            k(b"/proc/sys/kernel/../kernel/panic").unwrap().to_str(),
+            Some("/proc/sys/kernel/panic")
+        );
+        assert_eq!(
+            k(b"/proc/sys/kernel/").unwrap().to_str(),
+            Some("/proc/sys/kernel")
+        );
         assert_eq!(k(b"/tmp/file/../x").unwrap().to_str(), Some("/tmp/x"));
-        assert_eq!(k(b"/proc/sys/kernel/panic").unwrap().to_str(), Some("/proc/sys/kernel/panic"));
+        assert_eq!(
+            k(b"/proc/sys/kernel/panic").unwrap().to_str(),
+            Some("/proc/sys/kernel/panic")
+        );
     }
 }

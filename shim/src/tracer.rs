@@ -896,7 +896,11 @@ impl Tracer {
                 Some(Ok(path)) => path,
                 Some(Err(errno)) => {
                     // A file or missing name walked through with `.`/`..`/a trailing slash.
-                    decisions[i] = Some((pa.path as usize, Decision::Fail(errno), PathBuf::from(OsStr::from_bytes(&raw))));
+                    decisions[i] = Some((
+                        pa.path as usize,
+                        Decision::Fail(errno),
+                        PathBuf::from(OsStr::from_bytes(&raw)),
+                    ));
                     continue;
                 }
             };

@@ -154,7 +154,13 @@ fn agrees(ours: &Result<PathBuf, i32>, path: &Path) -> Result<(), TestCaseError>
     match (ours, std::fs::canonicalize(path)) {
         (Ok(o), Ok(k)) => prop_assert_eq!(o, &k),
         (Err(e), Err(k)) => prop_assert_eq!(Some(*e), k.raw_os_error(), "errno for {:?}", path),
-        (Err(e), Ok(k)) => prop_assert!(false, "we fail {:?} with {} where the kernel finds {:?}", path, e, k),
+        (Err(e), Ok(k)) => prop_assert!(
+            false,
+            "we fail {:?} with {} where the kernel finds {:?}",
+            path,
+            e,
+            k
+        ),
         (Ok(_), Err(_)) => {}
     }
     Ok(())
@@ -273,8 +279,15 @@ fn dotdot_through_a_missing_directory_or_a_file_fails_as_in_the_kernel() {
         cwd: root.clone(),
         fds: vec![],
     };
-    for (rel, errno) in [("sys/b/../a", libc::ENOENT), ("b/sys/../a", libc::ENOTDIR), ("b/sys/", libc::ENOTDIR), ("b/sys/.", libc::ENOTDIR)] {
-        let kernel_errno = std::fs::canonicalize(root.join(rel)).err().and_then(|e| e.raw_os_error());
+    for (rel, errno) in [
+        ("sys/b/../a", libc::ENOENT),
+        ("b/sys/../a", libc::ENOTDIR),
+        ("b/sys/", libc::ENOTDIR),
+        ("b/sys/.", libc::ENOTDIR),
+    ] {
+        let kernel_errno = std::fs::canonicalize(root.join(rel))
+            .err()
+            .and_then(|e| e.raw_os_error());
         assert_eq!(kernel_errno, Some(errno), "{rel}: the kernel refuses");
         assert_eq!(lexical(rel, Base::Cwd, &mut lk), Err(errno), "{rel}");
     }

@@ -21,7 +21,11 @@ pub fn capture(argv: &[&str], limit: Duration) -> Result<String, String> {
             Ok(None) if start.elapsed() > limit => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("{}: no answer within {} s", argv.join(" "), limit.as_secs()));
+                return Err(format!(
+                    "{}: no answer within {} s",
+                    argv.join(" "),
+                    limit.as_secs()
+                ));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(50)),
             Err(e) => return Err(e.to_string()),
@@ -33,7 +37,12 @@ pub fn capture(argv: &[&str], limit: Duration) -> Result<String, String> {
         Ok(so)
     } else {
         let se = String::from_utf8_lossy(&out.stderr);
-        Err(format!("{} exited {:?}: {}", argv.join(" "), out.status.code(), se.trim().lines().last().unwrap_or("")))
+        Err(format!(
+            "{} exited {:?}: {}",
+            argv.join(" "),
+            out.status.code(),
+            se.trim().lines().last().unwrap_or("")
+        ))
     }
 }
 
@@ -45,13 +54,17 @@ fn uname() -> Value {
     }
     let f = |x: &[libc::c_char]| {
         // SAFETY: utsname fields are NUL-terminated.
-        unsafe { std::ffi::CStr::from_ptr(x.as_ptr()) }.to_string_lossy().into_owned()
+        unsafe { std::ffi::CStr::from_ptr(x.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
     };
     json!({"sysname": f(&u.sysname), "nodename": f(&u.nodename), "release": f(&u.release), "version": f(&u.version), "machine": f(&u.machine)})
 }
 
 pub fn collect(k3s: &Path, standin: bool, quick: f64, runs: u32) -> Value {
-    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default();
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
     let first = |r: Result<String, String>| match r {
         Ok(s) => json!(s.trim()),
         Err(e) => json!({"error": e}),

@@ -27,9 +27,21 @@ pub fn run(a: &ExperimentArgs) -> Result<i32> {
             println!("experiments ({from}):");
             let w = all.iter().map(|l| l.name.len()).max().unwrap_or(0);
             for l in &all {
-                let seed = l.exp.seed.as_deref().map(|s| format!(" [seed {s}]")).unwrap_or_default();
+                let seed = l
+                    .exp
+                    .seed
+                    .as_deref()
+                    .map(|s| format!(" [seed {s}]"))
+                    .unwrap_or_default();
                 let steps = if l.steps.len() > 1 {
-                    format!(" (steps: {})", l.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", "))
+                    format!(
+                        " (steps: {})",
+                        l.steps
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 } else {
                     String::new()
                 };
@@ -38,7 +50,14 @@ pub fn run(a: &ExperimentArgs) -> Result<i32> {
             println!("\nrun one: k3shim experiment run NAME [--k3s PATH] [--runs N] [--quick F]");
             Ok(0)
         }
-        ExperimentCmd::Run { name, k3s, runs, out, dir, quick } => runner::run(&runner::Options {
+        ExperimentCmd::Run {
+            name,
+            k3s,
+            runs,
+            out,
+            dir,
+            quick,
+        } => runner::run(&runner::Options {
             name: name.clone(),
             k3s: k3s.clone(),
             runs: (*runs).max(1),

@@ -21,8 +21,18 @@ const SPIN: &[char] = &['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', 
 impl Progress {
     pub fn new(label: &str, watch: f64) -> Progress {
         // SAFETY: isatty only inspects the descriptor.
-        let tty = unsafe { libc::isatty(2) } == 1 && std::env::var_os("K3SHIM_NO_PROGRESS").is_none();
-        Progress { tty, start: Instant::now(), label: label.to_string(), watch, last: "starting".into(), tick: 0, lines: 0, drawn: false }
+        let tty =
+            unsafe { libc::isatty(2) } == 1 && std::env::var_os("K3SHIM_NO_PROGRESS").is_none();
+        Progress {
+            tty,
+            start: Instant::now(),
+            label: label.to_string(),
+            watch,
+            last: "starting".into(),
+            tick: 0,
+            lines: 0,
+            drawn: false,
+        }
     }
 
     pub fn elapsed(&self) -> f64 {

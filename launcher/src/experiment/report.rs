@@ -130,13 +130,16 @@ fn read_outcomes(dir: &Path) -> Result<Vec<(PathBuf, Outcome)>> {
         if !s.is_dir() {
             continue;
         }
-        let Ok(rd) = std::fs::read_dir(&s) else { continue };
+        let Ok(rd) = std::fs::read_dir(&s) else {
+            continue;
+        };
         for a in rd {
             let a = a?.path();
             let f = a.join("outcome.json");
             if f.is_file() {
                 let text = std::fs::read_to_string(&f)?;
-                let o: Outcome = serde_json::from_str(&text).with_context(|| format!("{}: not an outcome", f.display()))?;
+                let o: Outcome = serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not an outcome", f.display()))?;
                 out.push((a, o));
             }
         }
@@ -167,7 +170,10 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
             bail!("{}: not a run directory (no experiment.toml)", d.display());
         }
         let text = std::fs::read_to_string(&exp_path)?;
-        let stem = d.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = d
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let loaded = spec::parse(&stem, &text, Some(exp_path.clone()))?;
         if let Ok(e) = std::fs::read_to_string(d.join("env.json")) {
             if let Ok(v) = serde_json::from_str::<Value>(&e) {
@@ -175,8 +181,14 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
             }
         }
         let mut outs = read_outcomes(d)?;
-        let pos = |step: &str| loaded.steps.iter().position(|s| s.name == step).unwrap_or(usize::MAX);
-        outs.sort_by(|a, b| (pos(&a.1.step), a.1.attempt).cmp(&(pos(&b.1.step), b.1.attempt)));
+        let pos = |step: &str| {
+            loaded
+                .steps
+                .iter()
+                .position(|s| s.name == step)
+                .unwrap_or(usize::MAX)
+        };
+        outs.sort_by_key(|a| (pos(&a.1.step), a.1.attempt));
         for (path, mut o) in outs {
             // Re-derive from the timeline and the expectation in the file as used.
             if let Ok(ev) = crate::timeline::read_events(&path.join("timeline.jsonl")) {
@@ -193,8 +205,15 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
                     o.mismatches.insert(0, "no timeline was written".into());
                 }
             }
-            let label = if dirs.len() > 1 { format!("{stem} #{}", o.attempt) } else { o.attempt.to_string() };
-            match groups.iter_mut().find(|g| g.experiment == loaded.name && g.step == o.step) {
+            let label = if dirs.len() > 1 {
+                format!("{stem} #{}", o.attempt)
+            } else {
+                o.attempt.to_string()
+            };
+            match groups
+                .iter_mut()
+                .find(|g| g.experiment == loaded.name && g.step == o.step)
+            {
                 Some(g) => g.runs.push((label, o)),
                 None => groups.push(Group {
                     experiment: loaded.name.clone(),
@@ -214,20 +233,68 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
         v
     };
     let _ = writeln!(md, "# Experiment report: {}\n", names.join(", "));
-    let _ = writeln!(md, "Run directories: {}\n", dirs.iter().map(|d| format!("`{}`", d.display())).collect::<Vec<_>>().join(", "));
+    let _ = writeln!(
+        md,
+        "Run directories: {}\n",
+        dirs.iter()
+            .map(|d| format!("`{}`", d.display()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     for (stem, v) in &envs {
-        let g = |k: &str| v.get(k).map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).unwrap_or_default();
-        let un = v.get("uname").map(|u| format!("{} {}", u.get("release").and_then(Value::as_str).unwrap_or(""), u.get("machine").and_then(Value::as_str).unwrap_or(""))).unwrap_or_default();
-        let k3s = v.get("k3s").and_then(|k| k.get("path")).and_then(Value::as_str).unwrap_or("");
-        let _ = writeln!(md, "- `{stem}`: k3shim {}, kernel {un}, {}, k3s `{k3s}`, started {}, quick {}", g("k3shim_version"), g("runsc_version").lines().next().unwrap_or(""), g("started"), g("quick"));
+        let g = |k: &str| {
+            v.get(k)
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| x.to_string())
+                })
+                .unwrap_or_default()
+        };
+        let un = v
+            .get("uname")
+            .map(|u| {
+                format!(
+                    "{} {}",
+                    u.get("release").and_then(Value::as_str).unwrap_or(""),
+                    u.get("machine").and_then(Value::as_str).unwrap_or("")
+                )
+            })
+            .unwrap_or_default();
+        let k3s = v
+            .get("k3s")
+            .and_then(|k| k.get("path"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let _ = writeln!(
+            md,
+            "- `{stem}`: k3shim {}, kernel {un}, {}, k3s `{k3s}`, started {}, quick {}",
+            g("k3shim_version"),
+            g("runsc_version").lines().next().unwrap_or(""),
+            g("started"),
+            g("quick")
+        );
     }
     md.push('\n');
     if groups.is_empty() {
         let _ = writeln!(md, "No runs found.");
-        return Ok(Report { markdown: md, all_match: false });
+        return Ok(Report {
+            markdown: md,
+            all_match: false,
+        });
     }
     for g in &groups {
-        let _ = writeln!(md, "## {} / {}{}\n", g.experiment, g.step, if g.title.is_empty() { String::new() } else { format!(": {}", g.title) });
+        let _ = writeln!(
+            md,
+            "## {} / {}{}\n",
+            g.experiment,
+            g.step,
+            if g.title.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", g.title)
+            }
+        );
         let _ = writeln!(md, "Expected: {}.\n", g.expected);
         // Columns: every milestone seen, in the order of its average time.
         let mut times: HashMap<&str, Vec<f64>> = HashMap::new();
@@ -245,7 +312,9 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
             let e = cols.remove(i);
             cols.push(e);
         }
-        let cols: Vec<&str> = std::iter::once("launch").chain(cols.into_iter().map(|c| c.0)).collect();
+        let cols: Vec<&str> = std::iter::once("launch")
+            .chain(cols.into_iter().map(|c| c.0))
+            .collect();
         let value = |o: &Outcome, c: &str| -> Option<f64> {
             match c {
                 "launch" => Some(0.0),
@@ -257,7 +326,10 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
         let _ = writeln!(md, "| Run | {} |", cols.join(" | "));
         let _ = writeln!(md, "| :-: |{}", " --: |".repeat(cols.len()));
         for (label, o) in &g.runs {
-            let cells: Vec<String> = cols.iter().map(|c| value(o, c).map(fmt_s).unwrap_or_else(|| "-".into())).collect();
+            let cells: Vec<String> = cols
+                .iter()
+                .map(|c| value(o, c).map(fmt_s).unwrap_or_else(|| "-".into()))
+                .collect();
             let _ = writeln!(md, "| {label} | {} |", cells.join(" | "));
         }
         let col_stats: Vec<Option<(f64, f64, f64)>> = cols
@@ -268,7 +340,13 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
             })
             .collect();
         for (name, pick) in [("Avg", 0usize), ("Min", 1), ("Max", 2)] {
-            let cells: Vec<String> = col_stats.iter().map(|s| s.map(|s| fmt_s([s.0, s.1, s.2][pick])).unwrap_or_else(|| "-".into())).collect();
+            let cells: Vec<String> = col_stats
+                .iter()
+                .map(|s| {
+                    s.map(|s| fmt_s([s.0, s.1, s.2][pick]))
+                        .unwrap_or_else(|| "-".into())
+                })
+                .collect();
             let _ = writeln!(md, "| **{name}** | {} |", cells.join(" | "));
         }
         let mut diff = vec!["-".to_string()];
@@ -280,38 +358,96 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
         }
         let _ = writeln!(md, "| **Diff** | {} |\n", diff.join(" | "));
         // Periods between consecutive milestones, per run, then aggregated.
-        let _ = writeln!(md, "Periods (seconds; per run, between consecutive milestones both seen):\n");
+        let _ = writeln!(
+            md,
+            "Periods (seconds; per run, between consecutive milestones both seen):\n"
+        );
         let _ = writeln!(md, "| Period | from → to | avg | min | max | runs |");
         let _ = writeln!(md, "| :-- | :-- | --: | --: | --: | --: |");
         for (i, w) in cols.windows(2).enumerate() {
-            let v: Vec<f64> = g.runs.iter().filter_map(|(_, o)| Some(value(o, w[1])? - value(o, w[0])?)).collect();
+            let v: Vec<f64> = g
+                .runs
+                .iter()
+                .filter_map(|(_, o)| Some(value(o, w[1])? - value(o, w[0])?))
+                .collect();
             if v.is_empty() {
-                let _ = writeln!(md, "| Period {} | {} → {} | - | - | - | 0 |", i + 1, w[0], w[1]);
+                let _ = writeln!(
+                    md,
+                    "| Period {} | {} → {} | - | - | - | 0 |",
+                    i + 1,
+                    w[0],
+                    w[1]
+                );
             } else {
                 let (a, mn, mx) = stats(&v);
-                let _ = writeln!(md, "| Period {} | {} → {} | {} | {} | {} | {} |", i + 1, w[0], w[1], fmt_s(a), fmt_s(mn), fmt_s(mx), v.len());
+                let _ = writeln!(
+                    md,
+                    "| Period {} | {} → {} | {} | {} | {} | {} |",
+                    i + 1,
+                    w[0],
+                    w[1],
+                    fmt_s(a),
+                    fmt_s(mn),
+                    fmt_s(mx),
+                    v.len()
+                );
             }
         }
         let whole: Vec<f64> = g.runs.iter().filter_map(|(_, o)| o.end_s).collect();
         if !whole.is_empty() {
             let (a, mn, mx) = stats(&whole);
-            let _ = writeln!(md, "| **Whole run** | launch → end | {} | {} | {} | {} |", fmt_s(a), fmt_s(mn), fmt_s(mx), whole.len());
+            let _ = writeln!(
+                md,
+                "| **Whole run** | launch → end | {} | {} | {} | {} |",
+                fmt_s(a),
+                fmt_s(mn),
+                fmt_s(mx),
+                whole.len()
+            );
         }
         md.push('\n');
         let _ = writeln!(md, "Outcome:\n");
         let _ = writeln!(md, "| Run | outcome | wall (s) | verdict |");
         let _ = writeln!(md, "| :-: | :-- | --: | :-- |");
         for (label, o) in &g.runs {
-            let verdict = if o.mismatches.is_empty() { "as expected".to_string() } else { format!("**not as expected**: {}", o.mismatches.join("; ")) };
-            let err = o.k3shim_error.as_deref().map(|e| format!(" (k3shim: {})", e.replace('|', "\\|"))).unwrap_or_default();
-            let _ = writeln!(md, "| {label} | {}{err} | {:.1} | {verdict} |", describe(o), o.wall_s);
+            let verdict = if o.mismatches.is_empty() {
+                "as expected".to_string()
+            } else {
+                format!("**not as expected**: {}", o.mismatches.join("; "))
+            };
+            let err = o
+                .k3shim_error
+                .as_deref()
+                .map(|e| format!(" (k3shim: {})", e.replace('|', "\\|")))
+                .unwrap_or_default();
+            let _ = writeln!(
+                md,
+                "| {label} | {}{err} | {:.1} | {verdict} |",
+                describe(o),
+                o.wall_s
+            );
             if !o.mismatches.is_empty() {
                 all = false;
             }
         }
-        let ok = g.runs.iter().filter(|(_, o)| o.mismatches.is_empty()).count();
+        let ok = g
+            .runs
+            .iter()
+            .filter(|(_, o)| o.mismatches.is_empty())
+            .count();
         let _ = writeln!(md, "\n{ok} of {} runs as expected.\n", g.runs.len());
     }
-    let _ = writeln!(md, "**Overall: {}**", if all { "every run as expected" } else { "NOT every run as expected" });
-    Ok(Report { markdown: md, all_match: all })
+    let _ = writeln!(
+        md,
+        "**Overall: {}**",
+        if all {
+            "every run as expected"
+        } else {
+            "NOT every run as expected"
+        }
+    );
+    Ok(Report {
+        markdown: md,
+        all_match: all,
+    })
 }

@@ -63,7 +63,9 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 /// The source tree's tests/fixtures/go/build.sh, if k3shim runs from (or was built in) one.
@@ -84,21 +86,32 @@ fn find_build_sh() -> Option<PathBuf> {
 /// source tree, else $XDG_CACHE_HOME/k3shim/fixtures).
 pub fn standin() -> Result<PathBuf> {
     let build = find_build_sh().ok_or_else(|| anyhow!("the default --k3s is the Go stand-in, built from tests/fixtures/go in k3shim's source tree, which is not here: run from the source tree or give --k3s PATH"))?;
-    let root = build.ancestors().nth(4).map(Path::to_path_buf).unwrap_or_default();
+    let root = build
+        .ancestors()
+        .nth(4)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let mut out = root.join("target/fixtures");
     if std::fs::create_dir_all(&out).is_err() || !writable(&out) {
-        let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"))).unwrap_or_else(|| PathBuf::from("/tmp"));
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from("/tmp"));
         out = cache.join("k3shim/fixtures");
-        std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("{}: cannot create", out.display()))?;
     }
     let bin = out.join("standin");
     if which("go").is_none() {
         if bin.is_file() {
             return Ok(bin);
         }
-        bail!("the default --k3s is the Go stand-in and building it needs Go: apt-get install golang-go (or give --k3s PATH)");
+        bail!("the default --k3s is the Go stand-in and building it needs Go: install it from https://go.dev/dl (or give --k3s PATH)");
     }
-    eprintln!("k3shim experiment: building the Go stand-in into {}", out.display());
+    eprintln!(
+        "k3shim experiment: building the Go stand-in into {}",
+        out.display()
+    );
     let mut cmd = if which("flock").is_some() {
         let mut c = Command::new("flock");
         c.arg(out.join(".lock")).arg("bash");
@@ -106,10 +119,19 @@ pub fn standin() -> Result<PathBuf> {
     } else {
         Command::new("bash")
     };
-    let o = cmd.arg(&build).arg(&out).stdin(Stdio::null()).output().context("running bash tests/fixtures/go/build.sh")?;
+    let o = cmd
+        .arg(&build)
+        .arg(&out)
+        .stdin(Stdio::null())
+        .output()
+        .context("running bash tests/fixtures/go/build.sh")?;
     if !o.status.success() || !bin.is_file() {
         let err = String::from_utf8_lossy(&o.stderr);
-        bail!("building the Go stand-in failed ({}): {}", build.display(), err.trim().lines().last().unwrap_or(""));
+        bail!(
+            "building the Go stand-in failed ({}): {}",
+            build.display(),
+            err.trim().lines().last().unwrap_or("")
+        );
     }
     Ok(bin)
 }
@@ -132,7 +154,10 @@ fn stamp() -> String {
 }
 
 fn quote(a: &str) -> String {
-    if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+    if !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
         a.to_string()
     } else {
         format!("'{}'", a.replace('\'', "'\\''"))
@@ -160,14 +185,18 @@ pub fn run(o: &Options) -> Result<i32> {
     let (k3s, is_standin) = match &o.k3s {
         Some(p) => {
             let p = std::fs::canonicalize(p).map_err(|e| anyhow!("--k3s {}: {e}", p.display()))?;
-            let name = p.file_name().map(|n| n.to_string_lossy().contains("standin")).unwrap_or(false);
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().contains("standin"))
+                .unwrap_or(false);
             (p, name)
         }
         None => (standin()?, true),
     };
     let exe = std::env::current_exe().context("where is k3shim?")?;
     let out = o.out.clone().unwrap_or_else(|| PathBuf::from("runs"));
-    std::fs::create_dir_all(&out).with_context(|| format!("--out {}: cannot create", out.display()))?;
+    std::fs::create_dir_all(&out)
+        .with_context(|| format!("--out {}: cannot create", out.display()))?;
     let out = std::fs::canonicalize(&out)?;
     let base = format!("{}-{}", exp.name, stamp());
     let mut dir = out.join(&base);
@@ -180,9 +209,16 @@ pub fn run(o: &Options) -> Result<i32> {
     let header = format!(
         "# experiment file as used by k3shim {} ({})\n# k3s: {} ({})\n# runs: {}, quick: {}\n",
         env!("CARGO_PKG_VERSION"),
-        exp.path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "built-in".into()),
+        exp.path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in".into()),
         k3s.display(),
-        if is_standin { "the Go stand-in: standin_args apply" } else { "not the stand-in: standin_args dropped" },
+        if is_standin {
+            "the Go stand-in: standin_args apply"
+        } else {
+            "not the stand-in: standin_args dropped"
+        },
         o.runs,
         o.quick
     );
@@ -191,7 +227,11 @@ pub fn run(o: &Options) -> Result<i32> {
     std::fs::write(&kube, spec::KUBE_HELPER)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&kube, std::fs::Permissions::from_mode(0o755))?;
-    std::fs::write(dir.join("env.json"), serde_json::to_string_pretty(&super::env::collect(&k3s, is_standin, o.quick, o.runs))? + "\n")?;
+    std::fs::write(
+        dir.join("env.json"),
+        serde_json::to_string_pretty(&super::env::collect(&k3s, is_standin, o.quick, o.runs))?
+            + "\n",
+    )?;
 
     // SAFETY: installing a handler that only stores to an atomic.
     unsafe {
@@ -199,7 +239,11 @@ pub fn run(o: &Options) -> Result<i32> {
         libc::signal(libc::SIGTERM, on_signal as *const () as usize);
     }
     eprintln!("experiment {}: {}", exp.name, exp.exp.description.trim());
-    eprintln!("  k3s: {}{}", k3s.display(), if is_standin { " (Go stand-in)" } else { "" });
+    eprintln!(
+        "  k3s: {}{}",
+        k3s.display(),
+        if is_standin { " (Go stand-in)" } else { "" }
+    );
     eprintln!("  run directory: {}", dir.display());
     let mut outcomes = Vec::new();
     'runs: for k in 1..=o.runs {
@@ -207,10 +251,18 @@ pub fn run(o: &Options) -> Result<i32> {
             if INTERRUPTED.load(Ordering::SeqCst) {
                 break 'runs;
             }
-            let label = if o.runs > 1 { format!("{} #{k}", step.name) } else { step.name.clone() };
+            let label = if o.runs > 1 {
+                format!("{} #{k}", step.name)
+            } else {
+                step.name.clone()
+            };
             eprintln!("\n  [{label}] {}", step.title);
             let oc = run_step(&exp, step, k, &dir, &k3s, is_standin, &exe, o.quick, &label)?;
-            let verdict = if oc.mismatches.is_empty() { "as expected".to_string() } else { format!("NOT as expected: {}", oc.mismatches.join("; ")) };
+            let verdict = if oc.mismatches.is_empty() {
+                "as expected".to_string()
+            } else {
+                format!("NOT as expected: {}", oc.mismatches.join("; "))
+            };
             eprintln!("    => {} ({}), {verdict}", describe(&oc), oc.expected);
             if let Some(e) = &oc.k3shim_error {
                 eprintln!("    k3shim: {e}");
@@ -221,7 +273,10 @@ pub fn run(o: &Options) -> Result<i32> {
     if let Some(last) = outcomes.last() {
         let a = dir.join(&last.step).join(last.attempt.to_string());
         for f in ["timeline.jsonl", "target.log"] {
-            let _ = std::os::unix::fs::symlink(a.join(f).strip_prefix(&dir).unwrap_or(&a.join(f)), dir.join(f));
+            let _ = std::os::unix::fs::symlink(
+                a.join(f).strip_prefix(&dir).unwrap_or(&a.join(f)),
+                dir.join(f),
+            );
         }
     }
     let r = report::aggregate(&[dir.clone()])?;
@@ -229,16 +284,27 @@ pub fn run(o: &Options) -> Result<i32> {
     if exp.exp.print_timeline {
         println!("\n# {}: what happened\n", exp.name);
         for oc in &outcomes {
-            let mark = if oc.mismatches.is_empty() { "ok  " } else { "FAIL" };
+            let mark = if oc.mismatches.is_empty() {
+                "ok  "
+            } else {
+                "FAIL"
+            };
             println!("{mark} {:<20} {:<24} {}", oc.step, describe(oc), oc.title);
             if let Some(l) = key_line(&exp, oc) {
                 println!("       {}", l);
             }
         }
         if let Some(last) = outcomes.last() {
-            let tl = dir.join(&last.step).join(last.attempt.to_string()).join("timeline.jsonl");
+            let tl = dir
+                .join(&last.step)
+                .join(last.attempt.to_string())
+                .join("timeline.jsonl");
             if let Ok(ev) = crate::timeline::read_events(&tl) {
-                println!("\n# timeline of the last step ({}): k3shim timeline {}\n", last.step, tl.display());
+                println!(
+                    "\n# timeline of the last step ({}): k3shim timeline {}\n",
+                    last.step,
+                    tl.display()
+                );
                 print!("{}", crate::timeline_report::table(&ev));
             }
         }
@@ -249,14 +315,28 @@ pub fn run(o: &Options) -> Result<i32> {
         eprintln!("\ninterrupted: {} step runs done", outcomes.len());
         return Ok(130);
     }
-    eprintln!("\nrun directory: {}\nreport: {}", dir.display(), dir.join("report.md").display());
-    eprintln!("{}", if r.all_match { "outcome: as expected" } else { "outcome: NOT as expected (see the report)" });
+    eprintln!(
+        "\nrun directory: {}\nreport: {}",
+        dir.display(),
+        dir.join("report.md").display()
+    );
+    eprintln!(
+        "{}",
+        if r.all_match {
+            "outcome: as expected"
+        } else {
+            "outcome: NOT as expected (see the report)"
+        }
+    );
     Ok(if r.all_match { 0 } else { 1 })
 }
 
 pub fn describe(o: &Outcome) -> String {
     if o.stopped {
-        format!("stopped ({})", o.stop_reason.as_deref().unwrap_or("watch ended"))
+        format!(
+            "stopped ({})",
+            o.stop_reason.as_deref().unwrap_or("watch ended")
+        )
     } else {
         match o.exit_code {
             Some(c) => format!("exit {c}"),
@@ -268,13 +348,32 @@ pub fn describe(o: &Outcome) -> String {
 /// The line of the latest expected log milestone: what a reader wants to see.
 fn key_line(exp: &Loaded, o: &Outcome) -> Option<String> {
     let step = exp.steps.iter().find(|s| s.name == o.step)?;
-    let best = step.expect.milestones.iter().filter_map(|m| Some((o.milestones.get(m)?, o.lines.get(m)?))).max_by(|a, b| a.0.total_cmp(b.0))?;
+    let best = step
+        .expect
+        .milestones
+        .iter()
+        .filter_map(|m| Some((o.milestones.get(m)?, o.lines.get(m)?)))
+        .max_by(|a, b| a.0.total_cmp(b.0))?;
     let l = best.1;
-    Some(if l.chars().count() > 600 { format!("{}…", l.chars().take(599).collect::<String>()) } else { l.clone() })
+    Some(if l.chars().count() > 600 {
+        format!("{}…", l.chars().take(599).collect::<String>())
+    } else {
+        l.clone()
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_step(exp: &Loaded, step: &Step, attempt: u32, dir: &Path, k3s: &Path, is_standin: bool, exe: &Path, quick: f64, label: &str) -> Result<Outcome> {
+fn run_step(
+    exp: &Loaded,
+    step: &Step,
+    attempt: u32,
+    dir: &Path,
+    k3s: &Path,
+    is_standin: bool,
+    exe: &Path,
+    quick: f64,
+    label: &str,
+) -> Result<Outcome> {
     let run = dir.join(&step.name).join(attempt.to_string());
     std::fs::create_dir_all(&run)?;
     let vars = [
@@ -284,7 +383,11 @@ fn run_step(exp: &Loaded, step: &Step, attempt: u32, dir: &Path, k3s: &Path, is_
         ("kubeconfig", run.join("k3s.yaml").display().to_string()),
         ("bin", dir.join("bin").display().to_string()),
     ];
-    let ex = |v: &[String]| v.iter().map(|s| spec::expand(s, &vars)).collect::<Result<Vec<_>>>();
+    let ex = |v: &[String]| {
+        v.iter()
+            .map(|s| spec::expand(s, &vars))
+            .collect::<Result<Vec<_>>>()
+    };
     let mut target = ex(&step.command)?;
     if is_standin {
         target.extend(ex(&step.standin_args)?);
@@ -292,13 +395,29 @@ fn run_step(exp: &Loaded, step: &Step, attempt: u32, dir: &Path, k3s: &Path, is_
     let timeline = run.join("timeline.jsonl");
     let mut argv: Vec<String> = Vec::new();
     if step.gvisor {
-        argv.extend(["runsc", "--platform=ptrace", "--network=none", "do", "-force-overlay=false"].map(String::from));
+        argv.extend(
+            [
+                "runsc",
+                "--platform=ptrace",
+                "--network=none",
+                "do",
+                "-force-overlay=false",
+            ]
+            .map(String::from),
+        );
     }
     if step.shim {
         argv.push(exe.display().to_string());
         argv.extend(["run", "--state"].map(String::from));
         argv.push(run.join("state").display().to_string());
-        argv.extend(["--profile".into(), step.profile.clone(), "--mode".into(), step.mode.clone(), "--filter".into(), step.filter.clone()]);
+        argv.extend([
+            "--profile".into(),
+            step.profile.clone(),
+            "--mode".into(),
+            step.mode.clone(),
+            "--filter".into(),
+            step.filter.clone(),
+        ]);
         argv.extend(["--timeline".into(), timeline.display().to_string()]);
         for (n, re) in &exp.milestones {
             argv.extend(["--log-match".into(), format!("{n}={re}")]);
@@ -323,13 +442,25 @@ fn run_step(exp: &Loaded, step: &Step, attempt: u32, dir: &Path, k3s: &Path, is_
         for h in &step.hooks {
             argv.extend(["--hook".into(), spec::expand(h, &vars)?]);
         }
-        argv.extend(["--hook-failure".into(), step.hook_failure.clone(), "--".into()]);
+        argv.extend([
+            "--hook-failure".into(),
+            step.hook_failure.clone(),
+            "--".into(),
+        ]);
     }
     argv.extend(target);
     std::fs::write(run.join("command.txt"), shell_line(&argv) + "\n")?;
 
     // Without k3shim the runner writes the timeline itself (launch, log_match, exit).
-    let own = if step.shim { None } else { Some(crate::timeline::Timeline::create(Some(&timeline), &argv, json!({"runner": "k3shim experiment", "shim": false}))?) };
+    let own = if step.shim {
+        None
+    } else {
+        Some(crate::timeline::Timeline::create(
+            Some(&timeline),
+            &argv,
+            json!({"runner": "k3shim experiment", "shim": false}),
+        )?)
+    };
     let log = Arc::new(Mutex::new(std::fs::File::create(run.join("target.log"))?));
     let mut child = Command::new(&argv[0])
         .args(&argv[1..])
@@ -343,7 +474,22 @@ fn run_step(exp: &Loaded, step: &Step, attempt: u32, dir: &Path, k3s: &Path, is_
     let pid = child.id() as i32;
     let (tx, rx) = mpsc::channel::<(&'static str, String)>();
     let mut readers = Vec::new();
-    for (name, r) in [("stdout", child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)), ("stderr", child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>))] {
+    for (name, r) in [
+        (
+            "stdout",
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ),
+        (
+            "stderr",
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ),
+    ] {
         let Some(r) = r else { continue };
         let tx = tx.clone();
         let log = log.clone();
@@ -359,7 +505,12 @@ fn run_step(exp: &Loaded, step: &Step, attempt: u32, dir: &Path, k3s: &Path, is_
                 if let Ok(mut f) = log.lock() {
                     let _ = f.write_all(&buf);
                 }
-                let _ = tx.send((name, String::from_utf8_lossy(&buf).trim_end_matches(['\n', '\r']).to_string()));
+                let _ = tx.send((
+                    name,
+                    String::from_utf8_lossy(&buf)
+                        .trim_end_matches(['\n', '\r'])
+                        .to_string(),
+                ));
             }
         }));
     }
@@ -379,19 +530,27 @@ fn run_step(exp: &Loaded, step: &Step, attempt: u32, dir: &Path, k3s: &Path, is_
     let mut exited_at: Option<Instant> = None;
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut own_seen: BTreeSet<String> = BTreeSet::new();
-    let mut tail = Tail { path: timeline.clone(), offset: 0, partial: Vec::new(), events: Vec::new() };
+    let mut tail = Tail {
+        path: timeline.clone(),
+        offset: 0,
+        partial: Vec::new(),
+        events: Vec::new(),
+    };
     let mut k3shim_error = None;
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok((stream, line)) => {
                 pg.line();
-                if line.starts_with("k3shim: ") {
-                    k3shim_error = Some(line["k3shim: ".len()..].to_string());
+                if let Some(rest) = line.strip_prefix("k3shim: ") {
+                    k3shim_error = Some(rest.to_string());
                 }
                 if let Some(tl) = &own {
                     for (n, re) in &exp.milestones {
                         if re.is_match(&line) && own_seen.insert(n.clone()) {
-                            tl.emit("log_match", json!({"name": n, "line": line, "stream": stream, "first": true}));
+                            tl.emit(
+                                "log_match",
+                                json!({"name": n, "line": line, "stream": stream, "first": true}),
+                            );
                         }
                     }
                 }
@@ -406,7 +565,8 @@ fn run_step(exp: &Loaded, step: &Step, attempt: u32, dir: &Path, k3s: &Path, is_
         // Milestones come from the timeline as it is written (k3shim's, or ours without it).
         if tail.poll() {
             let (m, _, _) = report::milestones(&tail.events);
-            let mut new: Vec<(&String, &f64)> = m.iter().filter(|(k, _)| !seen.contains(*k)).collect();
+            let mut new: Vec<(&String, &f64)> =
+                m.iter().filter(|(k, _)| !seen.contains(*k)).collect();
             new.sort_by(|a, b| a.1.total_cmp(b.1));
             for (n, t) in new {
                 seen.insert(n.clone());
@@ -422,7 +582,12 @@ fn run_step(exp: &Loaded, step: &Step, attempt: u32, dir: &Path, k3s: &Path, is_
                 exited_at = Some(Instant::now());
             }
         }
-        if status.is_some() && (readers_done || exited_at.map(|t| t.elapsed() > Duration::from_secs(5)).unwrap_or(false)) {
+        if status.is_some()
+            && (readers_done
+                || exited_at
+                    .map(|t| t.elapsed() > Duration::from_secs(5))
+                    .unwrap_or(false))
+        {
             break;
         }
         let now = Instant::now();
@@ -491,7 +656,10 @@ fn run_step(exp: &Loaded, step: &Step, attempt: u32, dir: &Path, k3s: &Path, is_
         oc.mismatches.push("no timeline was written".into());
     }
     oc.mismatches.extend(report::evaluate(&step.expect, &oc));
-    std::fs::write(run.join("outcome.json"), serde_json::to_string_pretty(&oc)? + "\n")?;
+    std::fs::write(
+        run.join("outcome.json"),
+        serde_json::to_string_pretty(&oc)? + "\n",
+    )?;
     Ok(oc)
 }
 
@@ -507,12 +675,16 @@ impl Tail {
     /// Reads what was appended; true when new events arrived.
     fn poll(&mut self) -> bool {
         use std::io::{Read, Seek, SeekFrom};
-        let Ok(mut f) = std::fs::File::open(&self.path) else { return false };
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return false;
+        };
         if f.seek(SeekFrom::Start(self.offset)).is_err() {
             return false;
         }
         let mut buf = Vec::new();
-        let Ok(n) = f.read_to_end(&mut buf) else { return false };
+        let Ok(n) = f.read_to_end(&mut buf) else {
+            return false;
+        };
         if n == 0 {
             return false;
         }

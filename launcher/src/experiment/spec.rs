@@ -9,10 +9,16 @@ use std::path::{Path, PathBuf};
 
 /// The experiments shipped with k3shim, used when no experiments directory is found.
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("control-plane", include_str!("../../../experiments/control-plane.toml")),
+    (
+        "control-plane",
+        include_str!("../../../experiments/control-plane.toml"),
+    ),
     ("fakefs", include_str!("../../../experiments/fakefs.toml")),
     ("timing", include_str!("../../../experiments/timing.toml")),
-    ("wait-and-monitor", include_str!("../../../experiments/wait-and-monitor.toml")),
+    (
+        "wait-and-monitor",
+        include_str!("../../../experiments/wait-and-monitor.toml"),
+    ),
     ("gated", include_str!("../../../experiments/gated.toml")),
     ("demo", include_str!("../../../experiments/demo.toml")),
 ];
@@ -21,7 +27,14 @@ pub const BUILTIN: &[(&str, &str)] = &[
 pub const KUBE_HELPER: &str = include_str!("../../../experiments/hooks/kube");
 
 /// Milestones every run has without a pattern, derived from the timeline.
-pub const BUILTIN_MILESTONES: &[&str] = &["gate_open", "gate_timeout", "held", "released", "hooks_ok", "hook_failed"];
+pub const BUILTIN_MILESTONES: &[&str] = &[
+    "gate_open",
+    "gate_timeout",
+    "held",
+    "released",
+    "hooks_ok",
+    "hook_failed",
+];
 
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -112,7 +125,13 @@ impl ExitExpect {
     pub fn describe(&self) -> String {
         match self {
             ExitExpect::Code(c) => format!("exit {c}"),
-            ExitExpect::Codes(c) => format!("exit {}", c.iter().map(|c| c.to_string()).collect::<Vec<_>>().join("|")),
+            ExitExpect::Codes(c) => format!(
+                "exit {}",
+                c.iter()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join("|")
+            ),
             ExitExpect::Word(w) => w.clone(),
         }
     }
@@ -158,20 +177,42 @@ pub struct Loaded {
 }
 
 fn merge(c: &StepSpec, s: &StepSpec, i: usize) -> Result<Step> {
-    let name = s.name.clone().unwrap_or_else(|| if i == 0 { "main".into() } else { format!("step{}", i + 1) });
-    let command = s.command.clone().or_else(|| c.command.clone()).ok_or_else(|| anyhow!("step {name}: no command"))?;
+    let name = s.name.clone().unwrap_or_else(|| {
+        if i == 0 {
+            "main".into()
+        } else {
+            format!("step{}", i + 1)
+        }
+    });
+    let command = s
+        .command
+        .clone()
+        .or_else(|| c.command.clone())
+        .ok_or_else(|| anyhow!("step {name}: no command"))?;
     if command.is_empty() {
         bail!("step {name}: empty command");
     }
-    let filter = s.filter.clone().or_else(|| c.filter.clone()).unwrap_or_else(|| "paths".into());
+    let filter = s
+        .filter
+        .clone()
+        .or_else(|| c.filter.clone())
+        .unwrap_or_else(|| "paths".into());
     if !["paths", "none"].contains(&filter.as_str()) {
         bail!("step {name}: filter {filter:?}: expected paths or none");
     }
-    let mode = s.mode.clone().or_else(|| c.mode.clone()).unwrap_or_else(|| "overlay".into());
+    let mode = s
+        .mode
+        .clone()
+        .or_else(|| c.mode.clone())
+        .unwrap_or_else(|| "overlay".into());
     if !["overlay", "shadow"].contains(&mode.as_str()) {
         bail!("step {name}: mode {mode:?}: expected overlay or shadow");
     }
-    let hook_failure = s.hook_failure.clone().or_else(|| c.hook_failure.clone()).unwrap_or_else(|| "continue".into());
+    let hook_failure = s
+        .hook_failure
+        .clone()
+        .or_else(|| c.hook_failure.clone())
+        .unwrap_or_else(|| "continue".into());
     if !["continue", "stop"].contains(&hook_failure.as_str()) {
         bail!("step {name}: hook_failure {hook_failure:?}: expected continue or stop");
     }
@@ -180,37 +221,70 @@ fn merge(c: &StepSpec, s: &StepSpec, i: usize) -> Result<Step> {
         bail!("step {name}: watch {watch}: expected seconds > 0");
     }
     Ok(Step {
-        title: s.title.clone().or_else(|| c.title.clone()).unwrap_or_default(),
+        title: s
+            .title
+            .clone()
+            .or_else(|| c.title.clone())
+            .unwrap_or_default(),
         shim: s.shim.or(c.shim).unwrap_or(true),
         gvisor: s.gvisor.or(c.gvisor).unwrap_or(true),
         command,
-        standin_args: s.standin_args.clone().or_else(|| c.standin_args.clone()).unwrap_or_default(),
-        profile: s.profile.clone().or_else(|| c.profile.clone()).unwrap_or_else(|| "k3s".into()),
+        standin_args: s
+            .standin_args
+            .clone()
+            .or_else(|| c.standin_args.clone())
+            .unwrap_or_default(),
+        profile: s
+            .profile
+            .clone()
+            .or_else(|| c.profile.clone())
+            .unwrap_or_else(|| "k3s".into()),
         mode,
         filter,
-        holds: s.holds.clone().or_else(|| c.holds.clone()).unwrap_or_default(),
-        hooks: s.hooks.clone().or_else(|| c.hooks.clone()).unwrap_or_default(),
+        holds: s
+            .holds
+            .clone()
+            .or_else(|| c.holds.clone())
+            .unwrap_or_default(),
+        hooks: s
+            .hooks
+            .clone()
+            .or_else(|| c.hooks.clone())
+            .unwrap_or_default(),
         hook_failure,
         gate: s.gate.clone().or_else(|| c.gate.clone()),
         watch,
         until: s.until.clone().or_else(|| c.until.clone()),
         linger: s.linger.or(c.linger).unwrap_or(0.0).max(0.0),
-        expect: s.expect.clone().or_else(|| c.expect.clone()).unwrap_or_default(),
+        expect: s
+            .expect
+            .clone()
+            .or_else(|| c.expect.clone())
+            .unwrap_or_default(),
         name,
     })
 }
 
 /// Parses and checks an experiment file's text.
 pub fn parse(name: &str, source: &str, path: Option<PathBuf>) -> Result<Loaded> {
-    let shown = path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| format!("built-in {name}"));
-    let exp: Experiment = toml::from_str(source).map_err(|e| anyhow!("{shown}: {}", e.to_string().trim().replace('\n', " ")))?;
+    let shown = path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("built-in {name}"));
+    let exp: Experiment = toml::from_str(source)
+        .map_err(|e| anyhow!("{shown}: {}", e.to_string().trim().replace('\n', " ")))?;
     let name = exp.name.clone().unwrap_or_else(|| name.to_string());
     if exp.steps.is_empty() {
         bail!("{shown}: no [[step]]");
     }
     let mut milestones = Vec::new();
     for (n, r) in &exp.milestones {
-        let re = regex::Regex::new(r).map_err(|e| anyhow!("{shown}: milestone {n}: bad regex: {}", e.to_string().lines().last().unwrap_or("")))?;
+        let re = regex::Regex::new(r).map_err(|e| {
+            anyhow!(
+                "{shown}: milestone {n}: bad regex: {}",
+                e.to_string().lines().last().unwrap_or("")
+            )
+        })?;
         if BUILTIN_MILESTONES.contains(&n.as_str()) {
             bail!("{shown}: milestone {n}: the name is taken by a built-in milestone");
         }
@@ -220,7 +294,13 @@ pub fn parse(name: &str, source: &str, path: Option<PathBuf>) -> Result<Loaded> 
     let mut steps = Vec::new();
     for (i, s) in exp.steps.iter().enumerate() {
         let st = merge(&exp.common, s, i).with_context(|| shown.clone())?;
-        let names = st.expect.milestones.iter().chain(&st.expect.absent).chain(st.until.iter()).chain(st.expect.before.iter().flat_map(|(a, b)| [a, b]));
+        let names = st
+            .expect
+            .milestones
+            .iter()
+            .chain(&st.expect.absent)
+            .chain(st.until.iter())
+            .chain(st.expect.before.iter().flat_map(|(a, b)| [a, b]));
         for m in names {
             if !known(m) {
                 bail!("{shown}: step {}: milestone {m:?} is not defined in [milestones] (built-in: {})", st.name, BUILTIN_MILESTONES.join(", "));
@@ -232,14 +312,24 @@ pub fn parse(name: &str, source: &str, path: Option<PathBuf>) -> Result<Loaded> 
             }
         }
         if !st.shim && (!st.holds.is_empty() || !st.hooks.is_empty() || st.gate.is_some()) {
-            bail!("{shown}: step {}: holds, hooks and gate need shim = true", st.name);
+            bail!(
+                "{shown}: step {}: holds, hooks and gate need shim = true",
+                st.name
+            );
         }
         if steps.iter().any(|x: &Step| x.name == st.name) {
             bail!("{shown}: two steps named {}", st.name);
         }
         steps.push(st);
     }
-    Ok(Loaded { name, source: source.to_string(), path, exp, steps, milestones })
+    Ok(Loaded {
+        name,
+        source: source.to_string(),
+        path,
+        exp,
+        steps,
+        milestones,
+    })
 }
 
 /// The experiments directory: --dir, ./experiments, or the one next to the source tree k3shim was built from.
@@ -254,7 +344,9 @@ pub fn find_dir(dir: Option<&Path>) -> Option<PathBuf> {
             return Some(d);
         }
     }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.join("experiments");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()?
+        .join("experiments");
     src.join("control-plane.toml").is_file().then_some(src)
 }
 
@@ -263,20 +355,35 @@ pub fn list(dir: Option<&Path>) -> Result<(String, Vec<Loaded>)> {
     match find_dir(dir) {
         Some(d) => {
             let mut out = Vec::new();
-            let mut entries: Vec<_> = std::fs::read_dir(&d).with_context(|| format!("{}: cannot read", d.display()))?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().map(|x| x == "toml").unwrap_or(false)).collect();
+            let mut entries: Vec<_> = std::fs::read_dir(&d)
+                .with_context(|| format!("{}: cannot read", d.display()))?
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().map(|x| x == "toml").unwrap_or(false))
+                .collect();
             entries.sort();
             for p in entries {
                 out.push(load_path(&p)?);
             }
             Ok((d.display().to_string(), out))
         }
-        None => Ok(("built-in".into(), BUILTIN.iter().map(|(n, s)| parse(n, s, None)).collect::<Result<_>>()?)),
+        None => Ok((
+            "built-in".into(),
+            BUILTIN
+                .iter()
+                .map(|(n, s)| parse(n, s, None))
+                .collect::<Result<_>>()?,
+        )),
     }
 }
 
 fn load_path(p: &Path) -> Result<Loaded> {
-    let text = std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
-    let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let text =
+        std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
+    let stem = p
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     parse(&stem, &text, Some(p.to_path_buf()))
 }
 
@@ -291,7 +398,10 @@ pub fn load(name: &str, dir: Option<&Path>) -> Result<Loaded> {
             return load_path(&p);
         }
         if dir.is_some() {
-            bail!("no experiment {name:?} in {} (see `k3shim experiment list`)", d.display());
+            bail!(
+                "no experiment {name:?} in {} (see `k3shim experiment list`)",
+                d.display()
+            );
         }
     }
     match BUILTIN.iter().find(|(n, _)| *n == name) {
@@ -314,8 +424,16 @@ pub fn expand(s: &str, vars: &[(&str, String)]) -> Result<String> {
         let key = &after[..j];
         match vars.iter().find(|(k, _)| *k == key) {
             Some((_, v)) => out.push_str(v),
-            None if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !key.is_empty() => {
-                bail!("{s:?}: unknown placeholder {{{key}}} (known: {})", vars.iter().map(|(k, _)| format!("{{{k}}}")).collect::<Vec<_>>().join(" "))
+            None if key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !key.is_empty() =>
+            {
+                bail!(
+                    "{s:?}: unknown placeholder {{{key}}} (known: {})",
+                    vars.iter()
+                        .map(|(k, _)| format!("{{{k}}}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                )
             }
             None => out.push_str(&rest[i..i + 2 + j]),
         }

@@ -14,11 +14,16 @@ pub fn k3shim() -> PathBuf {
 }
 
 fn in_ci() -> bool {
-    std::env::var("CI").map(|v| !v.is_empty() && v != "0" && v != "false").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| !v.is_empty() && v != "0" && v != "false")
+        .unwrap_or(false)
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
 }
 
 /// The Go fixtures (standin, sysstress, threadtorture), built once per test
@@ -37,7 +42,10 @@ pub fn fixtures() -> PathBuf {
             .stdout(Stdio::null())
             .status()
             .expect("run flock bash tests/fixtures/go/build.sh (is util-linux installed?)");
-        assert!(st.success(), "building the Go fixtures failed: is golang-go installed? (.ci/run installs it)");
+        assert!(
+            st.success(),
+            "building the Go fixtures failed: is Go on PATH?"
+        );
         out
     })
     .clone()
@@ -45,9 +53,18 @@ pub fn fixtures() -> PathBuf {
 
 /// Is runsc here? Panics in CI when it is not.
 pub fn have_gvisor() -> bool {
-    let ok = Command::new("runsc").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new("runsc")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     if !ok {
-        assert!(!in_ci(), "runsc is missing: CI must install it (apt-get install -y runsc)");
+        assert!(
+            !in_ci(),
+            "runsc is missing: CI must install it (apt-get install -y runsc)"
+        );
         eprintln!("NOTICE: runsc not found; skipping the gVisor half of this test");
     }
     ok
@@ -57,7 +74,10 @@ pub fn have_gvisor() -> bool {
 /// (K3SHIM_TEST_TIMEOUT seconds, default 300): a hang must fail one test with
 /// its output, not stall CI until its own limit.
 pub fn script_timeout() -> u64 {
-    std::env::var("K3SHIM_TEST_TIMEOUT").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+    std::env::var("K3SHIM_TEST_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300)
 }
 
 /// Runs `program args` under coreutils `timeout` (TERM, then KILL 10 s later)
@@ -70,9 +90,13 @@ fn run_bounded(program: &str, args: &[&str], what: &str) -> Output {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("run timeout {program}: {e} (coreutils is needed by the tests)"));
+        .unwrap_or_else(|e| {
+            panic!("run timeout {program}: {e} (coreutils is needed by the tests)")
+        });
     let code = o.status.code();
-    if (code == Some(124) || code == Some(137) || code.is_none()) && start.elapsed().as_secs() >= limit {
+    if (code == Some(124) || code == Some(137) || code.is_none())
+        && start.elapsed().as_secs() >= limit
+    {
         panic!(
             "{what} did not finish within {limit} s (K3SHIM_TEST_TIMEOUT) and was killed\n--- script ---\n{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             args.last().unwrap_or(&""),
@@ -86,7 +110,18 @@ fn run_bounded(program: &str, args: &[&str], what: &str) -> Output {
 /// Runs `sh -c script` inside gVisor. Output is captured through pipes (runsc
 /// garbles output when stdout and stderr are the same regular file).
 pub fn gvisor(script: &str) -> Output {
-    run_bounded("runsc", &["--platform=ptrace", "--network=none", "do", "/bin/sh", "-c", script], "a gVisor script")
+    run_bounded(
+        "runsc",
+        &[
+            "--platform=ptrace",
+            "--network=none",
+            "do",
+            "/bin/sh",
+            "-c",
+            script,
+        ],
+        "a gVisor script",
+    )
 }
 
 /// Runs `sh -c script` natively.
@@ -105,7 +140,9 @@ pub fn stderr(o: &Output) -> String {
 /// A fresh directory for one test, under target/ (visible inside gVisor too,
 /// but writes made inside gVisor stay inside its overlay).
 pub fn scratch(name: &str) -> PathBuf {
-    let d = workspace().join("target/test-scratch").join(format!("{name}-{}", std::process::id()));
+    let d = workspace()
+        .join("target/test-scratch")
+        .join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("create scratch dir");
     d
@@ -114,22 +151,43 @@ pub fn scratch(name: &str) -> PathBuf {
 /// Asserts with both streams shown.
 #[track_caller]
 pub fn assert_ok(o: &Output, what: &str) {
-    assert!(o.status.success(), "{what}: exit {:?}\n--- stdout\n{}\n--- stderr\n{}", o.status.code(), stdout(o), stderr(o));
+    assert!(
+        o.status.success(),
+        "{what}: exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
 }
 
 /// Host sysctl values that must not change during native tests.
 pub fn host_sysctls() -> Vec<(String, String)> {
-    ["kernel/panic", "kernel/panic_on_oops", "vm/panic_on_oom", "vm/overcommit_memory", "kernel/keys/root_maxkeys", "net/ipv4/ip_forward"]
-        .iter()
-        .map(|p| (p.to_string(), std::fs::read_to_string(format!("/proc/sys/{p}")).unwrap_or_default()))
-        .collect()
+    [
+        "kernel/panic",
+        "kernel/panic_on_oops",
+        "vm/panic_on_oom",
+        "vm/overcommit_memory",
+        "kernel/keys/root_maxkeys",
+        "net/ipv4/ip_forward",
+    ]
+    .iter()
+    .map(|p| {
+        (
+            p.to_string(),
+            std::fs::read_to_string(format!("/proc/sys/{p}")).unwrap_or_default(),
+        )
+    })
+    .collect()
 }
 
 /// The real python3 binary (not a pyenv shim script, which starts slowly in gVisor).
 pub fn python() -> String {
     static P: OnceLock<String> = OnceLock::new();
     P.get_or_init(|| {
-        let o = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output().expect("python3 is needed by the tests");
+        let o = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3 is needed by the tests");
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     })
     .clone()
