@@ -865,24 +865,37 @@ const PERIOD_COLOURS: [&str; 6] = [
     "#4e79a7", "#59a14f", "#9c755f", "#edc948", "#76b7b2", "#b07aa1",
 ];
 
-/// A "nice" tick step for a span in ms.
+/// A "nice" tick step for a span in ms: about ten ticks for any span (a
+/// damaged timeline can claim a span of centuries; the axis stays short).
 fn tick_step(span: u64) -> u64 {
     let target = span as f64 / 10.0;
-    let mut step = 1u64;
     for s in [
         1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 15_000, 30_000, 60_000,
         120_000, 300_000, 600_000, 1_200_000, 1_800_000, 3_600_000,
     ] {
-        step = s;
         if s as f64 >= target {
-            break;
+            return s;
         }
     }
-    step
+    // Beyond an hour: 1, 2 or 5 times a power of ten hours.
+    let mut hours = 1u64;
+    loop {
+        for m in [1, 2, 5] {
+            let s = m * hours * 3_600_000;
+            if s as f64 >= target || s > u64::MAX / 100 {
+                return s;
+            }
+        }
+        hours *= 10;
+    }
 }
 
 fn fmt_tick(ms: u64, step: u64) -> String {
-    if step >= 1000 {
+    if step >= 3_600_000 && ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if step >= 60_000 && ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if step >= 1000 {
         format!("{}s", ms / 1000)
     } else if step >= 100 {
         format!("{:.1}s", ms as f64 / 1000.0)
