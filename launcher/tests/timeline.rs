@@ -325,3 +325,43 @@ fn timeline_html_of_a_damaged_file_ends_quickly_in_bounded_memory_and_names_the_
         "a bounded number of ticks"
     );
 }
+
+mod any_timeline {
+    //! Whatever a timeline holds (times in any order, up to 2^53 ms, holds
+    //! released before they start, missing fields), the table, the comparison
+    //! and the page are made without a panic, and the page stays small.
+    use launcher::timeline::MAX_T_MS;
+    use launcher::timeline_report;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn event() -> impl Strategy<Value = Value> {
+        let t = prop_oneof![0u64..30_000, 0u64..=MAX_T_MS, Just(MAX_T_MS)];
+        let kind = prop::sample::select(vec![
+            "launch", "exec", "log_match", "gate_open", "gate_timeout", "hook_start", "hook_end",
+            "hold", "release", "probe", "redirect", "write", "signal", "exit", "hooks_skipped",
+            "other",
+        ]);
+        (t, kind, 0i64..4, prop::option::of(0u64..5_000), any::<bool>()).prop_map(
+            |(t, kind, n, w, ok)| {
+                json!({"t_ms": t, "kind": kind, "name": format!("m{n}"), "index": n, "pid": n,
+                       "tid": n, "what": "connect x", "waited_ms": w, "ok": ok, "status": n,
+                       "code": n, "signal": n, "path": "/proc/sys/x", "cmd": "true"})
+            },
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn reports_of_any_events_never_panic_and_stay_bounded(
+            a in prop::collection::vec(event(), 1..60),
+            b in prop::collection::vec(event(), 1..60),
+        ) {
+            let _ = timeline_report::table(&a);
+            let _ = timeline_report::compare(&a, &b);
+            let page = timeline_report::html(&a, Some(&b));
+            prop_assert!(page.len() < 400_000 + 8_000 * (a.len() + b.len()), "{} bytes", page.len());
+        }
+    }
+}
