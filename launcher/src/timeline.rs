@@ -64,10 +64,11 @@ impl Timeline {
                 warned: AtomicBool::new(false),
             }),
         };
-        let unix_ms = wall
+        let unix_us = wall
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
+            .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
+        let unix_ms = unix_us / 1000;
         let mut fields = Map::new();
         fields.insert("argv".into(), Value::from(argv.to_vec()));
         fields.insert(
@@ -75,6 +76,10 @@ impl Timeline {
             Value::from(humantime::format_rfc3339_millis(wall).to_string()),
         );
         fields.insert("unix_ms".into(), Value::from(unix_ms));
+        fields.insert("unix_us".into(), Value::from(unix_us));
+        if let Some(clock) = clock_origin(unix_us) {
+            fields.insert("clock".into(), clock);
+        }
         fields.insert("version".into(), Value::from(env!("CARGO_PKG_VERSION")));
         fields.insert("pid".into(), Value::from(std::process::id()));
         if let Value::Object(extra) = extra {
@@ -154,6 +159,47 @@ impl Timeline {
             }
         }
     }
+}
+
+/// The environment variable through which whoever starts k3shim (the
+/// experiment runner) names an earlier instant, in microseconds since the
+/// Unix epoch, that the run's times are to be measured from: the host-side
+/// start of `runsc`, say, so that a step under k3shim (whose clock would
+/// otherwise start inside the sandbox) and a bare step start their clocks
+/// at the same event.
+pub const CLOCK_ORIGIN_ENV: &str = "K3SHIM_CLOCK_ORIGIN";
+
+/// The launch event's `clock` field when [`CLOCK_ORIGIN_ENV`] is set:
+/// `{"origin_unix_us", "offset_ms"}`, the offset being how long after the
+/// origin k3shim launched. Events keep t_ms since launch (launch is t_ms 0);
+/// readers add offset_ms ([`clock_offset_ms`]).
+fn clock_origin(now_us: u64) -> Option<Value> {
+    let raw = std::env::var(CLOCK_ORIGIN_ENV).ok()?;
+    match raw.trim().parse::<u64>() {
+        // An origin after launch can only be a clock step: count from launch.
+        Ok(origin) => Some(serde_json::json!({
+            "origin_unix_us": origin,
+            "offset_ms": now_us.saturating_sub(origin) / 1000,
+        })),
+        Err(_) => {
+            eprintln!(
+                "k3shim: warning: {CLOCK_ORIGIN_ENV}={raw:?} is not a time in microseconds since the Unix epoch: the timeline's times count from k3shim's launch"
+            );
+            None
+        }
+    }
+}
+
+/// How long after the clock origin the run launched, in ms: the launch
+/// event's `clock.offset_ms`, else 0 (the timeline starts at launch). Every
+/// t_ms of the timeline plus this is the time since the origin.
+pub fn clock_offset_ms(events: &[Value]) -> u64 {
+    events
+        .iter()
+        .find(|e| e.get("kind").and_then(Value::as_str) == Some("launch"))
+        .and_then(|e| e.get("clock")?.get("offset_ms")?.as_u64())
+        .map(|o| o.min(MAX_T_MS))
+        .unwrap_or(0)
 }
 
 /// Renders one line with `t_ms` and `kind` first, then the fields in order.

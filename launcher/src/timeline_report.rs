@@ -5,7 +5,10 @@
 //!
 //! Milestones: launch, the first exec, each log_match name (first
 //! occurrence), gate_open or gate_timeout, each hook's start and end, exit.
-//! A period is the time from one milestone to the next.
+//! A period is the time from one milestone to the next. Times count from
+//! the launch event, or from the earlier clock origin it names (`clock`, set
+//! by the experiment runner: the host-side start of runsc), in which case
+//! k3shim's own start is the milestone "k3shim started".
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -132,6 +135,7 @@ pub(crate) fn signal_name(v: &Value) -> Option<String> {
 
 pub(crate) fn analyze(events: &[Value]) -> Analysis {
     let mut a = Analysis::default();
+    let shift = crate::timeline::clock_offset_ms(events);
     let mut seen: HashMap<String, ()> = HashMap::new();
     let mut open_holds: HashMap<(i64, i64, String), usize> = HashMap::new();
     let mut hooks: BTreeMap<u64, Hook> = BTreeMap::new();
@@ -141,7 +145,8 @@ pub(crate) fn analyze(events: &[Value]) -> Analysis {
         }
     };
     for e in events {
-        let t = u(e, "t_ms").unwrap_or(0);
+        // Times since the clock origin (the launch, unless the launch event names an earlier one).
+        let t = u(e, "t_ms").unwrap_or(0).saturating_add(shift);
         a.end_t = a.end_t.max(t);
         let kind = e.get("kind").and_then(Value::as_str).unwrap_or("");
         match kind {
@@ -158,7 +163,14 @@ pub(crate) fn analyze(events: &[Value]) -> Analysis {
                 }
                 a.wall_clock = s(e, "wall_clock").unwrap_or_default();
                 a.version = s(e, "version").unwrap_or_default();
-                push(&mut a, "launch".into(), "launch".into(), t);
+                if e.get("clock").is_some() {
+                    // The origin is the launch of the command that started
+                    // k3shim (runsc, by the experiment runner); k3shim came later.
+                    push(&mut a, "launch".into(), "launch".into(), 0);
+                    push(&mut a, "k3shim".into(), "k3shim started".into(), t);
+                } else {
+                    push(&mut a, "launch".into(), "launch".into(), t);
+                }
             }
             "exec" => {
                 let path = s(e, "path").unwrap_or_default();

@@ -338,17 +338,35 @@ mod any_timeline {
     fn event() -> impl Strategy<Value = Value> {
         let t = prop_oneof![0u64..30_000, 0u64..=MAX_T_MS, Just(MAX_T_MS)];
         let kind = prop::sample::select(vec![
-            "launch", "exec", "log_match", "gate_open", "gate_timeout", "hook_start", "hook_end",
-            "hold", "release", "probe", "redirect", "write", "signal", "exit", "hooks_skipped",
+            "launch",
+            "exec",
+            "log_match",
+            "gate_open",
+            "gate_timeout",
+            "hook_start",
+            "hook_end",
+            "hold",
+            "release",
+            "probe",
+            "redirect",
+            "write",
+            "signal",
+            "exit",
+            "hooks_skipped",
             "other",
         ]);
-        (t, kind, 0i64..4, prop::option::of(0u64..5_000), any::<bool>()).prop_map(
-            |(t, kind, n, w, ok)| {
+        (
+            t,
+            kind,
+            0i64..4,
+            prop::option::of(0u64..5_000),
+            any::<bool>(),
+        )
+            .prop_map(|(t, kind, n, w, ok)| {
                 json!({"t_ms": t, "kind": kind, "name": format!("m{n}"), "index": n, "pid": n,
                        "tid": n, "what": "connect x", "waited_ms": w, "ok": ok, "status": n,
                        "code": n, "signal": n, "path": "/proc/sys/x", "cmd": "true"})
-            },
-        )
+            })
     }
 
     proptest! {

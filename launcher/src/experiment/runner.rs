@@ -462,8 +462,16 @@ fn run_step(
         )?)
     };
     let log = Arc::new(Mutex::new(std::fs::File::create(run.join("target.log"))?));
+    // Every step's clock starts here, when the runner starts its command on
+    // the host: the runner's own timeline (bare steps) was created just now,
+    // and k3shim (which starts later, inside the sandbox) is told this instant.
+    let origin_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
     let mut child = Command::new(&argv[0])
         .args(&argv[1..])
+        .env(crate::timeline::CLOCK_ORIGIN_ENV, origin_us.to_string())
         .current_dir(&run)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
