@@ -160,9 +160,12 @@ pub struct TraceArgs {
     /// Every syscall of the tree, not only path-taking ones (stops every syscall: much slower)
     #[arg(long)]
     pub all: bool,
-    /// Only these syscalls: trace=open,openat,...
-    #[arg(short = 'e', value_name = "trace=NAMES")]
+    /// Only these syscalls, as strace's -e: trace=NAME,... or a class (%file, %process, %network, %signal, %ipc, %desc, %memory, %creds, %clock, %stat, %lstat, %fstat, %%stat, %statfs, %fstatfs, %%statfs, %pure), /REGEX, !SET
+    #[arg(short = 'e', value_name = "trace=SET")]
     pub expr: Option<String>,
+    /// Follow forks and threads: always on (accepted for strace's -f)
+    #[arg(short = 'f')]
+    pub follow: bool,
     /// Only syscalls whose path starts with PREFIX (as given or as resolved)
     #[arg(long = "path", value_name = "PREFIX")]
     pub path: Vec<String>,

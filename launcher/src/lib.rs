@@ -18,3 +18,4 @@ pub mod timeline_cmd;
 pub mod timeline_html;
 pub mod timeline_report;
 pub mod trace;
+pub mod trace_classes;
