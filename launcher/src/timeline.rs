@@ -50,10 +50,9 @@ impl Timeline {
     pub fn create(path: Option<&Path>, argv: &[String], extra: Value) -> std::io::Result<Timeline> {
         let start = Instant::now();
         let wall = SystemTime::now();
+        // Errors are the OS's alone: the caller names the file and its role.
         let file = match path {
-            Some(p) => Some(File::create(p).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("--timeline {}: {e}", p.display()))
-            })?),
+            Some(p) => Some(File::create(p)?),
             None => None,
         };
         let tl = Timeline {
@@ -94,9 +93,7 @@ impl Timeline {
         let line = render(0, "launch", &Value::Object(fields));
         let mut st = tl.inner.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = st.file.as_mut() {
-            f.write_all(line.as_bytes()).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("--timeline {}: {e}", tl.path_display()))
-            })?;
+            f.write_all(line.as_bytes())?;
         }
         drop(st);
         Ok(tl)

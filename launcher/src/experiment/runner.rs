@@ -455,11 +455,16 @@ fn run_step(
     let own = if step.shim {
         None
     } else {
-        Some(crate::timeline::Timeline::create(
-            Some(&timeline),
-            &argv,
-            json!({"runner": "k3shim experiment", "shim": false}),
-        )?)
+        Some(
+            crate::timeline::Timeline::create(
+                Some(&timeline),
+                &argv,
+                json!({"runner": "k3shim experiment", "shim": false}),
+            )
+            .with_context(|| {
+                format!("{}: cannot create the step's timeline", timeline.display())
+            })?,
+        )
     };
     let log = Arc::new(Mutex::new(std::fs::File::create(run.join("target.log"))?));
     // Every step's clock starts here, when the runner starts its command on
