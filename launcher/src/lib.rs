@@ -15,5 +15,7 @@ pub mod policy;
 pub mod run;
 pub mod timeline;
 pub mod timeline_cmd;
+pub mod timeline_html;
 pub mod timeline_report;
 pub mod trace;
+pub mod trace_classes;

@@ -32,13 +32,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => match launcher::cli::usage_hint(&e, &argv) {
+            Some(h) => {
+                eprintln!("k3shim: {h}");
+                return ExitCode::from(2);
+            }
+            None => e.exit(),
+        },
+    };
     init_logging(cli.log_level.as_deref());
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             let code = e.downcast_ref::<Fail>().map(|f| f.code).unwrap_or(2);
-            eprintln!("k3shim: {e:#}");
+            eprintln!("k3shim: {}", launcher::cli::error_line(&e));
             ExitCode::from(code as u8)
         }
     }

@@ -331,7 +331,26 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
             other => bail!("--no-fix {other:?}: unknown fix (known: statx-no-automount)"),
         }
     }
-    let all = trace.map(|t| t.all).unwrap_or(false);
+    let trap_connect = holds.iter().any(HoldRule::needs_connect);
+    let mut all = trace.map(|t| t.all).unwrap_or(false);
+    if let (Some(o), Some(t)) = (&trace_opts, trace) {
+        // -e trace=SET names syscalls the path filter may not stop: stop
+        // every syscall when it stops none of them, else say what is missed.
+        let unseen = o.unseen_with_path_filter(trap_connect);
+        let expr = t.expr.as_deref().unwrap_or("");
+        if !all && o.needs_every_syscall(trap_connect) {
+            eprintln!("k3shim: trace: -e {expr}: the path filter stops none of these syscalls, so every syscall is stopped (as with --all; slower)");
+            all = true;
+        } else if !all && !unseen.is_empty() {
+            let shown: Vec<&str> = unseen.iter().take(6).map(String::as_str).collect();
+            eprintln!(
+                "k3shim: trace: -e {expr}: {} of these syscalls ({}{}) do not stop under the path filter and are not shown: add --all to see them",
+                unseen.len(),
+                shown.join(", "),
+                if unseen.len() > shown.len() { ", ..." } else { "" }
+            );
+        }
+    }
     let filter = if all || a.filter == FilterArg::None {
         shim::FilterMode::Everything
     } else {
@@ -349,7 +368,7 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         env: None,
         cwd: None,
         filter,
-        trap_connect: holds.iter().any(HoldRule::needs_connect),
+        trap_connect,
         report_syscalls: trace.is_some(),
         no_new_privs,
         stdio,

@@ -1,14 +1,25 @@
 //! `k3shim timeline FILE [--compare FILE2] [--html OUT]`.
 
 use crate::cli::TimelineArgs;
-use crate::timeline::read_events;
+use crate::timeline::read_timeline;
 use crate::timeline_report;
 use anyhow::{Context, Result};
+use serde_json::Value;
+use std::path::Path;
+
+/// A timeline's events; damaged lines are skipped with one warning line.
+fn load(path: &Path) -> Result<Vec<Value>> {
+    let t = read_timeline(path)?;
+    if let Some(w) = t.warning() {
+        eprintln!("k3shim: warning: {w}");
+    }
+    Ok(t.events)
+}
 
 pub fn run(a: &TimelineArgs) -> Result<i32> {
-    let ev = read_events(&a.file)?;
+    let ev = load(&a.file)?;
     let other = match &a.compare {
-        Some(p) => Some(read_events(p)?),
+        Some(p) => Some(load(p)?),
         None => None,
     };
     match &other {

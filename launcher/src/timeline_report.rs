@@ -1,78 +1,85 @@
 //! `k3shim timeline FILE [--compare FILE2] [--html OUT]`: milestones and the
 //! periods between them (like the tables in the seeds' experiment notes),
 //! holds, probes, hooks, redirects and the exit; two runs side by side; and
-//! one self-contained HTML page with an SVG chart.
+//! one self-contained HTML page with an SVG chart (timeline_html.rs).
 //!
 //! Milestones: launch, the first exec, each log_match name (first
 //! occurrence), gate_open or gate_timeout, each hook's start and end, exit.
-//! A period is the time from one milestone to the next.
+//! A period is the time from one milestone to the next. Times count from
+//! the launch event, or from the earlier clock origin it names (`clock`, set
+//! by the experiment runner: the host-side start of runsc), in which case
+//! k3shim's own start is the milestone "k3shim started".
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::timeline_html::esc;
+pub use crate::timeline_html::html;
+
 // ---------------------------------------------------------------- analysis
 
 #[derive(Clone, Debug)]
-struct Milestone {
+pub(crate) struct Milestone {
     /// Stable across runs, for --compare: "launch", "exec", "log:NAME", "gate", "hook:1:start", "exit".
-    key: String,
-    label: String,
-    t: u64,
+    pub(crate) key: String,
+    pub(crate) label: String,
+    pub(crate) t: u64,
 }
 
 #[derive(Clone, Debug)]
-struct Hold {
-    pid: i64,
-    tid: i64,
-    comm: String,
-    what: String,
-    t: u64,
+pub(crate) struct Hold {
+    pub(crate) pid: i64,
+    pub(crate) tid: i64,
+    pub(crate) comm: String,
+    pub(crate) what: String,
+    pub(crate) t: u64,
     /// Release time; None while still held at the end of the timeline.
-    end: Option<u64>,
-    waited_ms: Option<u64>,
+    pub(crate) end: Option<u64>,
+    pub(crate) waited_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
-struct Probe {
-    t: u64,
-    attempt: u64,
-    status: Option<u64>,
-    error: Option<String>,
-    ok: bool,
-    latency_ms: u64,
+pub(crate) struct Probe {
+    pub(crate) t: u64,
+    pub(crate) attempt: u64,
+    pub(crate) status: Option<u64>,
+    pub(crate) error: Option<String>,
+    pub(crate) ok: bool,
+    pub(crate) latency_ms: u64,
 }
 
 #[derive(Clone, Debug, Default)]
-struct Hook {
-    index: u64,
-    cmd: String,
-    start: Option<u64>,
-    end: Option<u64>,
-    status: Option<i64>,
-    signal: Option<i64>,
-    killed: Option<String>,
-    error: Option<String>,
-    ok: Option<bool>,
+pub(crate) struct Hook {
+    pub(crate) index: u64,
+    pub(crate) cmd: String,
+    pub(crate) start: Option<u64>,
+    pub(crate) end: Option<u64>,
+    pub(crate) status: Option<i64>,
+    pub(crate) signal: Option<i64>,
+    pub(crate) killed: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) ok: Option<bool>,
 }
 
 #[derive(Debug, Default)]
-struct Analysis {
-    argv: String,
-    wall_clock: String,
-    version: String,
-    end_t: u64,
-    milestones: Vec<Milestone>,
-    holds: Vec<Hold>,
-    probes: Vec<Probe>,
-    gate: Option<(String, u64)>,
-    hooks: Vec<Hook>,
-    hook_notes: Vec<(u64, String)>,
-    redirects: Vec<(u64, String)>,
-    writes: Vec<(u64, String, bool)>,
-    signals: Vec<(u64, String)>,
-    exit: Option<(u64, Option<i64>, Option<String>)>,
+pub(crate) struct Analysis {
+    /// The command line k3shim (or the experiment runner) was started with.
+    pub(crate) argv: Vec<String>,
+    pub(crate) wall_clock: String,
+    pub(crate) version: String,
+    pub(crate) end_t: u64,
+    pub(crate) milestones: Vec<Milestone>,
+    pub(crate) holds: Vec<Hold>,
+    pub(crate) probes: Vec<Probe>,
+    pub(crate) gate: Option<(String, u64)>,
+    pub(crate) hooks: Vec<Hook>,
+    pub(crate) hook_notes: Vec<(u64, String)>,
+    pub(crate) redirects: Vec<(u64, String)>,
+    pub(crate) writes: Vec<(u64, String, bool)>,
+    pub(crate) signals: Vec<(u64, String)>,
+    pub(crate) exit: Option<(u64, Option<i64>, Option<String>)>,
 }
 
 fn u(v: &Value, k: &str) -> Option<u64> {
@@ -89,7 +96,7 @@ fn s(v: &Value, k: &str) -> Option<String> {
     }
 }
 
-fn short(s: &str, n: usize) -> String {
+pub(crate) fn short(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {
@@ -109,7 +116,7 @@ fn tail(s: &str, n: usize) -> String {
     }
 }
 
-fn signal_name(v: &Value) -> Option<String> {
+pub(crate) fn signal_name(v: &Value) -> Option<String> {
     match v {
         Value::Number(n) => n.as_i64().map(|n| match n {
             1 => "SIGHUP".into(),
@@ -126,8 +133,9 @@ fn signal_name(v: &Value) -> Option<String> {
     }
 }
 
-fn analyze(events: &[Value]) -> Analysis {
+pub(crate) fn analyze(events: &[Value]) -> Analysis {
     let mut a = Analysis::default();
+    let shift = crate::timeline::clock_offset_ms(events);
     let mut seen: HashMap<String, ()> = HashMap::new();
     let mut open_holds: HashMap<(i64, i64, String), usize> = HashMap::new();
     let mut hooks: BTreeMap<u64, Hook> = BTreeMap::new();
@@ -137,7 +145,8 @@ fn analyze(events: &[Value]) -> Analysis {
         }
     };
     for e in events {
-        let t = u(e, "t_ms").unwrap_or(0);
+        // Times since the clock origin (the launch, unless the launch event names an earlier one).
+        let t = u(e, "t_ms").unwrap_or(0).saturating_add(shift);
         a.end_t = a.end_t.max(t);
         let kind = e.get("kind").and_then(Value::as_str).unwrap_or("");
         match kind {
@@ -150,12 +159,18 @@ fn analyze(events: &[Value]) -> Analysis {
                                 .map(str::to_string)
                                 .unwrap_or_else(|| x.to_string())
                         })
-                        .collect::<Vec<_>>()
-                        .join(" ");
+                        .collect();
                 }
                 a.wall_clock = s(e, "wall_clock").unwrap_or_default();
                 a.version = s(e, "version").unwrap_or_default();
-                push(&mut a, "launch".into(), "launch".into(), t);
+                if e.get("clock").is_some() {
+                    // The origin is the launch of the command that started
+                    // k3shim (runsc, by the experiment runner); k3shim came later.
+                    push(&mut a, "launch".into(), "launch".into(), 0);
+                    push(&mut a, "k3shim".into(), "k3shim started".into(), t);
+                } else {
+                    push(&mut a, "launch".into(), "launch".into(), t);
+                }
             }
             "exec" => {
                 let path = s(e, "path").unwrap_or_default();
@@ -296,7 +311,7 @@ fn analyze(events: &[Value]) -> Analysis {
     a
 }
 
-fn hook_result(h: &Hook) -> String {
+pub(crate) fn hook_result(h: &Hook) -> String {
     if let Some(k) = &h.killed {
         return format!("killed, {k}");
     }
@@ -310,11 +325,36 @@ fn hook_result(h: &Hook) -> String {
     }
 }
 
-fn secs(ms: u64) -> String {
+/// argv as one line a POSIX shell reads back as the same words.
+pub(crate) fn shell_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| shell_word(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// One word quoted for a POSIX shell the way Python's shlex.quote does:
+/// as it is when made only of characters no shell treats specially, else in
+/// single quotes (a NUL, which no shell word can hold, is shown as \0).
+/// (The shlex crate quotes `=` and `%` as well, which makes every
+/// `--flag=value` harder to read for no gain.)
+pub(crate) fn shell_word(a: &str) -> String {
+    let a = a.replace('\0', "\\0");
+    if !a.is_empty()
+        && a.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c))
+    {
+        a
+    } else {
+        format!("'{}'", a.replace('\'', "'\"'\"'"))
+    }
+}
+
+pub(crate) fn secs(ms: u64) -> String {
     format!("{:.3}", ms as f64 / 1000.0)
 }
 
-fn delta(a: Option<u64>, b: Option<u64>) -> String {
+pub(crate) fn delta(a: Option<u64>, b: Option<u64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) => {
             let d = b as i64 - a as i64;
@@ -330,13 +370,13 @@ fn delta(a: Option<u64>, b: Option<u64>) -> String {
 
 // ---------------------------------------------------------------- tables
 
-struct Table {
-    title: String,
-    headers: Vec<String>,
+pub(crate) struct Table {
+    pub(crate) title: String,
+    pub(crate) headers: Vec<String>,
     /// Which columns are numbers (right-aligned).
-    numeric: Vec<bool>,
-    rows: Vec<Vec<String>>,
-    notes: Vec<String>,
+    pub(crate) numeric: Vec<bool>,
+    pub(crate) rows: Vec<Vec<String>>,
+    pub(crate) notes: Vec<String>,
 }
 
 impl Table {
@@ -395,7 +435,7 @@ impl Table {
         out.push('\n');
     }
 
-    fn html(&self, out: &mut String) {
+    pub(crate) fn html(&self, out: &mut String) {
         let _ = writeln!(out, "<h2>{}</h2>", esc(&self.title));
         if !self.rows.is_empty() {
             out.push_str("<table><thead><tr>");
@@ -431,7 +471,7 @@ impl Table {
 fn summary_lines(a: &Analysis) -> Vec<String> {
     let mut v = Vec::new();
     if !a.argv.is_empty() {
-        v.push(format!("command: {}", a.argv));
+        v.push(format!("command: {}", shell_line(&a.argv)));
     }
     let mut l = String::new();
     if !a.wall_clock.is_empty() {
@@ -463,7 +503,8 @@ fn summary_lines(a: &Analysis) -> Vec<String> {
     v
 }
 
-fn tables(a: &Analysis) -> Vec<Table> {
+/// The tables of one run; `full` keeps long text whole (HTML wraps it, a terminal does not).
+pub(crate) fn tables(a: &Analysis, full: bool) -> Vec<Table> {
     let mut out = Vec::new();
 
     let mut m = Table::new(
@@ -632,7 +673,11 @@ fn tables(a: &Analysis) -> Vec<Table> {
         };
         k.rows.push(vec![
             hk.index.to_string(),
-            short(&hk.cmd, 60),
+            if full {
+                hk.cmd.clone()
+            } else {
+                short(&hk.cmd, 60)
+            },
             hk.start.map(secs).unwrap_or("-".into()),
             hk.end.map(secs).unwrap_or("-".into()),
             dur,
@@ -704,14 +749,14 @@ pub fn table(events: &[Value]) -> String {
         let _ = writeln!(out, "{l}");
     }
     out.push('\n');
-    for t in tables(&a) {
+    for t in tables(&a, false) {
         t.text(&mut out);
     }
     out.trim_end().to_string() + "\n"
 }
 
 /// Milestone keys of both runs in one order: A's, then B's own in B's order.
-fn union_keys<'a>(a: &'a Analysis, b: &'a Analysis) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn union_keys<'a>(a: &'a Analysis, b: &'a Analysis) -> Vec<(&'a str, &'a str)> {
     let mut keys: Vec<(&str, &str)> = a
         .milestones
         .iter()
@@ -814,7 +859,7 @@ fn compare_table(a: &Analysis, b: &Analysis) -> Table {
     t
 }
 
-fn exit_text(a: &Analysis) -> String {
+pub(crate) fn exit_text(a: &Analysis) -> String {
     match &a.exit {
         Some((_, code, sig)) => {
             let c = code.map(|c| c.to_string()).unwrap_or_else(|| "?".into());
@@ -839,490 +884,4 @@ pub fn compare(a: &[Value], b: &[Value]) -> String {
     out.push('\n');
     compare_table(&aa, &bb).text(&mut out);
     out.trim_end().to_string() + "\n"
-}
-
-// ---------------------------------------------------------------- HTML
-
-fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-const W: f64 = 1120.0;
-const LEFT: f64 = 150.0;
-const RIGHT: f64 = 30.0;
-const PERIOD_COLOURS: [&str; 6] = [
-    "#4e79a7", "#59a14f", "#9c755f", "#edc948", "#76b7b2", "#b07aa1",
-];
-
-/// A "nice" tick step for a span in ms.
-fn tick_step(span: u64) -> u64 {
-    let target = span as f64 / 10.0;
-    let mut step = 1u64;
-    for s in [
-        1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 15_000, 30_000, 60_000,
-        120_000, 300_000, 600_000, 1_200_000, 1_800_000, 3_600_000,
-    ] {
-        step = s;
-        if s as f64 >= target {
-            break;
-        }
-    }
-    step
-}
-
-fn fmt_tick(ms: u64, step: u64) -> String {
-    if step >= 1000 {
-        format!("{}s", ms / 1000)
-    } else if step >= 100 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        format!("{:.2}s", ms as f64 / 1000.0)
-    }
-}
-
-/// One run as an SVG chart on a time axis of `span` ms.
-fn svg(a: &Analysis, span: u64, title: &str) -> String {
-    let span = span.max(1);
-    let plot_w = W - LEFT - RIGHT;
-    let x = |t: u64| LEFT + plot_w * (t.min(span) as f64 / span as f64);
-    let mut body = String::new();
-    let mut y = 56.0; // below the milestone numbers
-    let lane_label = |body: &mut String, y: f64, h: f64, name: &str, sub: &str| {
-        let _ = write!(
-            body,
-            r##"<text class="lane-label" x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-            LEFT - 10.0,
-            y + h / 2.0 + 1.0,
-            esc(name)
-        );
-        if !sub.is_empty() {
-            let _ = write!(
-                body,
-                r##"<text class="lane-sub" x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-                LEFT - 10.0,
-                y + h / 2.0 + 14.0,
-                esc(sub)
-            );
-        }
-        let _ = write!(
-            body,
-            r##"<line class="lane-sep" x1="{LEFT}" x2="{}" y1="{:.1}" y2="{:.1}"/>"##,
-            W - RIGHT,
-            y + h + 6.0,
-            y + h + 6.0
-        );
-    };
-
-    // Periods lane.
-    let h = 30.0;
-    lane_label(&mut body, y, h, "periods", "");
-    for n in 1..a.milestones.len() {
-        let (p, m) = (&a.milestones[n - 1], &a.milestones[n]);
-        let (x0, x1) = (x(p.t), x(m.t));
-        let wdt = (x1 - x0).max(1.0);
-        let col = PERIOD_COLOURS[(n - 1) % PERIOD_COLOURS.len()];
-        let _ = write!(
-            body,
-            r##"<g class="period"><title>Period {n}: {} → {}: {} s</title><rect x="{x0:.1}" y="{y:.1}" width="{wdt:.1}" height="{h}" rx="3" fill="{col}"/>"##,
-            esc(&p.label),
-            esc(&m.label),
-            secs(m.t - p.t)
-        );
-        if wdt > 34.0 {
-            let label = if wdt > 90.0 {
-                format!("P{n} {}s", secs(m.t - p.t))
-            } else {
-                format!("P{n}")
-            };
-            let _ = write!(
-                body,
-                r##"<text class="bar-text" x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-                x0 + wdt / 2.0,
-                y + h / 2.0 + 4.0,
-                esc(&label)
-            );
-        }
-        body.push_str("</g>");
-    }
-    y += h + 16.0;
-
-    // Probes lane.
-    let h = 22.0;
-    let sub = if a.probes.is_empty() {
-        "none".to_string()
-    } else {
-        format!("{} attempts", a.probes.len())
-    };
-    lane_label(&mut body, y, h, "probes", &sub);
-    for p in &a.probes {
-        let (cls, col, what) = match (p.status, &p.error) {
-            (Some(s), _) if p.ok => ("probe probe-ok", "#2ca02c", format!("status {s}")),
-            (Some(s), _) => ("probe probe-bad", "#f28e2b", format!("status {s}")),
-            (None, e) => (
-                "probe probe-err",
-                "#d62728",
-                format!("error: {}", e.clone().unwrap_or_default()),
-            ),
-        };
-        let _ = write!(
-            body,
-            r##"<circle class="{cls}" cx="{:.1}" cy="{:.1}" r="5" fill="{col}"><title>attempt {} at {} s: {} ({} ms)</title></circle>"##,
-            x(p.t),
-            y + h / 2.0,
-            p.attempt,
-            secs(p.t),
-            esc(&what),
-            p.latency_ms
-        );
-    }
-    y += h + 16.0;
-
-    // Holds lane: one row per overlapping hold.
-    let mut rows_end: Vec<u64> = Vec::new();
-    let mut placed = Vec::new();
-    for hd in &a.holds {
-        let end = hd.end.unwrap_or(a.end_t);
-        let row = match rows_end.iter().position(|&e| e <= hd.t) {
-            Some(r) => r,
-            None => {
-                rows_end.push(0);
-                rows_end.len() - 1
-            }
-        };
-        rows_end[row] = end.max(hd.t + 1);
-        placed.push((row, hd, end));
-    }
-    let nrows = rows_end.len().clamp(1, 12);
-    let rh = 12.0;
-    let h = (nrows as f64 * (rh + 3.0)).max(22.0);
-    let sub = if a.holds.is_empty() {
-        "none".to_string()
-    } else {
-        format!("{} held", a.holds.len())
-    };
-    lane_label(&mut body, y, h, "holds", &sub);
-    for (row, hd, end) in placed {
-        let row = row.min(11);
-        let (x0, x1) = (x(hd.t), x(end));
-        let col = if hd.end.is_some() {
-            "#8c6bb1"
-        } else {
-            "#e15759"
-        };
-        let _ = write!(
-            body,
-            r##"<rect class="hold" x="{x0:.1}" y="{:.1}" width="{:.1}" height="{rh}" rx="2" fill="{col}"><title>{} {}[{}/{}] held {} → {} ({} s){}</title></rect>"##,
-            y + row as f64 * (rh + 3.0),
-            (x1 - x0).max(2.0),
-            esc(&hd.what),
-            esc(&hd.comm),
-            hd.pid,
-            hd.tid,
-            secs(hd.t),
-            secs(end),
-            secs(hd.waited_ms.unwrap_or(end - hd.t)),
-            if hd.end.is_none() {
-                ", never released"
-            } else {
-                ""
-            }
-        );
-    }
-    y += h + 16.0;
-
-    // Hooks lane.
-    let hh = 18.0;
-    let nh = a.hooks.len().max(1);
-    let h = nh as f64 * (hh + 4.0);
-    let sub = if a.hooks.is_empty() {
-        if a.hook_notes.is_empty() {
-            "none".to_string()
-        } else {
-            "not run".to_string()
-        }
-    } else {
-        format!("{} run", a.hooks.len())
-    };
-    lane_label(&mut body, y, h, "hooks", &sub);
-    for (n, hk) in a.hooks.iter().enumerate() {
-        let s0 = hk.start.unwrap_or(0);
-        let e0 = hk.end.unwrap_or(a.end_t);
-        let col = match (hk.ok, &hk.killed) {
-            (_, Some(_)) => "#7f7f7f",
-            (Some(true), _) => "#2ca02c",
-            (Some(false), _) => "#d62728",
-            (None, _) => "#bab0ac",
-        };
-        let (x0, x1) = (x(s0), x(e0));
-        let wdt = (x1 - x0).max(3.0);
-        let yy = y + n as f64 * (hh + 4.0);
-        let res = if hk.end.is_some() {
-            hook_result(hk)
-        } else {
-            "running".into()
-        };
-        let _ = write!(
-            body,
-            r##"<g class="hook"><title>hook {}: {} ({} → {} s, {})</title><rect x="{x0:.1}" y="{yy:.1}" width="{wdt:.1}" height="{hh}" rx="3" fill="{col}"/>"##,
-            hk.index,
-            esc(&hk.cmd),
-            secs(s0),
-            secs(e0),
-            esc(&res)
-        );
-        let label = short(&format!("{}: {}", hk.index, hk.cmd), 48);
-        // Label inside a wide bar, else to its right (or left near the end).
-        let approx = label.chars().count() as f64 * 6.6;
-        if wdt > approx + 8.0 {
-            let _ = write!(
-                body,
-                r##"<text class="bar-text" x="{:.1}" y="{:.1}">{}</text>"##,
-                x0 + 5.0,
-                yy + 13.0,
-                esc(&label)
-            );
-        } else if x1 + approx + 6.0 < W {
-            let _ = write!(
-                body,
-                r##"<text class="hook-text" x="{:.1}" y="{:.1}">{}</text>"##,
-                x1 + 5.0,
-                yy + 13.0,
-                esc(&label)
-            );
-        } else {
-            let _ = write!(
-                body,
-                r##"<text class="hook-text" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-                x0 - 5.0,
-                yy + 13.0,
-                esc(&label)
-            );
-        }
-        body.push_str("</g>");
-    }
-    y += h + 16.0;
-
-    // Redirects lane: cumulative count as a step line, writes as ticks.
-    let h = 44.0;
-    let sub = format!("{} paths, {} writes", a.redirects.len(), a.writes.len());
-    lane_label(&mut body, y, h, "redirects", &sub);
-    if !a.redirects.is_empty() {
-        let total = a.redirects.len() as f64;
-        let mut pts = format!("{LEFT:.1},{:.1}", y + h);
-        for (n, (t, _)) in a.redirects.iter().enumerate() {
-            let yy0 = y + h - h * (n as f64 / total);
-            let yy1 = y + h - h * ((n + 1) as f64 / total);
-            let _ = write!(pts, " {:.1},{yy0:.1} {:.1},{yy1:.1}", x(*t), x(*t));
-        }
-        let _ = write!(pts, " {:.1},{y:.1}", x(a.end_t));
-        let _ = write!(
-            body,
-            r##"<polyline class="redirects" points="{pts}" fill="none" stroke="#4e79a7" stroke-width="2"><title>{} redirected paths (first time per path)</title></polyline>"##,
-            a.redirects.len()
-        );
-        for (t, p) in &a.redirects {
-            let _ = write!(
-                body,
-                r##"<line class="redirect" x1="{0:.1}" x2="{0:.1}" y1="{1:.1}" y2="{2:.1}" stroke="#4e79a7" stroke-opacity="0.35"><title>{3} s redirect {4}</title></line>"##,
-                x(*t),
-                y + h + 1.0,
-                y + h + 5.0,
-                secs(*t),
-                esc(p)
-            );
-        }
-    }
-    for (t, p, ok) in &a.writes {
-        let col = if *ok { "#59a14f" } else { "#d62728" };
-        let _ = write!(
-            body,
-            r##"<path class="write" d="M{0:.1},{1:.1} l-4,-7 h8 z" fill="{col}"><title>{2} s write {3}</title></path>"##,
-            x(*t),
-            y + 8.0,
-            secs(*t),
-            esc(p)
-        );
-    }
-    y += h + 22.0;
-
-    // Milestone lines over every lane, numbered as in the table.
-    let top = 40.0;
-    let mut marks = String::new();
-    let mut last_label_x = f64::NEG_INFINITY;
-    let mut level = 0;
-    for (n, m) in a.milestones.iter().enumerate() {
-        let xm = x(m.t);
-        let _ = write!(
-            marks,
-            r##"<g class="milestone"><title>{n}: {} at {} s</title><line x1="{xm:.1}" x2="{xm:.1}" y1="{top:.1}" y2="{:.1}" stroke="#333" stroke-dasharray="3,3" stroke-opacity="0.55"/>"##,
-            esc(&m.label),
-            secs(m.t),
-            y - 14.0
-        );
-        // Alternate heights when numbers would touch.
-        level = if xm - last_label_x < 18.0 {
-            (level + 1) % 2
-        } else {
-            0
-        };
-        last_label_x = xm;
-        let cy = top - 8.0 - level as f64 * 16.0;
-        let _ = write!(
-            marks,
-            r##"<circle cx="{xm:.1}" cy="{cy:.1}" r="7.5" fill="#fff" stroke="#333"/><text class="ms-num" x="{xm:.1}" y="{:.1}" text-anchor="middle">{n}</text></g>"##,
-            cy + 3.5
-        );
-    }
-
-    // Time axis.
-    let step = tick_step(span);
-    let mut axis = String::new();
-    let mut t = 0;
-    while t <= span {
-        let xt = x(t);
-        let _ = write!(
-            axis,
-            r##"<line class="grid" x1="{xt:.1}" x2="{xt:.1}" y1="{top:.1}" y2="{:.1}"/><text class="tick" x="{xt:.1}" y="{:.1}" text-anchor="middle">{}</text>"##,
-            y - 14.0,
-            y,
-            fmt_tick(t, step)
-        );
-        t += step;
-    }
-    let height = y + 12.0;
-    format!(
-        r##"<svg xmlns="http://www.w3.org/2000/svg" class="run-chart" viewBox="0 0 {W} {height:.0}" width="{W}" height="{height:.0}" role="img" aria-label="{}"><rect x="0" y="0" width="{W}" height="{height:.0}" fill="#fff"/><text class="chart-title" x="10" y="20">{}</text>{axis}{body}{marks}</svg>"##,
-        esc(title),
-        esc(title)
-    )
-}
-
-fn legend() -> &'static str {
-    r##"<div class="legend"><span><i style="background:#2ca02c"></i>probe ready</span><span><i style="background:#f28e2b"></i>probe not ready (status)</span><span><i style="background:#d62728"></i>probe error / hook failed</span><span><i style="background:#8c6bb1"></i>hold (until released)</span><span><i style="background:#e15759"></i>hold never released</span><span><i style="background:#7f7f7f"></i>hook killed at exit</span><span><i style="background:#4e79a7"></i>redirected paths (cumulative)</span></div>"##
-}
-
-const CSS: &str = r#"
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:24px 32px;color:#222;background:#f6f7f9}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:16px;margin:22px 0 8px}
-.meta{color:#555;font-size:13px;margin:2px 0}
-.card{background:#fff;border:1px solid #dde1e6;border-radius:8px;padding:12px 14px;margin:14px 0;overflow-x:auto}
-svg text{font-family:inherit}
-.chart-title{font-size:14px;font-weight:600;fill:#222}
-.lane-label{font-size:13px;font-weight:600;fill:#333}.lane-sub{font-size:11px;fill:#777}
-.lane-sep{stroke:#eceef1}.grid{stroke:#eef0f3}.tick{font-size:11px;fill:#666}
-.bar-text{font-size:11px;fill:#fff;font-weight:600}.hook-text{font-size:11px;fill:#333}
-.ms-num{font-size:10px;font-weight:700;fill:#333}
-table{border-collapse:collapse;font-size:13px;background:#fff}
-th,td{border:1px solid #dde1e6;padding:4px 9px;text-align:left;vertical-align:top}
-th{background:#eef1f5}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
-tbody tr:nth-child(even){background:#fafbfc}
-.note{font-size:13px;color:#444;margin:6px 0}
-.legend{font-size:12px;color:#444;margin:6px 0 0}.legend span{margin-right:16px;white-space:nowrap}
-.ms-legend{font-size:12px;color:#333;margin:4px 0 2px;line-height:1.7}.ms-legend span{margin-right:14px;white-space:nowrap}
-.ms-legend b{display:inline-block;min-width:15px;height:15px;line-height:15px;border:1px solid #333;border-radius:8px;text-align:center;font-size:10px;margin-right:3px}.ms-legend small{color:#777}
-.legend i{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:5px;vertical-align:-1px}
-"#;
-
-/// One self-contained HTML page (no script, no network): an SVG chart of
-/// the run (and of the compared run, on the same time scale), then the
-/// tables.
-pub fn html(events: &[Value], compare: Option<&[Value]>) -> String {
-    let a = analyze(events);
-    let b = compare.map(analyze);
-    let span = a.end_t.max(b.as_ref().map(|b| b.end_t).unwrap_or(0));
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>k3shim timeline{}</title><style>{CSS}</style></head><body>\n",
-        if b.is_some() { " comparison" } else { "" }
-    );
-    let _ = writeln!(
-        out,
-        "<h1>k3shim timeline{}</h1>",
-        if b.is_some() {
-            ": two runs compared"
-        } else {
-            ""
-        }
-    );
-    let runs: Vec<(&str, &Analysis)> = match &b {
-        Some(b) => vec![("Run A", &a), ("Run B", b)],
-        None => vec![("Run", &a)],
-    };
-    for (name, an) in &runs {
-        out.push_str("<div class=\"card\">");
-        for l in summary_lines(an) {
-            let _ = writeln!(
-                out,
-                "<p class=\"meta\">{}{}</p>",
-                if b.is_some() {
-                    format!("<b>{name}</b> ")
-                } else {
-                    String::new()
-                },
-                esc(&l)
-            );
-        }
-        out.push_str(&svg(an, span, &format!("{name}: {} s", secs(an.end_t))));
-        out.push_str("<p class=\"ms-legend\">");
-        for (n, m) in an.milestones.iter().enumerate() {
-            let _ = write!(
-                out,
-                "<span><b>{n}</b> {} <small>{} s</small></span>",
-                esc(&m.label),
-                secs(m.t)
-            );
-        }
-        out.push_str("</p>");
-        out.push_str(legend());
-        out.push_str("</div>\n");
-    }
-    if let Some(b) = &b {
-        out.push_str("<div class=\"card\">");
-        compare_table(&a, b).html(&mut out);
-        out.push_str("</div>\n");
-    }
-    for (name, an) in &runs {
-        out.push_str("<div class=\"card\">");
-        if b.is_some() {
-            let _ = writeln!(out, "<h2>{name}</h2>");
-        }
-        for t in tables(an) {
-            t.html(&mut out);
-        }
-        out.push_str("</div>\n");
-    }
-    out.push_str("</body></html>\n");
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ticks_are_round() {
-        assert_eq!(tick_step(10_000), 1000);
-        assert_eq!(tick_step(95_000), 10_000);
-        assert_eq!(tick_step(50), 5);
-    }
-
-    #[test]
-    fn escapes_html() {
-        assert_eq!(
-            esc("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
-    }
 }

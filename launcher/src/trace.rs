@@ -17,26 +17,89 @@ pub struct TraceOpts {
     pub json: bool,
 }
 
+/// strace's class names, for messages.
+const CLASS_NAMES: &str = "%file, %process, %network (%net), %signal, %ipc, %desc, %memory, %creds, %clock, %stat, %lstat, %fstat, %%stat, %statfs, %fstatfs, %%statfs, %pure";
+
+/// The syscalls an strace `-e` expression selects, by name (None: all).
+/// Accepted as strace does: `trace=SET` or `SET` alone; SET a comma-separated
+/// list of syscall names, strace's classes (`%file`, ...; see
+/// trace_classes.rs), `/REGEX`, `all` or `none`; `!` before SET negates it,
+/// `?` before an item ignores it when unknown.
+pub fn parse_expr(e: &str) -> Result<Option<HashSet<String>>> {
+    let set = match e.split_once('=') {
+        Some(("trace" | "t", v)) => v,
+        Some((q, _)) => bail!(
+            "-e {e}: only strace's trace=SET qualifier is supported, not {q}= (e.g. -e trace=%file)"
+        ),
+        None => e,
+    };
+    let (negate, set) = match set.strip_prefix('!') {
+        Some(rest) => (true, rest),
+        None => (false, set),
+    };
+    let every: Vec<&'static str> = syscalls::Sysno::iter().map(|s| s.name()).collect();
+    let mut chosen: HashSet<String> = HashSet::new();
+    let mut all = false;
+    for item in set.split(',').filter(|t| !t.is_empty()) {
+        let (optional, tok) = match item.strip_prefix('?') {
+            Some(t) => (true, t),
+            None => (false, item),
+        };
+        if tok.eq_ignore_ascii_case("all") {
+            all = true;
+        } else if tok.eq_ignore_ascii_case("none") {
+        } else if let Some(re) = tok.strip_prefix('/') {
+            let re = regex::Regex::new(re).map_err(|err| {
+                // regex's message is several lines: the last says what is wrong.
+                let err = err.to_string();
+                let why = err
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+                    .trim_start_matches("error: ");
+                anyhow::anyhow!("-e {e}: /{re}: not a regular expression: {why}")
+            })?;
+            let hits: Vec<&&str> = every.iter().filter(|n| re.is_match(n)).collect();
+            if hits.is_empty() && !optional {
+                bail!("-e {e}: /{re} matches no syscall on this architecture");
+            }
+            chosen.extend(hits.into_iter().map(|n| n.to_string()));
+        } else if let Some((_, members)) = crate::trace_classes::CLASSES
+            .iter()
+            .find(|(c, _)| c.eq_ignore_ascii_case(tok))
+        {
+            // By number: the names k3shim prints are the syscalls crate's.
+            chosen.extend(members.iter().filter_map(|(nr, _)| {
+                syscalls::Sysno::new(*nr as usize).map(|s| s.name().to_string())
+            }));
+        } else if every.contains(&tok) {
+            chosen.insert(tok.to_string());
+        } else if !optional {
+            if tok.starts_with('%') {
+                bail!("-e {e}: {tok:?} is not one of strace's classes ({CLASS_NAMES})");
+            }
+            bail!("-e {e}: {tok:?} is neither a syscall on this architecture nor a class ({CLASS_NAMES})");
+        }
+    }
+    Ok(match (all, negate) {
+        (true, false) => None,
+        (true, true) => Some(HashSet::new()),
+        (false, false) => Some(chosen),
+        (false, true) => Some(
+            every
+                .iter()
+                .filter(|n| !chosen.contains(**n))
+                .map(|n| n.to_string())
+                .collect(),
+        ),
+    })
+}
+
 impl TraceOpts {
     pub fn from_args(a: &crate::cli::TraceArgs) -> Result<TraceOpts> {
         let names = match &a.expr {
             None => None,
-            Some(e) => {
-                let Some(list) = e.strip_prefix("trace=") else {
-                    bail!("-e {e:?}: only trace=NAME[,NAME...] is supported");
-                };
-                let set: HashSet<String> = list
-                    .split(',')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_string)
-                    .collect();
-                for n in &set {
-                    if !syscalls::Sysno::iter().any(|s| s.name() == n) {
-                        bail!("-e trace={list}: {n:?} is not a syscall name on this architecture");
-                    }
-                }
-                Some(set)
-            }
+            Some(e) => parse_expr(e)?,
         };
         Ok(TraceOpts {
             names,
@@ -47,6 +110,36 @@ impl TraceOpts {
             summary: a.summary,
             json: a.json,
         })
+    }
+
+    /// The selected syscalls that the path filter does not stop (so without
+    /// `--all` they would never show), sorted; empty without `-e`.
+    pub fn unseen_with_path_filter(&self, trap_connect: bool) -> Vec<String> {
+        let Some(names) = &self.names else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = names
+            .iter()
+            .filter(|n| {
+                !(shim::sysent::PATH_SYSCALLS
+                    .iter()
+                    .any(|e| e.sysno.name() == n.as_str())
+                    || (trap_connect && n.as_str() == "connect"))
+            })
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether the trace must stop every syscall: the `-e` set names none
+    /// that the path filter stops (e.g. `%network`, `%memory`), so that the
+    /// path filter would show nothing at all.
+    pub fn needs_every_syscall(&self, trap_connect: bool) -> bool {
+        match &self.names {
+            Some(n) => !n.is_empty() && self.unseen_with_path_filter(trap_connect).len() == n.len(),
+            None => false,
+        }
     }
 
     fn wants(&self, r: &SyscallRecord) -> bool {
@@ -96,6 +189,16 @@ pub fn errno_name(e: i64) -> String {
         .name()
         .map(str::to_string)
         .unwrap_or_else(|| format!("E{e}"))
+}
+
+/// The C library's text for errno `e` (strerror), as strace prints it after the name.
+pub fn errno_text(e: i64) -> String {
+    let s = std::io::Error::from_raw_os_error(e as i32).to_string();
+    // std appends " (os error N)" to strerror's text.
+    match s.rfind(" (os error ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
 }
 
 impl TraceSink {
@@ -207,10 +310,11 @@ impl TraceSink {
     }
 }
 
-/// `[pid 12/13 sysctl] openat(AT_FDCWD, "/proc/sys/vm/x", O_RDONLY) = 3 <redirected -> /state/values/vm/x> (41us)`
+/// One line as strace -T writes it, with what k3shim did as a comment:
+/// `[pid 12/13 sysctl] openat(AT_FDCWD, "/proc/sys/vm/x", O_RDONLY) = -1 ENOENT (No such file or directory) /* emulated */ <0.000041>`
 pub fn format_line(r: &SyscallRecord) -> String {
     let ret = if r.ret < 0 {
-        format!("-1 {}", errno_name(-r.ret))
+        format!("-1 {} ({})", errno_name(-r.ret), errno_text(-r.ret))
     } else {
         r.ret.to_string()
     };
@@ -228,8 +332,12 @@ pub fn format_line(r: &SyscallRecord) -> String {
         format!("{}/{}", r.pid, r.tid)
     };
     format!(
-        "[pid {who} {}] {}({}) = {ret} <{what}> ({}us)\n",
-        r.comm, r.name, r.args, r.dur_us
+        "[pid {who} {}] {}({}) = {ret} /* {what} */ <{}.{:06}>\n",
+        r.comm,
+        r.name,
+        r.args,
+        r.dur_us / 1_000_000,
+        r.dur_us % 1_000_000
     )
 }
 
@@ -253,10 +361,99 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_call_shows_its_errno_name() {
+    fn a_line_ends_as_strace_t_writes_it_errno_text_and_seconds() {
         let l = format_line(&rec("openat", "/proc/sys/x", -2, Action::Emulated));
-        assert!(l.contains("= -1 ENOENT <emulated>"), "{l}");
+        assert!(
+            l.ends_with("= -1 ENOENT (No such file or directory) /* emulated */ <0.000005>\n"),
+            "{l}"
+        );
         assert!(l.starts_with("[pid 10/11 sysctl] openat(AT_FDCWD"), "{l}");
+        let mut r = rec("openat", "/proc/sys/x", 3, Action::Passed);
+        r.dur_us = 2_345_678;
+        assert!(format_line(&r).ends_with(" = 3 /* passed */ <2.345678>\n"));
+        assert_eq!(errno_text(40), "Too many levels of symbolic links");
+    }
+
+    fn set(e: &str) -> Vec<String> {
+        let mut v: Vec<String> = parse_expr(e).unwrap().unwrap().into_iter().collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn strace_expressions_select_as_strace_does() {
+        // Classes, as strace defines them for x86_64.
+        let file = set("trace=%file");
+        for n in [
+            "openat",
+            "newfstatat",
+            "execve",
+            "readlink",
+            "statx",
+            "chdir",
+        ] {
+            assert!(file.contains(&n.to_string()), "{n} in %file");
+        }
+        assert!(!file.contains(&"read".to_string()) && !file.contains(&"connect".to_string()));
+        assert!(set("%network").contains(&"connect".to_string()));
+        assert!(set("trace=%process").contains(&"clone3".to_string()));
+        assert!(set("trace=%net") == set("trace=%network") && set("network") == set("%network"));
+        assert_eq!(
+            set("trace=%%stat"),
+            set("trace=%stat,%lstat,%fstat,statx"),
+            "stat-like"
+        );
+        assert!(set("%signal").contains(&"rt_sigaction".to_string()));
+        // Names, regexes, negation, unknown items.
+        assert_eq!(set("openat,stat"), vec!["openat", "stat"]);
+        let open = set("trace=/^open");
+        assert!(
+            open.iter().all(|n| n.starts_with("open")) && open.contains(&"openat2".to_string())
+        );
+        assert!(!set("trace=!%file").contains(&"openat".to_string()));
+        assert!(set("trace=!%file").contains(&"read".to_string()));
+        assert_eq!(set("trace=?nosuchcall,openat"), vec!["openat"]);
+        assert!(parse_expr("trace=all").unwrap().is_none());
+        assert!(set("trace=none").is_empty());
+        for bad in [
+            "trace=%nope",
+            "trace=nosuchcall",
+            "signal=SIGINT",
+            "trace=/(",
+        ] {
+            let e = parse_expr(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("-e {bad}: ")) && !e.contains('\n'),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_class_the_path_filter_never_stops_needs_every_syscall() {
+        let opts = |e: &str| TraceOpts {
+            names: parse_expr(e).unwrap(),
+            paths: vec![],
+            pids: vec![],
+            redirected_only: false,
+            failed_only: false,
+            summary: false,
+            json: false,
+        };
+        assert!(!opts("trace=%file").needs_every_syscall(false));
+        assert!(
+            !opts("trace=%file")
+                .unseen_with_path_filter(false)
+                .is_empty(),
+            "getcwd, mount, ..."
+        );
+        assert!(opts("trace=%network").needs_every_syscall(false));
+        assert!(
+            !opts("trace=connect").needs_every_syscall(true),
+            "holds trap connect"
+        );
+        assert!(opts("trace=%memory").needs_every_syscall(false));
+        assert!(!opts("trace=openat").needs_every_syscall(false));
     }
 
     #[test]

@@ -118,6 +118,31 @@ fn experiments_run_in_gvisor_as_expected() {
             t.elapsed().as_secs_f64(),
             dir.display()
         );
+        if name == "control-plane" {
+            // Both steps' clocks start when the runner starts runsc on the
+            // host; k3shim, started later inside the sandbox, says when.
+            let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+            assert!(
+                report.contains(": steps compared\n") && report.contains("Δ vs bare"),
+                "{report}"
+            );
+            let tl = std::fs::read_to_string(dir.join("k3shim/1/timeline.jsonl")).unwrap();
+            let launch: serde_json::Value =
+                serde_json::from_str(tl.lines().next().unwrap()).unwrap();
+            let offset = launch["clock"]["offset_ms"]
+                .as_u64()
+                .expect("launch names the clock origin");
+            assert!(offset > 0 && offset < 60_000, "{launch}");
+            let oc: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.join("k3shim/1/outcome.json")).unwrap(),
+            )
+            .unwrap();
+            let start = oc["milestones"]["k3shim_start"]
+                .as_f64()
+                .expect("k3shim_start");
+            assert!((start - offset as f64 / 1000.0).abs() < 1e-9, "{oc}");
+            assert!(oc["milestones"]["ready"].as_f64().unwrap() > start, "{oc}");
+        }
         if name == "timing" {
             // Both filters are recorded, each with its own outcome.
             let none: serde_json::Value = serde_json::from_str(
@@ -293,4 +318,112 @@ fn bad_input_is_one_clear_line() {
             sandbox::assert_ok(&o, "list --dir");
         }
     }
+}
+
+/// A run directory as `experiment run` leaves it, made by hand: the bare
+/// step's timeline is the runner's own (its clock starts when the runner
+/// starts `runsc` on the host); the k3shim step's is k3shim's, which started
+/// 0.620 s later inside the sandbox and says so in its launch event
+/// (`clock`). Both reached ready 2.770 s after their launch on the host.
+fn fake_run_dir(root: &Path) -> PathBuf {
+    let dir = root.join("control-plane-20260101-000000");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        workspace().join("experiments/control-plane.toml"),
+        dir.join("experiment.toml"),
+    )
+    .unwrap();
+    let runs = [
+        (
+            "bare",
+            false,
+            vec![
+                r#"{"t_ms":0,"kind":"launch","argv":["runsc","do","standin"],"runner":"k3shim experiment","shim":false}"#,
+                r#"{"t_ms":900,"kind":"log_match","name":"apiserver","line":"msg=\"Running kube-apiserver \""}"#,
+                r#"{"t_ms":2700,"kind":"log_match","name":"poststarthook_ok","line":"ok"}"#,
+                r#"{"t_ms":2770,"kind":"log_match","name":"ready","line":"msg=\"k3s is up and running\""}"#,
+                r#"{"t_ms":3900,"kind":"exit","code":143}"#,
+            ],
+        ),
+        (
+            "k3shim",
+            true,
+            vec![
+                r#"{"t_ms":0,"kind":"launch","argv":["k3shim","run","--","standin"],"clock":{"origin_unix_us":1000000,"offset_ms":620}}"#,
+                r#"{"t_ms":300,"kind":"log_match","name":"apiserver","line":"msg=\"Running kube-apiserver \""}"#,
+                r#"{"t_ms":2100,"kind":"log_match","name":"poststarthook_ok","line":"ok"}"#,
+                r#"{"t_ms":2150,"kind":"log_match","name":"ready","line":"msg=\"k3s is up and running\""}"#,
+                r#"{"t_ms":3280,"kind":"exit","code":143}"#,
+            ],
+        ),
+    ];
+    for (step, shim, lines) in runs {
+        let d = dir.join(step).join("1");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("timeline.jsonl"), lines.join("\n") + "\n").unwrap();
+        let o = serde_json::json!({"experiment": "control-plane", "step": step, "attempt": 1,
+            "title": step, "argv": [], "shim": shim, "gvisor": true, "filter": "paths",
+            "exit_code": 143, "stopped": true, "stop_reason": "ready seen", "wall_s": 4.0,
+            "milestones": {}, "lines": {}, "end_s": null, "expected": "", "mismatches": [],
+            "k3shim_error": null});
+        std::fs::write(d.join("outcome.json"), o.to_string()).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn the_report_measures_every_step_from_the_same_host_side_launch_and_compares_steps() {
+    let root = sandbox::scratch("experiments-clock");
+    let dir = fake_run_dir(&root);
+    let o = experiment(&["report", dir.to_str().unwrap()]);
+    let md = sandbox::stdout(&o);
+    assert!(o.status.success(), "{md}\n{}", sandbox::stderr(&o));
+    // k3shim's in-sandbox times are shifted by its start: ready at 2.770 in both steps.
+    assert!(
+        md.contains("| 1 | 0.000 | 0.620 | 0.920 | 2.720 | 2.770 | 3.900 |"),
+        "the k3shim step's row, from the host-side launch:\n{md}"
+    );
+    assert!(
+        md.contains("| launch | k3shim_start | apiserver | poststarthook_ok | ready | end |"),
+        "{md}"
+    );
+    // The steps side by side, with the difference from the first step.
+    assert!(md.contains(": steps compared\n"), "{md}");
+    assert!(
+        md.contains("| milestone | bare (1 run) | k3shim (1 run) | Δ vs bare |"),
+        "{md}"
+    );
+    assert!(md.contains("| `ready` | 2.770 | 2.770 | +0.000 |"), "{md}");
+    assert!(
+        md.contains("| `apiserver` | 0.900 | 0.920 | +0.020 |"),
+        "{md}"
+    );
+    assert!(md.contains("| `k3shim_start` | - | 0.620 | - |"), "{md}");
+    // Where the clock starts, and what Diff is, are said.
+    assert!(md.contains("Clock: every time is in seconds since **launch**, the moment the runner started the step's command on the host"), "{md}");
+    assert!(
+        md.contains("**Diff**: a column's Avg minus the Avg of the column before it"),
+        "{md}"
+    );
+    // `k3shim timeline --compare` of the two timelines agrees.
+    let o = std::process::Command::new(sandbox::k3shim())
+        .args(["timeline"])
+        .arg(dir.join("bare/1/timeline.jsonl"))
+        .arg("--compare")
+        .arg(dir.join("k3shim/1/timeline.jsonl"))
+        .output()
+        .unwrap();
+    let c = sandbox::stdout(&o);
+    assert!(c.contains("k3shim started"), "{c}");
+    assert!(
+        c.lines()
+            .any(|l| l.contains("log: ready") && l.contains("|   2.770 |   2.770 |")),
+        "ready at the same time in both:\n{c}"
+    );
+    assert!(
+        c.lines().any(|l| l.contains("whole run")
+            && l.matches(" 3.900 |").count() == 2
+            && l.contains("+0.000")),
+        "{c}"
+    );
 }

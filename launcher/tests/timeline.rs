@@ -3,11 +3,12 @@
 //! t_ms non-decreasing across threads; and `k3shim timeline`'s tables.
 
 mod common;
+mod sandbox;
 
 use std::sync::Arc;
 
 use common::*;
-use launcher::timeline::{read_events, Timeline};
+use launcher::timeline::{read_events, read_timeline, Timeline};
 use launcher::timeline_report;
 use serde_json::json;
 
@@ -110,27 +111,88 @@ fn a_disabled_timeline_counts_time_and_writes_nothing() {
 }
 
 #[test]
-fn read_events_errors_name_the_file_and_line() {
+fn a_damaged_line_is_named_and_skipped_and_the_rest_of_the_file_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.jsonl");
-    std::fs::write(&p, "{\"t_ms\":0,\"kind\":\"launch\"}\n\n{\"t_ms\":5,\"kind\":\"exec\"}\n{\"t_ms\":9,\"kind\":\"ex").unwrap();
-    let e = read_events(&p).unwrap_err().to_string();
-    assert!(e.contains(&format!("{}:4", p.display())), "{e}");
-    assert!(!e.contains('\n'));
+    // A garbled line, an absurd t_ms, a line without kind, and the truncated
+    // last line a killed run leaves behind.
+    std::fs::write(
+        &p,
+        concat!(
+            "{\"t_ms\":0,\"kind\":\"launch\"}\n",
+            "\n",
+            "x\u{1}garbage\n",
+            "{\"t_ms\":18446744073709551615,\"kind\":\"exec\"}\n",
+            "{\"t_ms\":5,\"kind\":\"exec\",\"path\":\"/bin/k3s\"}\n",
+            "{\"t_ms\":6}\n",
+            "[1]\n",
+            "{\"t_ms\":9,\"kind\":\"ex"
+        ),
+    )
+    .unwrap();
+    let t = read_timeline(&p).unwrap();
+    assert_eq!(
+        t.events.len(),
+        2,
+        "launch and exec are kept: {:?}",
+        t.events
+    );
+    assert_eq!(t.events[1]["path"], "/bin/k3s");
+    let f = p.display().to_string();
+    let want = [
+        (3, "not a JSON line"),
+        (
+            4,
+            "\"t_ms\" 18446744073709551615 is not a time in ms since launch",
+        ),
+        (6, "missing or non-string \"kind\""),
+        (7, "not a JSON object"),
+        (8, "truncated"),
+    ];
+    assert_eq!(t.skipped.len(), want.len(), "{:?}", t.skipped);
+    for ((line, what), got) in want.iter().zip(&t.skipped) {
+        assert!(
+            got.starts_with(&format!("{f}:{line}: ")) && got.contains(what),
+            "{got:?} should name line {line}: {what}"
+        );
+        assert!(!got.contains('\n'));
+    }
+    let w = t.warning().unwrap();
+    assert!(
+        w.starts_with("skipped 5 damaged timeline lines: ") && w.ends_with("and 2 more"),
+        "{w}"
+    );
+    // read_events is the same, without the messages.
+    assert_eq!(read_events(&p).unwrap().len(), 2);
+}
+
+#[test]
+fn a_timeline_with_no_usable_event_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.jsonl");
     std::fs::write(&p, "{\"kind\":\"launch\"}\n").unwrap();
+    let e = read_events(&p).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!(
+            "timeline {}: no usable event (1 damaged line, the first: {}:1: no \"t_ms\")",
+            p.display(),
+            p.display()
+        )),
+        "{e}"
+    );
+    std::fs::write(&p, "").unwrap();
     assert!(read_events(&p)
         .unwrap_err()
         .to_string()
-        .contains(":1: missing or non-numeric \"t_ms\""));
-    std::fs::write(&p, "[1]\n").unwrap();
-    assert!(read_events(&p)
-        .unwrap_err()
-        .to_string()
-        .contains(":1: expected a JSON object"));
-    assert!(read_events(&dir.path().join("missing"))
-        .unwrap_err()
-        .to_string()
-        .contains("missing"));
+        .contains("no events (an empty file)"));
+    let e = format!(
+        "{:#}",
+        read_events(&dir.path().join("missing")).unwrap_err()
+    );
+    assert!(
+        e.contains("missing: cannot open") && !e.contains('\n'),
+        "{e}"
+    );
 }
 
 #[test]
@@ -221,4 +283,103 @@ fn compare_puts_two_runs_side_by_side_with_the_difference_per_period() {
         "whole run differs by 30.600 - 20.400:\n{c}"
     );
     assert!(c.contains("probes: A 13 attempts, B 13"));
+}
+
+/// `k3shim timeline FILE --html OUT` on a damaged file: a line with an
+/// absurd t_ms used to make the chart's time axis billions of ticks long (the
+/// command hung and grew past 1.6 GB). Now the line is named and skipped, the
+/// command ends at once within 512 MiB of address space, and its output is small.
+#[test]
+fn timeline_html_of_a_damaged_file_ends_quickly_in_bounded_memory_and_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let tl = dir.path().join("t.jsonl");
+    let mut ev = fixture_run(1.0);
+    ev.push(json!({"t_ms": 18446744073709551615u64, "kind": "exit", "code": 0}));
+    let mut text: String = ev.iter().map(|e| format!("{e}\n")).collect();
+    text.push_str("{\"t_ms\":9007199254740992,\"kind\":\"write\",\"path\":\"/proc/sys/x\"}\n");
+    text.push_str("{\"t_ms\":20500,\"kind\":\"sig");
+    std::fs::write(&tl, text).unwrap();
+    let html = dir.path().join("out.html");
+    let o = sandbox::native(&format!(
+        "ulimit -v 524288; exec timeout 30 {} timeline {} --html {}",
+        sandbox::k3shim().display(),
+        tl.display(),
+        html.display()
+    ));
+    let err = sandbox::stderr(&o);
+    assert!(o.status.success(), "exit {:?}\n{err}", o.status.code());
+    assert!(
+        err.contains(&format!(
+            "k3shim: warning: skipped 2 damaged timeline lines: {}:",
+            tl.display()
+        )) && err.contains("\"t_ms\" 18446744073709551615 is not a time")
+            && err.contains("truncated"),
+        "{err}"
+    );
+    let len = std::fs::metadata(&html).unwrap().len();
+    assert!(len < 2_000_000, "the page stays small: {len} bytes");
+    // A t_ms at the limit (2^53 ms) is a valid, if odd, time: the axis stays short.
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.matches("class=\"tick\"").count() < 60,
+        "a bounded number of ticks"
+    );
+}
+
+mod any_timeline {
+    //! Whatever a timeline holds (times in any order, up to 2^53 ms, holds
+    //! released before they start, missing fields), the table, the comparison
+    //! and the page are made without a panic, and the page stays small.
+    use launcher::timeline::MAX_T_MS;
+    use launcher::timeline_report;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn event() -> impl Strategy<Value = Value> {
+        let t = prop_oneof![0u64..30_000, 0u64..=MAX_T_MS, Just(MAX_T_MS)];
+        let kind = prop::sample::select(vec![
+            "launch",
+            "exec",
+            "log_match",
+            "gate_open",
+            "gate_timeout",
+            "hook_start",
+            "hook_end",
+            "hold",
+            "release",
+            "probe",
+            "redirect",
+            "write",
+            "signal",
+            "exit",
+            "hooks_skipped",
+            "other",
+        ]);
+        (
+            t,
+            kind,
+            0i64..4,
+            prop::option::of(0u64..5_000),
+            any::<bool>(),
+        )
+            .prop_map(|(t, kind, n, w, ok)| {
+                json!({"t_ms": t, "kind": kind, "name": format!("m{n}"), "index": n, "pid": n,
+                       "tid": n, "what": "connect x", "waited_ms": w, "ok": ok, "status": n,
+                       "code": n, "signal": n, "path": "/proc/sys/x", "cmd": "true"})
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn reports_of_any_events_never_panic_and_stay_bounded(
+            a in prop::collection::vec(event(), 1..60),
+            b in prop::collection::vec(event(), 1..60),
+        ) {
+            let _ = timeline_report::table(&a);
+            let _ = timeline_report::compare(&a, &b);
+            let page = timeline_report::html(&a, Some(&b));
+            prop_assert!(page.len() < 400_000 + 8_000 * (a.len() + b.len()), "{} bytes", page.len());
+        }
+    }
 }

@@ -31,22 +31,28 @@ fn lines_show_the_decoded_call_what_the_shim_did_and_the_result() {
     assert!(t.contains("[pid "), "{t}");
     assert!(
         t.contains(
-            r#"openat(AT_FDCWD, "/proc/sys/vm/panic_on_oom", O_RDONLY) = 3 <redirected -> "#
+            r#"openat(AT_FDCWD, "/proc/sys/vm/panic_on_oom", O_RDONLY) = 3 /* redirected -> "#
         ),
         "{t}"
     );
     assert!(
-        t.contains(r#"openat(AT_FDCWD, "/proc/sys/vm/overcommit_memory", O_RDONLY) = 3 <passed>"#),
+        t.contains(
+            r#"openat(AT_FDCWD, "/proc/sys/vm/overcommit_memory", O_RDONLY) = 3 /* passed */ <"#
+        ),
         "{t}"
     );
     assert!(
-        t.contains(r#"readlink("/proc/sys/vm", ...) = -1 EINVAL"#),
+        t.contains(
+            r#"readlink("/proc/sys/vm", ...) = -1 EINVAL (Invalid argument) /* emulated */ <"#
+        ),
         "{t}"
     );
+    // Every line is whole and ends as strace -T's do: <seconds.microseconds>.
+    let end = regex::Regex::new(r" <\d+\.\d{6}>$").unwrap();
     for l in t.lines() {
         assert!(
-            l.starts_with("[pid ") && l.ends_with("us)"),
-            "every line is whole: {l:?}"
+            l.starts_with("[pid ") && end.is_match(l) && l.matches('<').count() == 1,
+            "every line is whole, its time last: {l:?}"
         );
     }
 }
@@ -64,7 +70,7 @@ fn filters_select_syscalls_paths_redirects_and_failures() {
     );
     let (t, _) = gvisor_trace("--redirected-only", cmd);
     assert!(
-        !t.is_empty() && t.lines().all(|l| l.contains("<redirected -> ")),
+        !t.is_empty() && t.lines().all(|l| l.contains("/* redirected -> ")),
         "{t}"
     );
     let (t, _) = gvisor_trace("--failed-only", cmd);
@@ -303,4 +309,89 @@ fn an_execve_by_a_non_leader_thread_gets_its_line_with_that_threads_tid() {
         .split_once('/')
         .unwrap_or_else(|| panic!("a thread's line names pid/tid: {from_thread}"));
     assert_ne!(pid, tid, "{from_thread}");
+}
+
+/// strace's options as a user of strace types them: -f, -e trace=%class.
+#[test]
+fn strace_style_f_and_classes_work_and_a_class_the_path_filter_misses_is_traced_anyway() {
+    let d = scratch("trace-classes");
+    let out = d.join("t.txt");
+    // %file with -f: the /proc/sys traffic, errno names with their text.
+    let o = std::process::Command::new(k3shim())
+        .args(["trace", "--mode", "shadow", "--state"])
+        .arg(d.join("state"))
+        .args(["-f", "-e", "trace=%file", "-o"])
+        .arg(&out)
+        .args(["--", "sysctl", "-n", "vm.panic_on_oom"])
+        .output()
+        .unwrap();
+    assert_ok(&o, "k3shim trace -f -e trace=%file");
+    let t = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        t.contains(
+            r#"readlink("/proc/sys/vm", ...) = -1 EINVAL (Invalid argument) /* emulated */ <"#
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains(
+            r#"openat(AT_FDCWD, "/proc/sys/vm/panic_on_oom", O_RDONLY) = 3 /* redirected -> "#
+        ),
+        "{t}"
+    );
+    // %network: the path filter stops none of it, so every syscall is stopped.
+    let py = python();
+    let o = std::process::Command::new(k3shim())
+        .args(["trace", "--mode", "shadow", "--state"])
+        .arg(d.join("state"))
+        .args(["-e", "trace=%network", "-o"])
+        .arg(&out)
+        .args(["--", &py, "-c", "import socket\ntry: socket.socket().connect(('127.0.0.1', 9))\nexcept OSError as e: print(e.errno)"])
+        .output()
+        .unwrap();
+    assert_ok(&o, "k3shim trace -e trace=%network");
+    assert!(
+        stderr(&o).contains("-e trace=%network: the path filter stops none of these syscalls, so every syscall is stopped"),
+        "{}",
+        stderr(&o)
+    );
+    let t = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        t.lines().any(|l| l.contains("] connect(")
+            && l.contains(" = -1 ECONNREFUSED (Connection refused) /* passed */ <")),
+        "{t}"
+    );
+    assert!(
+        t.lines().all(|l| [
+            "socket(",
+            "connect(",
+            "getsockopt(",
+            "setsockopt(",
+            "getsockname(",
+            "getpeername(",
+            "recvfrom(",
+            "sendto(",
+            "socketpair(",
+            "shutdown("
+        ]
+        .iter()
+        .any(|n| l.contains(n))),
+        "only %network calls: {t}"
+    );
+    // A class strace does not have is one clear line.
+    let o = std::process::Command::new(k3shim())
+        .args(["trace", "--mode", "shadow", "--state"])
+        .arg(d.join("state"))
+        .args(["-e", "trace=%files", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with(
+            "k3shim: -e trace=%files: \"%files\" is not one of strace's classes (%file, "
+        ),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stderr(&o).lines().count(), 1);
 }

@@ -12,16 +12,25 @@ use std::path::{Path, PathBuf};
 
 type Milestones = (BTreeMap<String, f64>, BTreeMap<String, String>, Option<f64>);
 
-/// Milestones (seconds since launch) from a timeline: the first log_match of
-/// each name, and the built-in ones (gate_open, gate_timeout, held, released,
-/// hooks_ok, hook_failed); the exit time.
+/// Milestones (seconds since the step's launch: the clock origin the
+/// timeline names, i.e. when the runner started the step's command on the
+/// host, else k3shim's own launch) from a timeline: the first log_match of
+/// each name, and the built-in ones (k3shim_start when k3shim started later
+/// than the origin, gate_open, gate_timeout, held, released, hooks_ok,
+/// hook_failed); the exit time.
 pub fn milestones(events: &[Value]) -> Milestones {
     let mut m: BTreeMap<String, f64> = BTreeMap::new();
     let mut lines = BTreeMap::new();
     let mut end = None;
     let (mut starts, mut ends, mut all_ok, mut not_run, mut last_end) = (0, 0, true, false, 0.0);
+    let shift = crate::timeline::clock_offset_ms(events);
     for e in events {
-        let t = e.get("t_ms").and_then(Value::as_u64).unwrap_or(0) as f64 / 1000.0;
+        let t = e
+            .get("t_ms")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            .saturating_add(shift) as f64
+            / 1000.0;
         let kind = e.get("kind").and_then(Value::as_str).unwrap_or("");
         let put = |m: &mut BTreeMap<String, f64>, k: &str| {
             m.entry(k.to_string()).or_insert(t);
@@ -37,6 +46,7 @@ pub fn milestones(events: &[Value]) -> Milestones {
                     }
                 }
             }
+            "launch" if e.get("clock").is_some() => put(&mut m, "k3shim_start"),
             "gate_open" => put(&mut m, "gate_open"),
             "gate_timeout" => put(&mut m, "gate_timeout"),
             "hold" => put(&mut m, "held"),
@@ -146,6 +156,105 @@ fn read_outcomes(dir: &Path) -> Result<Vec<(PathBuf, Outcome)>> {
     }
     out.sort_by(|a, b| (a.1.attempt, &a.0).cmp(&(b.1.attempt, &b.0)));
     Ok(out)
+}
+
+/// What the Diff row of a milestone table is.
+const DIFF: &str = "**Diff**: a column's Avg minus the Avg of the column before it, i.e. the average time from the previous milestone to this one (as in the seeds' tables).";
+
+/// What every time in the report is measured from.
+const CLOCK: &str = "Clock: every time is in seconds since **launch**, the moment the runner started the step's command on the host (`runsc` for a step in gVisor), the same event for every step. A step under k3shim has a `k3shim_start` milestone, when k3shim itself started (inside the sandbox); its timeline counts from there and is shifted by that much (the launch event's `clock`).";
+
+/// A milestone's time in one run: `launch` is 0, `end` the exit (or stop).
+fn value(o: &Outcome, c: &str) -> Option<f64> {
+    match c {
+        "launch" => Some(0.0),
+        "end" => o.end_s,
+        _ => o.milestones.get(c).copied(),
+    }
+}
+
+/// The milestone columns for these runs: launch, every milestone seen in the
+/// order of its average time, end.
+fn columns(runs: &[&Outcome]) -> Vec<String> {
+    let mut times: HashMap<&str, Vec<f64>> = HashMap::new();
+    for o in runs {
+        for (k, v) in &o.milestones {
+            times.entry(k.as_str()).or_default().push(*v);
+        }
+        if let Some(e) = o.end_s {
+            times.entry("end").or_default().push(e);
+        }
+    }
+    let mut cols: Vec<(&str, f64)> = times.iter().map(|(k, v)| (*k, stats(v).0)).collect();
+    cols.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
+    if let Some(i) = cols.iter().position(|c| c.0 == "end") {
+        let e = cols.remove(i);
+        cols.push(e);
+    }
+    // k3shim's own start comes first in any step that has it (averaging it
+    // with steps that have not would misplace it).
+    if let Some(i) = cols.iter().position(|c| c.0 == "k3shim_start") {
+        let e = cols.remove(i);
+        cols.insert(0, e);
+    }
+    std::iter::once("launch".to_string())
+        .chain(cols.into_iter().map(|c| c.0.to_string()))
+        .collect()
+}
+
+/// One experiment's steps side by side: a row per milestone, a column per
+/// step with its average (over its runs), and for every step after the
+/// first the difference from the first step's average.
+fn steps_compared(md: &mut String, experiment: &str, groups: &[&Group]) {
+    let runs: Vec<&Outcome> = groups
+        .iter()
+        .flat_map(|g| g.runs.iter().map(|(_, o)| o))
+        .collect();
+    let cols = columns(&runs);
+    let base = &groups[0].step;
+    let _ = writeln!(md, "## {experiment}: steps compared\n");
+    let _ = writeln!(
+        md,
+        "Average seconds since launch per step (runs in brackets where not every run reached the milestone); Δ: the step's average minus `{base}`'s.\n"
+    );
+    let mut head = vec!["milestone".to_string()];
+    for (k, g) in groups.iter().enumerate() {
+        head.push(format!(
+            "{} ({} run{})",
+            g.step,
+            g.runs.len(),
+            if g.runs.len() == 1 { "" } else { "s" }
+        ));
+        if k > 0 {
+            head.push(format!("Δ vs {base}"));
+        }
+    }
+    let _ = writeln!(md, "| {} |", head.join(" | "));
+    let _ = writeln!(md, "| :-- |{}", " --: |".repeat(head.len() - 1));
+    let avg = |g: &Group, c: &str| -> (Option<f64>, usize) {
+        let v: Vec<f64> = g.runs.iter().filter_map(|(_, o)| value(o, c)).collect();
+        ((!v.is_empty()).then(|| stats(&v).0), v.len())
+    };
+    for c in &cols {
+        let (b, _) = avg(groups[0], c);
+        let mut cells = vec![format!("`{c}`")];
+        for (k, g) in groups.iter().enumerate() {
+            let (a, n) = avg(g, c);
+            cells.push(match a {
+                Some(a) if n < g.runs.len() => format!("{} ({n}/{})", fmt_s(a), g.runs.len()),
+                Some(a) => fmt_s(a),
+                None => "-".into(),
+            });
+            if k > 0 {
+                cells.push(match (a, b) {
+                    (Some(a), Some(b)) => format!("{:+.3}", a - b),
+                    _ => "-".into(),
+                });
+            }
+        }
+        let _ = writeln!(md, "| {} |", cells.join(" | "));
+    }
+    md.push('\n');
 }
 
 fn fmt_s(v: f64) -> String {
@@ -283,6 +392,21 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
             all_match: false,
         });
     }
+    let _ = writeln!(md, "{CLOCK}\n");
+    let mut done: Vec<&str> = Vec::new();
+    for g in &groups {
+        if done.contains(&g.experiment.as_str()) {
+            continue;
+        }
+        done.push(&g.experiment);
+        let steps: Vec<&Group> = groups
+            .iter()
+            .filter(|x| x.experiment == g.experiment)
+            .collect();
+        if steps.len() > 1 {
+            steps_compared(&mut md, &g.experiment, &steps);
+        }
+    }
     for g in &groups {
         let _ = writeln!(
             md,
@@ -296,32 +420,9 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
             }
         );
         let _ = writeln!(md, "Expected: {}.\n", g.expected);
-        // Columns: every milestone seen, in the order of its average time.
-        let mut times: HashMap<&str, Vec<f64>> = HashMap::new();
-        for (_, o) in &g.runs {
-            for (k, v) in &o.milestones {
-                times.entry(k.as_str()).or_default().push(*v);
-            }
-            if let Some(e) = o.end_s {
-                times.entry("end").or_default().push(e);
-            }
-        }
-        let mut cols: Vec<(&str, f64)> = times.iter().map(|(k, v)| (*k, stats(v).0)).collect();
-        cols.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
-        if let Some(i) = cols.iter().position(|c| c.0 == "end") {
-            let e = cols.remove(i);
-            cols.push(e);
-        }
-        let cols: Vec<&str> = std::iter::once("launch")
-            .chain(cols.into_iter().map(|c| c.0))
-            .collect();
-        let value = |o: &Outcome, c: &str| -> Option<f64> {
-            match c {
-                "launch" => Some(0.0),
-                "end" => o.end_s,
-                _ => o.milestones.get(c).copied(),
-            }
-        };
+        let runs: Vec<&Outcome> = g.runs.iter().map(|(_, o)| o).collect();
+        let cols = columns(&runs);
+        let cols: Vec<&str> = cols.iter().map(String::as_str).collect();
         let _ = writeln!(md, "Milestones, seconds since launch (`end`: the exit, or the stop at the end of the watch):\n");
         let _ = writeln!(md, "| Run | {} |", cols.join(" | "));
         let _ = writeln!(md, "| :-: |{}", " --: |".repeat(cols.len()));
@@ -357,6 +458,7 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
             });
         }
         let _ = writeln!(md, "| **Diff** | {} |\n", diff.join(" | "));
+        let _ = writeln!(md, "{DIFF}\n");
         // Periods between consecutive milestones, per run, then aggregated.
         let _ = writeln!(
             md,

@@ -455,15 +455,28 @@ fn run_step(
     let own = if step.shim {
         None
     } else {
-        Some(crate::timeline::Timeline::create(
-            Some(&timeline),
-            &argv,
-            json!({"runner": "k3shim experiment", "shim": false}),
-        )?)
+        Some(
+            crate::timeline::Timeline::create(
+                Some(&timeline),
+                &argv,
+                json!({"runner": "k3shim experiment", "shim": false}),
+            )
+            .with_context(|| {
+                format!("{}: cannot create the step's timeline", timeline.display())
+            })?,
+        )
     };
     let log = Arc::new(Mutex::new(std::fs::File::create(run.join("target.log"))?));
+    // Every step's clock starts here, when the runner starts its command on
+    // the host: the runner's own timeline (bare steps) was created just now,
+    // and k3shim (which starts later, inside the sandbox) is told this instant.
+    let origin_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
     let mut child = Command::new(&argv[0])
         .args(&argv[1..])
+        .env(crate::timeline::CLOCK_ORIGIN_ENV, origin_us.to_string())
         .current_dir(&run)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

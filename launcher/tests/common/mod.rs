@@ -189,3 +189,16 @@ pub fn fixture_run(scale: f64) -> Vec<Value> {
     v.sort_by_key(|e| e["t_ms"].as_u64().unwrap());
     v
 }
+
+/// [`fixture_run`] with `extra` more log_match milestones crowded into the
+/// start-up (one every 120 ms from 1.6 s): 11 + `extra` milestones, the
+/// shape that made the page's milestone numbers collide.
+pub fn fixture_crowded(scale: f64, extra: usize) -> Vec<Value> {
+    let mut v = fixture_run(scale);
+    for n in 0..extra {
+        let t = ((1600 + 120 * n as u64) as f64 * scale).round() as u64;
+        v.push(json!({"t_ms": t, "kind": "log_match", "name": format!("step-{n}"), "line": format!("step {n} done"), "stream": "stderr"}));
+    }
+    v.sort_by_key(|e| e["t_ms"].as_u64().unwrap());
+    v
+}
