@@ -269,10 +269,10 @@ fn reopening_with_the_same_profile_skips_the_per_entry_check_and_verify_repairs_
     let e = env();
     drop(open(&e, Mode::Overlay));
     let value = e.state.join("values/vm/panic_on_oom");
-    // Drift the open() check would repair; with an unchanged profile it is not looked at...
-    fs::write(&value, "9\n").unwrap();
+    // Drift (a value the rule accepts) the open() check would repair; with an unchanged profile it is not looked at...
+    fs::write(&value, "2\n").unwrap();
     let f = open(&e, Mode::Overlay);
-    assert_eq!(fs::read_to_string(&value).unwrap(), "9\n");
+    assert_eq!(fs::read_to_string(&value).unwrap(), "2\n");
     drop(f);
     // ...until `verify` (what `k3shim fakefs init` runs on an existing directory).
     let mut f = open(&e, Mode::Overlay);
@@ -280,14 +280,14 @@ fn reopening_with_the_same_profile_skips_the_per_entry_check_and_verify_repairs_
     assert_eq!(fs::read_to_string(&value).unwrap(), "0\n");
     drop(f);
     // A different profile, or an index written without a fingerprint, is checked in full.
-    fs::write(&value, "9\n").unwrap();
+    fs::write(&value, "2\n").unwrap();
     let mine = e.base.join("mine.tsv");
     fs::write(&mine, "kernel/panic_on_oops\t1\tinteger\n").unwrap();
     let mut o = opts(&e, Mode::Overlay);
     o.profiles = vec!["k3s".into(), mine.to_string_lossy().into()];
     drop(FakeFs::open(o).unwrap());
     assert_eq!(fs::read_to_string(&value).unwrap(), "0\n");
-    fs::write(&value, "9\n").unwrap();
+    fs::write(&value, "2\n").unwrap();
     let index = e.state.join("index.json");
     let mut j: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&index).unwrap()).unwrap();
@@ -1089,7 +1089,7 @@ fn set_get_diff_and_reset_work_like_the_commands_promise() {
             .unwrap()
             .lines()
             .count()
-            >= 4,
+            >= 3,
         "reset keeps the journal"
     );
 }
