@@ -984,6 +984,14 @@ impl FakeFs {
             }
             Op::Read | Op::Stat | Op::Access { .. } => {
                 if overlay && !pinned && self.real_is_readable(rel) {
+                    // An entry k3shim takes writes for stats writable, as on
+                    // procfs, even where the real one says 0444 (this gVisor's
+                    // do, writable or not): procps checks the mode first.
+                    let real_ro =
+                        matches!(self.real(rel), RealKind::File { mode } if mode & 0o200 == 0);
+                    if op != Op::Read && !ro && real_ro {
+                        return self.view_of(rel);
+                    }
                     return Outcome::Real;
                 }
                 if self.entry_damage(rel).is_some() {
@@ -1025,6 +1033,20 @@ impl FakeFs {
                     Err(e) => Outcome::Error(e),
                 }
             }
+        }
+    }
+
+    /// The entry's name in its directory's view: an empty file with the mode
+    /// procfs would show (stat and access only).
+    fn view_of(&mut self, rel: &str) -> Outcome {
+        match self.build_view(parent_of(rel)) {
+            Ok(dir) => Outcome::Fake {
+                backing: dir.join(rel.rsplit('/').next().unwrap_or(rel)),
+                add_flags: libc::O_NOFOLLOW,
+                clear_flags: READ_CLEAR,
+                write_token: None,
+            },
+            Err(e) => Outcome::Error(e),
         }
     }
 

@@ -433,6 +433,56 @@ fn overlay_unknown_real_readonly_entry_refuses_writes_with_eacces() {
     );
 }
 
+/// This gVisor's procfs says 0444 for vm/overcommit_memory and
+/// net/core/somaxconn (writes fail with EIO) and for ip_forward (writes
+/// work); procps `sysctl -w` checks the mode and refuses before opening.
+/// k3shim takes the write (into the fake tree), so the entry stats writable
+/// from the start, as procfs shows a writable sysctl: 0644.
+#[test]
+fn overlay_an_entry_k3shim_takes_writes_for_stats_0644_though_the_real_one_says_0444() {
+    let e = env();
+    let real = e.proc.join("net/core/somaxconn");
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o444)).unwrap();
+    let mut f = open(&e, Mode::Overlay);
+    let path = p("/proc/sys/net/core/somaxconn");
+    assert_eq!(
+        f.decide(path, Op::Read),
+        Outcome::Real,
+        "the live value is read"
+    );
+    for op in [Op::Stat, Op::Access { mode: libc::W_OK }] {
+        let st = fs::symlink_metadata(backing(&f.decide(path, op))).unwrap();
+        assert!(st.is_file());
+        assert_eq!(st.permissions().mode() & 0o777, 0o644, "{op:?}");
+        assert_eq!(st.len(), 0, "procfs files have size 0");
+    }
+    // Nothing was copied: the entry is still the real one.
+    assert!(f
+        .entries()
+        .iter()
+        .any(|i| i.path == "/proc/sys/net/core/somaxconn" && i.source == Source::Real));
+    // A real entry k3shim refuses writes for keeps its mode.
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/yama_ro"), Op::Stat),
+        Outcome::Real
+    );
+    // A writable real entry is stat'ed for real.
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/panic"), Op::Stat),
+        Outcome::Real
+    );
+    // After a write the fake value file answers, 0644 too.
+    let o = f.decide(path, WRITE);
+    assert_eq!(f.write(token(&o), 1, "sysctl", 0, b"32768\n"), Ok(6));
+    let st = fs::symlink_metadata(backing(&f.decide(path, Op::Stat))).unwrap();
+    assert_eq!(st.permissions().mode() & 0o777, 0o644);
+    assert_eq!(
+        fs::read_to_string(&real).unwrap(),
+        "4096\n",
+        "the real entry is untouched"
+    );
+}
+
 #[test]
 fn shadow_fakes_every_entry_seeded_from_real_values_then_the_profile() {
     let e = env();
@@ -716,7 +766,10 @@ fn directory_views_merge_real_and_fake_entries_with_procfs_modes() {
     let mut f = open(&e, Mode::Overlay);
     let v = backing(&f.decide(p("/proc/sys/vm"), Op::OpenDir));
     assert!(v.starts_with(f.state_dir()));
-    assert_eq!(listing(&v), vec!["overcommit_memory", "panic_on_oom"]);
+    assert_eq!(
+        listing(&v),
+        vec!["overcommit_memory", "panic_on_oom"]
+    );
     assert_eq!(mode_of(&v), 0o555);
     assert_eq!(mode_of(&v.join("panic_on_oom")), 0o644);
     let k = backing(&f.decide(p("/proc/sys/kernel"), Op::OpenDir));
