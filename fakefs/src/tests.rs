@@ -768,7 +768,7 @@ fn directory_views_merge_real_and_fake_entries_with_procfs_modes() {
     assert!(v.starts_with(f.state_dir()));
     assert_eq!(
         listing(&v),
-        vec!["overcommit_memory", "panic_on_oom"]
+        vec!["max_map_count", "overcommit_memory", "panic_on_oom"]
     );
     assert_eq!(mode_of(&v), 0o555);
     assert_eq!(mode_of(&v.join("panic_on_oom")), 0o644);
@@ -787,7 +787,7 @@ fn directory_views_merge_real_and_fake_entries_with_procfs_modes() {
     assert_eq!(mode_of(&k.join("osrelease")), 0o444);
     assert_eq!(mode_of(&k.join("keys")), 0o555);
     let root = backing(&f.decide(p("/proc/sys"), Op::OpenDir));
-    assert_eq!(listing(&root), vec!["kernel", "net", "vm"]);
+    assert_eq!(listing(&root), vec!["fs", "kernel", "net", "vm"]);
     // A directory missing from the real tree is a view for stat too.
     let br = backing(&f.decide(p("/proc/sys/net/bridge"), Op::Stat));
     assert_eq!(
