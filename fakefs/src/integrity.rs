@@ -13,7 +13,7 @@
 
 use crate::fsutil::{self, FileType, Root};
 use crate::Rule;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
 
 /// Something in a state directory that k3shim will not use as it is.
@@ -33,13 +33,17 @@ impl std::fmt::Display for Damage {
 
 /// The names at the top of a state directory and what each must be.
 pub(crate) const TOP_DIRS: [&str; 4] = ["values", "views", "tmp", "files"];
-pub(crate) const TOP_FILES: [&str; 5] = [
+pub(crate) const TOP_FILES: [&str; 6] = [
     crate::STATE_FILE,
     crate::INDEX_FILE,
     crate::JOURNAL_FILE,
+    CHECKED_FILE,
     "lock",
     "generation",
 ];
+
+/// How recent a change must be for its stamp not to be trusted (see finish).
+const RACY_SECS: i64 = 2;
 
 /// Largest value file accepted (procfs values fit in a page).
 const MAX_VALUE: usize = 4096;
@@ -81,34 +85,154 @@ pub(crate) fn scan_top(root: &Root) -> io::Result<Vec<Damage>> {
 #[derive(Default)]
 pub(crate) struct ValueScan {
     pub damage: Vec<Damage>,
-    /// Every value file that passed, relative to values/, without its newline.
+    /// The value files read (relative to values/, without their newline);
+    /// files whose stamp showed them unchanged since they passed are not read.
     pub values: HashMap<String, String>,
+    /// Every directory and value file that passed, for the next opener.
+    pub checked: Checked,
 }
 
 /// What the walk expects: `rule_of(rel)` is the rule of an entry whose value
 /// file may be at values/<rel> (None: no entry, a stray file is left alone
 /// unless `adopt_strays`, when it is checked as text: an index is being
 /// rebuilt); `dirs` are the directories that entries need; `required` the
-/// entries whose value file must exist.
+/// entries whose value file must exist; `key` names all of that (what a
+/// cached result is valid for).
 pub(crate) struct Expect<'a> {
     pub rule_of: &'a dyn Fn(&str) -> Option<Rule>,
     pub dirs: &'a HashSet<String>,
     pub required: &'a [String],
     pub adopt_strays: bool,
+    pub key: String,
 }
 
-/// Walks values/ (which must exist and be a directory).
-pub(crate) fn scan_values(root: &Root, expect: &Expect<'_>) -> io::Result<ValueScan> {
+/// What a directory or value file looked like when it passed the check.
+/// Any change to a name in a directory, or to a file's content or mode,
+/// changes its ctime (which, unlike mtime, cannot be set back by hand).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Stamp {
+    dev: u64,
+    ino: u64,
+    ctime: i64,
+    ctime_ns: i64,
+    size: i64,
+    mode: u32,
+    /// The rule a value file passed (empty for a directory).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    rule: String,
+}
+
+impl Stamp {
+    fn of(st: &libc::stat, rule: Option<&Rule>) -> Stamp {
+        Stamp {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            ctime: st.st_ctime,
+            ctime_ns: st.st_ctime_nsec,
+            size: st.st_size,
+            mode: st.st_mode,
+            rule: rule.map(|r| r.to_string()).unwrap_or_default(),
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+}
+
+/// DIR/checked.json: the stamps of the last check, so that the next opener
+/// re-reads only what changed (about one fstatat per unchanged directory and
+/// value instead of six and three: start-up cost matters inside gVisor).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Checked {
+    /// [`Expect::key`] of that check.
+    pub key: String,
+    /// Whether that check found nothing damaged (else nothing is skipped).
+    pub clean: bool,
+    /// values/-relative path ("" for values/ itself) -> stamp.
+    pub stamps: BTreeMap<String, Stamp>,
+}
+
+pub(crate) const CHECKED_FILE: &str = "checked.json";
+
+impl Checked {
+    /// The stamps of a previous check, if usable (a missing or unreadable
+    /// file only means a full check).
+    pub(crate) fn load(root: &Root) -> Option<Checked> {
+        let bytes = root.read(CHECKED_FILE).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Stores them for the next opener when they changed (best effort).
+    pub(crate) fn save(&self, root: &Root, old: Option<&Checked>) {
+        if old == Some(self) {
+            return;
+        }
+        let Ok(text) = serde_json::to_vec(self) else {
+            return;
+        };
+        if let Err(e) = root.write_atomic(CHECKED_FILE, &text, 0o644, false) {
+            tracing::debug!("fakefs: cannot store {CHECKED_FILE}: {e}");
+        }
+    }
+}
+
+/// Walks values/ (which must exist and be a directory). With the stamps of a
+/// previous clean check made for the same entries and rules, what is
+/// unchanged since is only stat'ed; the rest is listed and read.
+pub(crate) fn scan_values(
+    root: &Root,
+    expect: &Expect<'_>,
+    cache: Option<&Checked>,
+) -> io::Result<ValueScan> {
     let mut scan = ValueScan::default();
     let values = root.open_dir("values", false)?;
-    walk(&values, "", expect, &mut scan)?;
+    let none = Checked::default();
+    let fast = cache.filter(|c| c.clean && c.key == expect.key && !expect.adopt_strays);
+    // Without a clean check of the same entries, everything is listed; file
+    // stamps (each with its rule) still spare reads of unchanged values.
+    let cache = cache.filter(|_| !expect.adopt_strays).unwrap_or(&none);
+    let mut walk = Walk {
+        root,
+        values: &values,
+        expect,
+        cache: fast.unwrap_or(cache),
+        scan: &mut scan,
+    };
+    if fast.is_some() {
+        walk.visit("")?;
+    } else {
+        walk.record_dir("", None)?;
+        walk.dir(&values, "")?;
+    }
+    finish(scan, expect)
+}
+
+fn finish(mut scan: ValueScan, expect: &Expect<'_>) -> io::Result<ValueScan> {
     for rel in expect.required {
-        if !scan.values.contains_key(rel) && !covered(&scan.damage, rel) {
+        if !scan.checked.stamps.contains_key(rel) && !covered(&scan.damage, rel) {
             scan.damage.push(Damage {
                 path: format!("values/{rel}"),
                 problem: "missing (the index lists it)".into(),
             });
         }
+    }
+    scan.checked.key = expect.key.clone();
+    scan.checked.clean = scan.damage.is_empty();
+    // Racy stamps (as git's index has): a change made within the clock's
+    // granularity of the check (coarse, milliseconds) can leave ctime and size
+    // as they were. What changed within the last seconds is not vouched for:
+    // it is looked at again next time.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(i64::MAX);
+    let before = scan.checked.stamps.len();
+    scan.checked
+        .stamps
+        .retain(|_, st| st.ctime + RACY_SECS < now);
+    if scan.checked.stamps.len() != before {
+        scan.checked.clean = false;
     }
     Ok(scan)
 }
@@ -129,18 +253,126 @@ pub(crate) fn covers(d: &str, rel: &str) -> bool {
     }
 }
 
-fn walk(
-    dir: &std::os::fd::OwnedFd,
-    rel: &str,
-    expect: &Expect<'_>,
-    scan: &mut ValueScan,
-) -> io::Result<()> {
-    for (name, kind) in fsutil::list(dir)? {
+struct Walk<'a, 'b> {
+    root: &'a Root,
+    /// values/, opened checked: stamps are taken relative to it.
+    values: &'a std::os::fd::OwnedFd,
+    expect: &'a Expect<'b>,
+    cache: &'a Checked,
+    scan: &'a mut ValueScan,
+}
+
+impl Walk<'_, '_> {
+    /// lstat of values/<rel> (values/ itself for "").
+    fn stat(&self, rel: &str) -> io::Result<Option<libc::stat>> {
+        if rel.is_empty() {
+            return fsutil::stat_at(self.values, ".");
+        }
+        fsutil::stat_at(self.values, rel)
+    }
+
+    fn record_dir(&mut self, rel: &str, st: Option<libc::stat>) -> io::Result<()> {
+        let st = match st {
+            Some(st) => st,
+            None => match self.stat(rel)? {
+                Some(st) => st,
+                None => return Ok(()),
+            },
+        };
+        self.scan
+            .checked
+            .stamps
+            .insert(rel.to_string(), Stamp::of(&st, None));
+        Ok(())
+    }
+
+    /// A directory whose stamp is unchanged has the same names as when it
+    /// passed: its children are taken from the stamps; a changed one is
+    /// listed again.
+    fn visit(&mut self, rel: &str) -> io::Result<()> {
+        let st = self.stat(rel)?;
+        let unchanged = match (&st, self.cache.stamps.get(rel)) {
+            (Some(st), Some(c)) => c.is_dir() && *c == Stamp::of(st, None),
+            _ => false,
+        };
+        if !unchanged && rel.is_empty() {
+            self.record_dir(rel, st)?;
+            return self.dir(self.values, rel);
+        }
+        if !unchanged {
+            return match self.root.open_dir(&values_path(rel), false) {
+                Ok(fd) => {
+                    self.record_dir(rel, st)?;
+                    self.dir(&fd, rel)
+                }
+                Err(_) => {
+                    // Gone or replaced since its parent was listed: check it as
+                    // its parent's child.
+                    let (parent, name) = split(rel);
+                    let fd = self.root.open_dir(&values_path(parent), false)?;
+                    let kind = fsutil::type_at(&fd, name)?.unwrap_or(FileType::Other);
+                    self.child(&fd, parent, name, kind)
+                }
+            };
+        }
+        self.record_dir(rel, st)?;
+        let prefix = if rel.is_empty() {
+            String::new()
+        } else {
+            format!("{rel}/")
+        };
+        let children: Vec<(String, bool)> = self
+            .cache
+            .stamps
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, _)| !k.is_empty() && !k[prefix.len()..].contains('/'))
+            .map(|(k, v)| (k.clone(), v.is_dir()))
+            .collect();
+        for (child, is_dir) in children {
+            if is_dir {
+                self.visit(&child)?;
+                continue;
+            }
+            let rule = (self.expect.rule_of)(&child);
+            let same = match (self.stat(&child)?, self.cache.stamps.get(&child)) {
+                (Some(st), Some(c)) => *c == Stamp::of(&st, rule.as_ref()),
+                _ => false,
+            };
+            if same {
+                let c = self.cache.stamps[&child].clone();
+                self.scan.checked.stamps.insert(child, c);
+            } else {
+                let (parent, name) = split(&child);
+                let fd = self.root.open_dir(&values_path(parent), false)?;
+                let kind = fsutil::type_at(&fd, name)?.unwrap_or(FileType::Other);
+                self.child(&fd, parent, name, kind)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists an opened directory and checks each name.
+    fn dir(&mut self, dir: &std::os::fd::OwnedFd, rel: &str) -> io::Result<()> {
+        for (name, kind) in fsutil::list(dir)? {
+            self.child(dir, rel, &name, kind)?;
+        }
+        Ok(())
+    }
+
+    fn child(
+        &mut self,
+        dir: &std::os::fd::OwnedFd,
+        rel: &str,
+        name: &str,
+        kind: FileType,
+    ) -> io::Result<()> {
         let child = if rel.is_empty() {
-            name.clone()
+            name.to_string()
         } else {
             format!("{rel}/{name}")
         };
+        let expect = self.expect;
         let mut rule = (expect.rule_of)(&child);
         if rule.is_none()
             && expect.adopt_strays
@@ -158,57 +390,87 @@ fn walk(
             // reported (a write creating an entry below it would meet it).
             match kind {
                 FileType::Dir => FileType::Dir,
-                FileType::File => continue,
+                FileType::File => return Ok(()),
                 _ => FileType::File,
             }
         };
-        let damaged = |problem: String, scan: &mut ValueScan| {
+        let scan = &mut *self.scan;
+        let mut damaged = |problem: String| {
             scan.damage.push(Damage {
                 path: format!("values/{child}"),
                 problem,
             })
         };
         if kind != want {
-            damaged(problem_of(dir, &name, kind, want), scan);
-            continue;
+            damaged(problem_of(dir, name, kind, want));
+            return Ok(());
         }
         match kind {
             FileType::Dir => {
-                let c = std::ffi::CString::new(name.as_str())
+                let c = std::ffi::CString::new(name)
                     .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
                 let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
                 match fsutil::open_at_checked(dir, &c, flags, 0) {
-                    Ok(sub) => walk(&sub, &child, expect, scan)?,
+                    Ok(sub) => {
+                        self.record_dir(&child, None)?;
+                        self.dir(&sub, &child)?;
+                    }
                     // Swapped since the listing: report what is there now.
                     Err(_) => {
-                        let now = fsutil::type_at(dir, &name)?.unwrap_or(FileType::Other);
-                        damaged(problem_of(dir, &name, now, FileType::Dir), scan);
+                        let now = fsutil::type_at(dir, name)?.unwrap_or(FileType::Other);
+                        damaged(problem_of(dir, name, now, FileType::Dir));
                     }
                 }
             }
             FileType::File => {
-                let Some(rule) = rule else { continue };
-                match fsutil::read_small_at(dir, &name, MAX_VALUE) {
+                let Some(rule) = rule else { return Ok(()) };
+                let st = fsutil::stat_at(dir, name)?;
+                if let Some(st) = &st {
+                    let stamp = Stamp::of(st, Some(&rule));
+                    if self.cache.stamps.get(&child) == Some(&stamp) && !expect.adopt_strays {
+                        self.scan.checked.stamps.insert(child, stamp);
+                        return Ok(());
+                    }
+                }
+                match fsutil::read_small_at(dir, name, MAX_VALUE) {
                     Ok(bytes) => match check_value(&bytes, &rule) {
                         Ok(v) => {
-                            scan.values.insert(child.clone(), v);
+                            if let Some(st) = &st {
+                                let stamp = Stamp::of(st, Some(&rule));
+                                self.scan.checked.stamps.insert(child.clone(), stamp);
+                            }
+                            self.scan.values.insert(child, v);
                         }
-                        Err(why) => damaged(why, scan),
+                        Err(why) => damaged(why),
                     },
                     Err(e) if e.raw_os_error() == Some(libc::EFBIG) => {
-                        damaged(format!("longer than {MAX_VALUE} bytes"), scan)
+                        damaged(format!("longer than {MAX_VALUE} bytes"))
                     }
-                    Err(e) if e.raw_os_error() == Some(libc::ELOOP) => damaged(
-                        problem_of(dir, &name, FileType::Symlink, FileType::File),
-                        scan,
-                    ),
-                    Err(e) => damaged(format!("unreadable ({e})"), scan),
+                    Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                        damaged(problem_of(dir, name, FileType::Symlink, FileType::File))
+                    }
+                    Err(e) => damaged(format!("unreadable ({e})")),
                 }
             }
             _ => {}
         }
+        Ok(())
     }
-    Ok(())
+}
+
+fn values_path(rel: &str) -> String {
+    if rel.is_empty() {
+        "values".to_string()
+    } else {
+        format!("values/{rel}")
+    }
+}
+
+fn split(rel: &str) -> (&str, &str) {
+    match rel.rfind('/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => ("", rel),
+    }
 }
 
 /// Checks the stand-in files (guest paths such as /dev/kmsg, kept at

@@ -483,6 +483,8 @@ pub struct FakeFs {
     pending: HashMap<String, String>,
     /// Values read by the opening check, used once by the first resync.
     scanned: Option<HashMap<String, String>>,
+    /// How many value files the opening check read (the rest were unchanged).
+    opened_reads: usize,
 }
 
 /// How a state directory is opened.
@@ -648,17 +650,27 @@ impl FakeFs {
             dirs: &dirs,
             required: &required,
             adopt_strays: rebuild,
+            key: check_key(&profile, index),
+        };
+        // A repair looks at everything; the others skip what is unchanged
+        // since the last clean check.
+        let cache = match access {
+            Access::Repair => None,
+            _ => integrity::Checked::load(&root),
         };
         let scan = if damage.iter().any(|d| d.path == "values") {
             integrity::ValueScan::default()
         } else {
-            match integrity::scan_values(&root, &expect) {
+            match integrity::scan_values(&root, &expect, cache.as_ref()) {
                 Err(e) if !write && e.raw_os_error() == Some(libc::ENOENT) => {
                     integrity::ValueScan::default()
                 }
                 r => r.map_err(io_err(state.join("values"), "cannot check"))?,
             }
         };
+        if write {
+            scan.checked.save(&root, cache.as_ref());
+        }
         let mut found = scan.damage;
         found.extend(
             integrity::scan_standins(&root, profile.files.keys())
@@ -735,6 +747,7 @@ impl FakeFs {
             damage,
             repairs,
             pending: HashMap::new(),
+            opened_reads: scan.values.len(),
             scanned: Some(scan.values),
             state,
         };
@@ -786,6 +799,12 @@ impl FakeFs {
             list.join("; "),
             self.state.display()
         ))
+    }
+
+    /// How many value files the opening check read; the others were
+    /// unchanged since the last clean check and only stat'ed (diagnostics).
+    pub fn opened_reads(&self) -> usize {
+        self.opened_reads
     }
 
     /// What [`FakeFs::open_repairing`] did, one line each.
@@ -1809,10 +1828,11 @@ impl FakeFs {
                 continue;
             }
             let vrel = format!("values/{rel}");
-            let cur = match &scanned {
-                Some(values) => values.get(&rel).cloned(),
-                None => self.fake_value(&rel),
-            };
+            // Values the check did not read (unchanged since it last passed) are read now.
+            let cur = scanned
+                .as_ref()
+                .and_then(|values| values.get(&rel).cloned())
+                .or_else(|| self.fake_value(&rel));
             let want = match pe.dynamic {
                 Some(Dynamic::RandomUuid) if known.is_some() && cur.is_some() => {
                     cur.clone().unwrap_or_default()
@@ -2037,6 +2057,24 @@ fn prepare_state_dir(path: &Path, create: bool) -> Result<(PathBuf, bool), Error
     } else {
         Err(Error::ForeignDir(state))
     }
+}
+
+/// What a check of values/ depends on: every entry's path and rule.
+fn check_key(profile: &Profile, index: &BTreeMap<String, IndexEntry>) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (LAYOUT_VERSION, env!("CARGO_PKG_VERSION")).hash(&mut h);
+    let mut all: BTreeMap<&str, String> = BTreeMap::new();
+    for (rel, e) in index {
+        all.insert(rel, e.rule.clone());
+    }
+    for (rel, p) in &profile.entries {
+        all.insert(rel, p.rule.to_string());
+    }
+    for (rel, rule) in &all {
+        (rel, rule, index.contains_key(*rel)).hash(&mut h);
+    }
+    format!("{:016x}-{}", h.finish(), all.len())
 }
 
 /// How a repair line describes a name that is not a regular file.

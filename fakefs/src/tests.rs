@@ -943,6 +943,51 @@ fn a_symlink_planted_in_the_state_dir_is_never_followed() {
     assert_eq!(o, Outcome::Error(libc::EIO));
 }
 
+/// The opening check reads only what changed since the last clean check
+/// (checked.json keeps each directory's and value's stamp), yet an in-place
+/// edit that keeps the size, a swapped directory and a new symlink are found.
+/// Stamps younger than two seconds are not trusted (a change within the
+/// clock's granularity can keep ctime), so the test lets the files age once.
+#[test]
+fn the_opening_check_skips_what_is_unchanged_and_still_finds_every_change() {
+    let e = env();
+    drop(open(&e, Mode::Overlay));
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    let f = open(&e, Mode::Overlay);
+    assert!(
+        f.opened_reads > 50,
+        "the first clean check reads everything: {}",
+        f.opened_reads
+    );
+    drop(f);
+    let f = open(&e, Mode::Overlay);
+    assert_eq!(f.opened_reads, 0, "nothing changed: nothing read");
+    assert!(f.damaged().is_empty());
+    drop(f);
+    // Three changes in three subtrees (values/ itself unchanged): the same
+    // size in place; a directory swapped for a symlink to a copy of itself; a
+    // symlink where a value file was.
+    fs::write(e.state.join("values/vm/panic_on_oom"), "7\n").unwrap();
+    let bridge = e.state.join("values/net/bridge");
+    fs::rename(&bridge, e.base.join("bridge-copy")).unwrap();
+    std::os::unix::fs::symlink(e.base.join("bridge-copy"), &bridge).unwrap();
+    let keys = e.state.join("values/kernel/keys/root_maxkeys");
+    fs::remove_file(&keys).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", &keys).unwrap();
+    let f = open(&e, Mode::Overlay);
+    assert_eq!(f.opened_reads, 0, "only the changed names are looked at");
+    let mut paths: Vec<&str> = f.damaged().iter().map(|d| d.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "values/kernel/keys/root_maxkeys",
+            "values/net/bridge",
+            "values/vm/panic_on_oom"
+        ]
+    );
+}
+
 #[test]
 fn the_real_tree_is_never_written() {
     let e = env();
