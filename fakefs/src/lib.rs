@@ -562,6 +562,13 @@ impl FakeFs {
                 r => r?,
             }
         }
+        if access == Access::Repair {
+            // Where repairs put things must itself be a directory.
+            if let Some(what) = not_a_dir(&root, "damaged") {
+                let to = moved(&root, "damaged", &stamp(), true)?;
+                repairs.push(format!("damaged was {what}: moved it to {to}"));
+            }
+        }
         let mut damage = Vec::new();
         let mut rebuild = false;
         for d in integrity::scan_top(&root).map_err(io_err(&state, "cannot list"))? {
@@ -2075,6 +2082,19 @@ fn check_key(profile: &Profile, index: &BTreeMap<String, IndexEntry>) -> String 
         (rel, rule, index.contains_key(*rel)).hash(&mut h);
     }
     format!("{:016x}-{}", h.finish(), all.len())
+}
+
+/// How a repair line describes a name that is there but not a directory.
+fn not_a_dir(root: &Root, name: &str) -> Option<String> {
+    match fsutil::type_at(root.fd(), name) {
+        Ok(Some(fsutil::FileType::Dir)) | Ok(None) => None,
+        Ok(Some(fsutil::FileType::Symlink)) => Some(match fsutil::readlink_at(root.fd(), name) {
+            Some(t) => format!("a symlink to {t}"),
+            None => "a symlink".into(),
+        }),
+        Ok(Some(k)) => Some(k.name().to_string()),
+        Err(e) => Some(e.to_string()),
+    }
 }
 
 /// How a repair line describes a name that is not a regular file.

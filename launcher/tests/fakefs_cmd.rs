@@ -473,13 +473,16 @@ fn reset_yes_always_leaves_a_working_state_directory() {
     std::os::unix::fs::symlink(&outside, e.state.join("values")).unwrap();
     std::fs::remove_file(e.state.join("index.json")).unwrap();
     nix_mkfifo(&e.state.join("index.json"));
+    // Where repairs put things is a symlink too.
+    std::os::unix::fs::symlink(&outside, e.state.join("damaged")).unwrap();
     assert_eq!(fakefs(&e, "show", &[]).code, 2);
     let out = fakefs(&e, "reset", &["--yes"]);
     let stdout = ok(&out);
     assert!(
         stdout.contains("k3shim-state.toml was corrupt")
             && stdout.contains("values was a symlink to")
-            && stdout.contains("index.json was a FIFO"),
+            && stdout.contains("index.json was a FIFO")
+            && stdout.contains("damaged was a symlink to"),
         "{stdout}"
     );
     assert_eq!(ok(&fakefs(&e, "get", &["vm/panic_on_oom"])), "0\n");
