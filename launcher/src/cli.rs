@@ -185,9 +185,9 @@ pub struct FakefsArgs {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum FakefsCmd {
-    /// Create and seed the state directory
+    /// Create and seed the state directory, or check and repair an existing one
     Init(FakefsCommon),
-    /// List entries with their source (real, profile, written) and value
+    /// List entries with their source (real, profile, written, damaged) and value
     Show {
         #[command(flatten)]
         common: FakefsCommon,
@@ -195,7 +195,7 @@ pub enum FakefsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print one entry's value (PATH relative to /proc/sys, e.g. vm/panic_on_oom)
+    /// Print one entry's value (PATH relative to /proc/sys or a sysctl name: vm/panic_on_oom, vm.panic_on_oom)
     Get {
         #[command(flatten)]
         common: FakefsCommon,

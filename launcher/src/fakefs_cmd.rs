@@ -242,7 +242,7 @@ fn show(common: &FakefsCommon, json: bool, out: &mut dyn Write) -> Result<i32> {
     if !fs.damaged().is_empty() {
         io(writeln!(
             out,
-            "a run serves none of that (EIO); `k3shim fakefs init --state {}` moves it to {} and restores the entries",
+            "a run serves no damaged entry (EIO) and refuses a damaged top level; `k3shim fakefs init --state {}` moves what is damaged to {} and restores the entries",
             fs.state_dir().display(),
             fs.state_dir().join("damaged").display()
         ))?;
