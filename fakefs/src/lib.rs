@@ -18,6 +18,7 @@
 //! DIR/tmp/               temp files renamed into values/ (same filesystem)
 //! DIR/lock               flock(2) guarding index.json updates across processes
 //! DIR/generation         shared change counter of index.json (one mapped page)
+//! DIR/checked.json       stamps of the last integrity check (what is unchanged is not re-read)
 //! DIR/damaged/<time>/    what `fakefs init` moved aside (symlinks, garbage values)
 //! ```
 //!
