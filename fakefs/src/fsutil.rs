@@ -62,6 +62,11 @@ pub(crate) struct Root {
 }
 
 impl Root {
+    /// The directory fd itself (for walks that list it).
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
     pub fn open(path: &Path) -> io::Result<Root> {
         let c = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
@@ -137,6 +142,15 @@ impl Root {
                 return r;
             }
         }
+        if parts.is_empty() {
+            // A new open file description: a dup would share the listing offset.
+            let dot = cstr(".")?;
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+            // SAFETY: valid fd and C string.
+            let fd = check(unsafe { libc::openat(self.fd.as_raw_fd(), dot.as_ptr(), flags) })?;
+            // SAFETY: fd is new and ours.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
         let mut cur = self.fd.try_clone()?;
         for c in parts {
             let name = cstr(c)?;
@@ -169,9 +183,10 @@ impl Root {
         open_at_checked(&d, &name, flags, mode)
     }
 
-    /// Reads a whole regular file beneath the root.
+    /// Reads a whole regular file beneath the root (O_NONBLOCK: a FIFO planted
+    /// in its place fails instead of blocking).
     pub fn read(&self, rel: &str) -> io::Result<Vec<u8>> {
-        let fd = self.open_file(rel, libc::O_RDONLY, 0)?;
+        let fd = self.open_file(rel, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
         let mut f = std::fs::File::from(fd);
         let mut v = Vec::new();
         io::Read::read_to_end(&mut f, &mut v)?;
@@ -196,26 +211,7 @@ impl Root {
             };
             &opened
         };
-        let name = cstr(leaf)?;
-        // SAFETY: st is plain data filled by the kernel.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid fd, C string and out pointer.
-        let r = unsafe {
-            libc::fstatat(
-                d.as_raw_fd(),
-                name.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENOENT) {
-                return Ok(None);
-            }
-            return Err(e);
-        }
-        Ok(Some(st))
+        stat_at(d, leaf)
     }
 
     /// Replaces `rel` atomically: a new file in `tmp/` is written, given
@@ -341,59 +337,178 @@ pub(crate) fn remove_at(dir: &OwnedFd, name: &str, recursive: bool) -> io::Resul
     }
 }
 
-/// Lists a directory fd: (name, is_dir), without `.` and `..`.
-pub(crate) fn list(dir: &OwnedFd) -> io::Result<Vec<(String, bool)>> {
-    let dup = check(unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
-    // SAFETY: dup is a fresh fd; fdopendir takes ownership on success.
-    let d = unsafe { libc::fdopendir(dup) };
-    if d.is_null() {
-        let e = io::Error::last_os_error();
-        // SAFETY: fdopendir failed, so dup is still ours.
-        unsafe { libc::close(dup) };
-        return Err(e);
-    }
-    // SAFETY: rewind so a reused fd lists from the start.
-    unsafe { libc::rewinddir(d) };
-    let mut out = Vec::new();
-    loop {
-        // SAFETY: d is a valid DIR*.
-        let ent = unsafe { libc::readdir(d) };
-        if ent.is_null() {
-            break;
+/// What a directory entry is, as `list` reports it (symlinks are never followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileType {
+    Dir,
+    File,
+    Symlink,
+    /// A FIFO, socket or device: never a state file.
+    Other,
+}
+
+impl FileType {
+    fn of_mode(mode: libc::mode_t) -> FileType {
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => FileType::Dir,
+            libc::S_IFREG => FileType::File,
+            libc::S_IFLNK => FileType::Symlink,
+            _ => FileType::Other,
         }
-        // SAFETY: readdir returned a valid dirent with a NUL-terminated name.
-        let (name, dtype) = unsafe {
-            (
-                std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()),
-                (*ent).d_type,
+    }
+
+    /// How a repair line names it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            FileType::Dir => "a directory",
+            FileType::File => "a regular file",
+            FileType::Symlink => "a symlink",
+            FileType::Other => "a FIFO, socket or device",
+        }
+    }
+}
+
+/// Lists a freshly opened directory fd: (name, type), without `.` and `..`.
+/// Raw getdents64 (two syscalls for a small directory): d_type says what each
+/// name is without a stat per name; only DT_UNKNOWN costs an fstatat.
+pub(crate) fn list(dir: &OwnedFd) -> io::Result<Vec<(String, FileType)>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        // SAFETY: buf is writable for buf.len() bytes; the fd is valid.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_getdents64,
+                dir.as_raw_fd(),
+                buf.as_mut_ptr(),
+                buf.len(),
             )
         };
-        let name = name.to_string_lossy().into_owned();
-        if name == "." || name == ".." {
-            continue;
+        if n < 0 {
+            return Err(io::Error::last_os_error());
         }
-        let is_dir = if dtype == libc::DT_UNKNOWN {
-            let c = cstr(&name)?;
-            // SAFETY: st is plain data.
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: valid fd, C string, out pointer.
-            let r = unsafe {
-                libc::fstatat(
-                    dir.as_raw_fd(),
-                    c.as_ptr(),
-                    &mut st,
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
+        if n == 0 {
+            break;
+        }
+        let mut off = 0usize;
+        while off + 19 < n as usize {
+            // linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name (NUL-terminated).
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            if reclen == 0 || off + reclen > n as usize {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            let dtype = buf[off + 18];
+            let raw = &buf[off + 19..off + reclen];
+            let name = &raw[..raw.iter().position(|b| *b == 0).unwrap_or(raw.len())];
+            off += reclen;
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let name = String::from_utf8_lossy(name).into_owned();
+            let kind = match dtype {
+                libc::DT_DIR => FileType::Dir,
+                libc::DT_REG => FileType::File,
+                libc::DT_LNK => FileType::Symlink,
+                libc::DT_UNKNOWN => match stat_at(dir, &name) {
+                    Ok(Some(st)) => FileType::of_mode(st.st_mode),
+                    _ => continue,
+                },
+                _ => FileType::Other,
             };
-            r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
-        } else {
-            dtype == libc::DT_DIR
-        };
-        out.push((name, is_dir));
+            out.push((name, kind));
+        }
     }
-    // SAFETY: d is valid; closes dup.
-    unsafe { libc::closedir(d) };
     Ok(out)
+}
+
+/// lstat of `name` in `dir`; None when it does not exist.
+pub(crate) fn stat_at(dir: &OwnedFd, name: &str) -> io::Result<Option<libc::stat>> {
+    let c = cstr(name)?;
+    // SAFETY: st is plain data filled by the kernel.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd, C string and out pointer.
+    let r = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENOENT) {
+            return Ok(None);
+        }
+        return Err(e);
+    }
+    Ok(Some(st))
+}
+
+/// The type of `name` in `dir` (not following a symlink); None when missing.
+pub(crate) fn type_at(dir: &OwnedFd, name: &str) -> io::Result<Option<FileType>> {
+    Ok(stat_at(dir, name)?.map(|st| FileType::of_mode(st.st_mode)))
+}
+
+/// Reads up to `max` bytes of the regular file `name` in `dir`: one openat
+/// (O_NOFOLLOW, O_NONBLOCK so a planted FIFO never blocks), one read, one
+/// close. More than `max` bytes gives EFBIG.
+pub(crate) fn read_small_at(dir: &OwnedFd, name: &str, max: usize) -> io::Result<Vec<u8>> {
+    let c = cstr(name)?;
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: valid fd and C string.
+    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
+    // SAFETY: fd is new and ours.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut buf = vec![0u8; max + 1];
+    // SAFETY: buf is writable for its length; fd is valid.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // A short read of a regular file is its end; a full buffer is too much.
+    if n as usize > max {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// The target of the symlink `name` in `dir` (lossy), for messages.
+pub(crate) fn readlink_at(dir: &OwnedFd, name: &str) -> Option<String> {
+    let c = cstr(name).ok()?;
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: valid fd, C string and buffer of buf.len() bytes.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| String::from_utf8_lossy(&buf[..n as usize]).into_owned())
+}
+
+/// Renames `from` in `from_dir` to `to` in `to_dir`; a symlink is moved, never
+/// followed.
+pub(crate) fn rename_at(
+    from_dir: &OwnedFd,
+    from: &str,
+    to_dir: &OwnedFd,
+    to: &str,
+) -> io::Result<()> {
+    let (a, b) = (cstr(from)?, cstr(to)?);
+    // SAFETY: valid fds and C strings.
+    check(unsafe {
+        libc::renameat(
+            from_dir.as_raw_fd(),
+            a.as_ptr(),
+            to_dir.as_raw_fd(),
+            b.as_ptr(),
+        )
+    })?;
+    Ok(())
 }
 
 /// Creates an empty file `name` in `dir` with `mode` unless it exists.

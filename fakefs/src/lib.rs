@@ -17,9 +17,17 @@
 //! DIR/journal.jsonl      one JSON line per write(2) attempt
 //! DIR/tmp/               temp files renamed into values/ (same filesystem)
 //! DIR/lock               flock(2) guarding index.json updates across processes
+//! DIR/generation         shared change counter of index.json (one mapped page)
+//! DIR/checked.json       stamps of the last integrity check (what is unchanged is not re-read)
+//! DIR/damaged/<time>/    what `fakefs init` moved aside (symlinks, garbage values)
 //! ```
+//!
+//! Every opener checks the tree first ([`integrity`]): what is damaged is
+//! listed by [`FakeFs::damaged`], never served, and repaired by
+//! [`FakeFs::open_repairing`].
 
 mod fsutil;
+mod integrity;
 pub mod profile;
 pub mod rules;
 
@@ -29,6 +37,7 @@ pub use rules::Rule;
 /// Whether fakefs's own file operations use openat2 (Some(true)), the
 /// O_NOFOLLOW walk (Some(false)), or have not probed yet: for `k3shim doctor`.
 pub use fsutil::openat2_in_use;
+pub use integrity::Damage;
 
 use fsutil::Root;
 use serde::{Deserialize, Serialize};
@@ -43,8 +52,8 @@ use std::path::{Path, PathBuf};
 pub const LAYOUT_VERSION: u32 = 1;
 /// The file that marks a directory as a k3shim state directory.
 pub const STATE_FILE: &str = "k3shim-state.toml";
-const INDEX_FILE: &str = "index.json";
-const JOURNAL_FILE: &str = "journal.jsonl";
+pub(crate) const INDEX_FILE: &str = "index.json";
+pub(crate) const JOURNAL_FILE: &str = "journal.jsonl";
 
 /// Where /proc/sys accesses go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -176,6 +185,11 @@ pub struct EntryInfo {
     pub source: Source,
     pub rule: String,
     pub readonly: bool,
+    /// Why the state directory cannot serve this entry (see [`Damage`]); the
+    /// value is then what a traced read would get, if anything (overlay reads
+    /// of a working real entry), else empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damage: Option<String>,
 }
 
 /// One line of `k3shim fakefs diff`: a written entry whose value differs
@@ -213,7 +227,7 @@ pub enum Error {
     ForeignDir(PathBuf),
     #[error("state directory {0} exists but is not a directory: pick an empty or new directory")]
     NotADir(PathBuf),
-    #[error("state directory {dir}: {file} is corrupt ({reason}); nothing was changed: repair or move that file away, or pick a new state directory")]
+    #[error("state directory {dir}: {file} is corrupt ({reason}); nothing was changed: `k3shim fakefs init --state {dir}` moves it aside and rebuilds it (keeping the values), `k3shim fakefs reset --state {dir} --yes` starts over from the profile")]
     Corrupt {
         dir: PathBuf,
         file: String,
@@ -241,7 +255,7 @@ pub enum Error {
     },
     #[error("{0}: no such entry in the fake tree or the real one: check the path (relative to /proc/sys, e.g. vm/panic_on_oom)")]
     NoEntry(String),
-    #[error("{0}: not a /proc/sys entry or a profile file: give a path relative to /proc/sys, e.g. vm/panic_on_oom")]
+    #[error("{0}: not a /proc/sys entry or a profile file: give a path relative to /proc/sys (vm/panic_on_oom) or a sysctl name (vm.panic_on_oom)")]
     NotAnEntry(String),
     #[error("{path}: value {value:?} rejected with {errno} (rule: {rule}): give a value the rule accepts")]
     Rejected {
@@ -252,6 +266,16 @@ pub enum Error {
     },
     #[error("{0} is read-only (0444): it cannot be set")]
     ReadOnly(String),
+    #[error("state directory {dir} is damaged ({what}); nothing was changed: `k3shim fakefs init --state {dir}` moves what is damaged aside and repairs it")]
+    Damaged { dir: PathBuf, what: String },
+    #[error("{path} cannot be served: {what}; `k3shim fakefs init --state {dir}` moves it aside and restores the entry")]
+    DamagedEntry {
+        path: String,
+        what: String,
+        dir: PathBuf,
+    },
+    #[error("state directory {0} was opened read-only")]
+    OpenedReadOnly(PathBuf),
     #[error("bind {spec:?}: {why} (expected SRC:DST with absolute paths, as proot -b)")]
     Bind { spec: String, why: String },
 }
@@ -379,6 +403,16 @@ struct IndexFile {
     entries: BTreeMap<String, IndexEntry>,
 }
 
+impl IndexFile {
+    fn empty() -> IndexFile {
+        IndexFile {
+            layout: LAYOUT_VERSION,
+            profile_fingerprint: None,
+            entries: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 struct StateFile {
     layout: u32,
@@ -440,6 +474,30 @@ pub struct FakeFs {
     token_of: HashMap<String, u64>,
     journal_new: Vec<JournalEntry>,
     views_built: HashSet<String>,
+    /// Opened by `show`, `get`, `diff`: nothing is written, no lock is taken.
+    read_only: bool,
+    /// What the opening check found and left in place (never served).
+    damage: Vec<Damage>,
+    /// What open_repairing did, one line each.
+    repairs: Vec<String>,
+    /// Read-only opens: values the profile resync would write.
+    pending: HashMap<String, String>,
+    /// Values read by the opening check, used once by the first resync.
+    scanned: Option<HashMap<String, String>>,
+    /// How many value files the opening check read (the rest were unchanged).
+    opened_reads: usize,
+}
+
+/// How a state directory is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// For traced programs: damage is reported and not served; a damaged
+    /// top level or a corrupt index is refused.
+    Run,
+    /// Writes nothing (works without write permission).
+    ReadOnly,
+    /// Moves aside what is damaged or corrupt, then repairs.
+    Repair,
 }
 
 /// Holds the state directory's flock until dropped.
@@ -452,19 +510,100 @@ impl Drop for LockGuard {
 }
 
 impl FakeFs {
-    /// Opens DIR, creating and seeding it if it is new or empty. Refuses a
-    /// non-empty directory that is not a state directory, a newer/older
-    /// layout, or a corrupt state/index file, without changing anything.
+    /// Opens DIR for a run, creating and seeding it if it is new or empty.
+    /// Refuses a non-empty directory that is not a state directory, a
+    /// newer/older layout, a corrupt state/index file or a damaged top level,
+    /// without changing anything. Damaged entries (see [`FakeFs::damaged`])
+    /// fail with EIO instead of being served.
     pub fn open(opts: Options) -> Result<FakeFs, Error> {
+        Self::open_with(opts, Access::Run)
+    }
+
+    /// Opens an existing (or empty) DIR without writing anything, for
+    /// commands that only look (works on a directory the user cannot write).
+    /// Shows what a run would see, including the profile's values that a run
+    /// would bring unwritten entries in line with.
+    pub fn open_read_only(opts: Options) -> Result<FakeFs, Error> {
+        Self::open_with(opts, Access::ReadOnly)
+    }
+
+    /// As [`FakeFs::open`], repairing instead of refusing: a corrupt
+    /// k3shim-state.toml or index.json is moved aside (`<name>.corrupt-<time>`)
+    /// and written anew (the index rebuilt from values/); whatever is damaged
+    /// is moved to DIR/damaged/<time>/ and its entries restored (profile
+    /// entries to the profile's value, others forgotten); every entry at its
+    /// profile default is checked. [`FakeFs::repairs`] says what was done.
+    pub fn open_repairing(opts: Options) -> Result<FakeFs, Error> {
+        Self::open_with(opts, Access::Repair)
+    }
+
+    fn open_with(opts: Options, access: Access) -> Result<FakeFs, Error> {
         // Parse everything that can be wrong before touching the disk.
         let profile = Profile::load(&opts.profiles)?;
-        let (state, fresh) = prepare_state_dir(&opts.state)?;
-        if !fresh {
-            // Fail on a corrupt index before creating anything.
-            read_index(&state)?;
-        }
+        let write = access != Access::ReadOnly;
+        let (state, fresh) = prepare_state_dir(&opts.state, write)?;
         let root = Root::open(&state).map_err(io_err(&state, "cannot open state directory"))?;
-        if fresh {
+        let mut repairs = Vec::new();
+        let mut stamp = None;
+        let mut stamp = move || stamp.get_or_insert_with(integrity::stamp).clone();
+        let moved = |root: &Root, path: &str, stamp: &str, beside: bool| {
+            integrity::move_aside(root, path, stamp, beside)
+                .map_err(io_err(state.join(path), "cannot move aside"))
+        };
+        let mut write_state_file = fresh;
+        if !fresh {
+            match check_state_file(&root, &state) {
+                Err(Error::Corrupt { reason, .. }) if access == Access::Repair => {
+                    let to = moved(&root, STATE_FILE, &stamp(), true)?;
+                    repairs.push(format!(
+                        "{STATE_FILE} was corrupt ({reason}): moved to {to}, written anew"
+                    ));
+                    write_state_file = true;
+                }
+                r => r?,
+            }
+        }
+        if access == Access::Repair {
+            // Where repairs put things must itself be a directory.
+            if let Some(what) = not_a_dir(&root, "damaged") {
+                let to = moved(&root, "damaged", &stamp(), true)?;
+                repairs.push(format!("damaged was {what}: moved it to {to}"));
+            }
+        }
+        let mut damage = Vec::new();
+        let mut rebuild = false;
+        for d in integrity::scan_top(&root).map_err(io_err(&state, "cannot list"))? {
+            match access {
+                Access::Run => {
+                    return Err(Error::Damaged {
+                        dir: state,
+                        what: d.to_string(),
+                    })
+                }
+                Access::ReadOnly if d.path == INDEX_FILE => {
+                    return Err(Error::Corrupt {
+                        dir: state,
+                        file: INDEX_FILE.into(),
+                        reason: d.problem,
+                    })
+                }
+                Access::ReadOnly => damage.push(d),
+                Access::Repair => {
+                    let to = moved(&root, &d.path, &stamp(), false)?;
+                    let again = if d.path == INDEX_FILE {
+                        ", rebuilt it from values/"
+                    } else {
+                        ""
+                    };
+                    repairs.push(format!(
+                        "{} was {}: moved it to {to}{again}",
+                        d.path, d.problem
+                    ));
+                    rebuild |= d.path == INDEX_FILE;
+                }
+            }
+        }
+        if write_state_file && write {
             let sf = StateFile {
                 layout: LAYOUT_VERSION,
                 created_by: format!("k3shim fakefs {}", env!("CARGO_PKG_VERSION")),
@@ -477,10 +616,115 @@ impl FakeFs {
             root.write_atomic(STATE_FILE, text.as_bytes(), 0o644, true)
                 .map_err(io_err(state.join(STATE_FILE), "cannot write"))?;
         }
-        for d in ["values", "views", "tmp", "files"] {
-            root.open_dir(d, true)
-                .map_err(io_err(state.join(d), "cannot create"))?;
+        let mut index_file = match read_index(&root, &state) {
+            Err(Error::Corrupt { reason, .. }) if access == Access::Repair => {
+                let to = moved(&root, INDEX_FILE, &stamp(), true)?;
+                repairs.push(format!(
+                    "{INDEX_FILE} was corrupt ({reason}): moved to {to}, rebuilt from values/"
+                ));
+                rebuild = true;
+                IndexFile::empty()
+            }
+            r => r?,
+        };
+        if write {
+            for d in integrity::TOP_DIRS {
+                root.open_dir(d, true)
+                    .map_err(io_err(state.join(d), "cannot create"))?;
+            }
         }
+
+        // Every value and stand-in, checked once.
+        let index = &index_file.entries;
+        let mut dirs = profile.dirs();
+        for k in index.keys() {
+            let mut cur = k.as_str();
+            while let Some(i) = cur.rfind('/') {
+                cur = &cur[..i];
+                dirs.insert(cur.to_string());
+            }
+        }
+        let rule_of = |rel: &str| -> Option<Rule> {
+            if let Some(p) = profile.entries.get(rel) {
+                return Some(p.rule.clone());
+            }
+            index
+                .get(rel)
+                .map(|e| Rule::parse(&e.rule).unwrap_or(Rule::Text))
+        };
+        let required: Vec<String> = index.keys().cloned().collect();
+        let expect = integrity::Expect {
+            rule_of: &rule_of,
+            dirs: &dirs,
+            required: &required,
+            adopt_strays: rebuild,
+            key: check_key(&profile, index),
+        };
+        // A repair looks at everything; the others skip what is unchanged
+        // since the last clean check.
+        let cache = match access {
+            Access::Repair => None,
+            _ => integrity::Checked::load(&root),
+        };
+        let scan = if damage.iter().any(|d| d.path == "values") {
+            integrity::ValueScan::default()
+        } else {
+            match integrity::scan_values(&root, &expect, cache.as_ref()) {
+                Err(e) if !write && e.raw_os_error() == Some(libc::ENOENT) => {
+                    integrity::ValueScan::default()
+                }
+                r => r.map_err(io_err(state.join("values"), "cannot check"))?,
+            }
+        };
+        if write {
+            scan.checked.save(&root, cache.as_ref());
+        }
+        let mut found = scan.damage;
+        found.extend(
+            integrity::scan_standins(&root, profile.files.keys())
+                .map_err(io_err(state.join("files"), "cannot check"))?,
+        );
+        let mut forgot_any = false;
+        if access == Access::Repair {
+            for d in found.drain(..) {
+                let entries: Vec<String> = index_file
+                    .entries
+                    .keys()
+                    .filter(|rel| integrity::covers(&d.path, rel))
+                    .cloned()
+                    .collect();
+                let mut what = if d.problem.starts_with("missing") {
+                    format!("{} was {}", d.path, d.problem)
+                } else {
+                    let to = moved(&root, &d.path, &stamp(), false)?;
+                    format!("{} was {}: moved it to {to}", d.path, d.problem)
+                };
+                // Profile entries are written again below; the others (written or
+                // copied values) are forgotten: the next access seeds them afresh.
+                let forgotten: Vec<String> = entries
+                    .into_iter()
+                    .filter(|rel| {
+                        index_file.entries.get(rel).map(|e| e.source) != Some(Source::Profile)
+                    })
+                    .collect();
+                for rel in &forgotten {
+                    index_file.entries.remove(rel);
+                }
+                forgot_any |= !forgotten.is_empty();
+                if !forgotten.is_empty() {
+                    what.push_str(&format!(
+                        "; forgot {} (no longer fake: the next write seeds it again)",
+                        forgotten.join(", ")
+                    ));
+                }
+                repairs.push(what);
+            }
+        }
+        damage.extend(found);
+        if rebuild {
+            index_file.entries = rebuilt_index(&root, &profile, &scan.values);
+        }
+
         let file_paths = profile
             .files
             .keys()
@@ -507,19 +751,73 @@ impl FakeFs {
             token_of: HashMap::new(),
             journal_new: Vec::new(),
             views_built: HashSet::new(),
+            read_only: !write,
+            damage,
+            repairs,
+            pending: HashMap::new(),
+            opened_reads: scan.values.len(),
+            scanned: Some(scan.values),
             state,
         };
-        fs.generation = fsutil::Generation::map(&fs.root, "generation");
-        // Read before the index is: a change made after this is seen on the next decision.
-        fs.seen_generation = fs.generation.as_ref().map(|g| g.load()).unwrap_or(0);
-        fs.resync_profile(false)?;
-        for (guest, content) in fs.profile.files.clone() {
-            let rel = format!("files{guest}");
-            fs.root
-                .create_new(&rel, content.as_bytes(), 0o644)
-                .map_err(io_err(fs.state.join(&rel), "cannot create stand-in"))?;
+        if write {
+            fs.generation = fsutil::Generation::map(&fs.root, "generation");
+            // Read before the index is: a change made after this is seen on the next decision.
+            fs.seen_generation = fs.generation.as_ref().map(|g| g.load()).unwrap_or(0);
+        }
+        if rebuild || forgot_any {
+            // Stored first: the resync below reloads the index from disk.
+            fs.index = index_file.entries;
+            fs.stored_fingerprint = index_file.profile_fingerprint;
+            fs.save_index()?;
+        }
+        fs.resync_profile(access == Access::Repair)?;
+        if write {
+            for (guest, content) in fs.profile.files.clone() {
+                if fs.standin_damaged(guest.as_bytes()) {
+                    continue;
+                }
+                let rel = format!("files{guest}");
+                fs.root
+                    .create_new(&rel, content.as_bytes(), 0o644)
+                    .map_err(io_err(fs.state.join(&rel), "cannot create stand-in"))?;
+            }
         }
         Ok(fs)
+    }
+
+    /// What the opening check found damaged and left in place: entries below
+    /// it fail with EIO instead of being served (empty after
+    /// [`FakeFs::open_repairing`]).
+    pub fn damaged(&self) -> &[Damage] {
+        &self.damage
+    }
+
+    /// One line for a run to print once when the state directory is damaged.
+    pub fn damage_warning(&self) -> Option<String> {
+        if self.damage.is_empty() {
+            return None;
+        }
+        let mut list: Vec<String> = self.damage.iter().take(3).map(|d| d.to_string()).collect();
+        if self.damage.len() > 3 {
+            list.push(format!("and {} more", self.damage.len() - 3));
+        }
+        Some(format!(
+            "state directory {} is damaged: {}; those entries fail with EIO until `k3shim fakefs init --state {}` moves them aside and restores them",
+            self.state.display(),
+            list.join("; "),
+            self.state.display()
+        ))
+    }
+
+    /// How many value files the opening check read; the others were
+    /// unchanged since the last clean check and only stat'ed (diagnostics).
+    pub fn opened_reads(&self) -> usize {
+        self.opened_reads
+    }
+
+    /// What [`FakeFs::open_repairing`] did, one line each.
+    pub fn repairs(&self) -> &[String] {
+        &self.repairs
     }
 
     /// The canonical state directory.
@@ -626,6 +924,9 @@ impl FakeFs {
     }
 
     fn decide_standin(&self, guest: &[u8], op: Op) -> Outcome {
+        if self.standin_damaged(guest) {
+            return Outcome::Error(libc::EIO);
+        }
         let backing = self
             .state
             .join("files")
@@ -710,7 +1011,18 @@ impl FakeFs {
             }
             Op::Read | Op::Stat | Op::Access { .. } => {
                 if overlay && !pinned && self.real_is_readable(rel) {
+                    // An entry k3shim takes writes for stats writable, as on
+                    // procfs, even where the real one says 0444 (this gVisor's
+                    // do, writable or not): procps checks the mode first.
+                    let real_ro =
+                        matches!(self.real(rel), RealKind::File { mode } if mode & 0o200 == 0);
+                    if op != Op::Read && !ro && real_ro {
+                        return self.view_of(rel);
+                    }
                     return Outcome::Real;
+                }
+                if self.entry_damage(rel).is_some() {
+                    return Outcome::Error(libc::EIO);
                 }
                 match self.materialize(rel, !overlay, false) {
                     Ok(backing) => Outcome::Fake {
@@ -720,7 +1032,8 @@ impl FakeFs {
                         write_token: None,
                     },
                     // Nothing to serve (real but unreadable): the kernel answers.
-                    Err(_) => Outcome::Real,
+                    Err(libc::ENOENT) => Outcome::Real,
+                    Err(e) => Outcome::Error(e),
                 }
             }
             Op::Write { .. } | Op::ReadWrite | Op::CreateFile => {
@@ -734,6 +1047,9 @@ impl FakeFs {
                         }
                     }
                 }
+                if self.entry_damage(rel).is_some() {
+                    return Outcome::Error(libc::EIO);
+                }
                 match self.materialize(rel, true, true) {
                     Ok(backing) => Outcome::Fake {
                         backing,
@@ -745,6 +1061,37 @@ impl FakeFs {
                 }
             }
         }
+    }
+
+    /// The entry's name in its directory's view: an empty file with the mode
+    /// procfs would show (stat and access only).
+    fn view_of(&mut self, rel: &str) -> Outcome {
+        match self.build_view(parent_of(rel)) {
+            Ok(dir) => Outcome::Fake {
+                backing: dir.join(rel.rsplit('/').next().unwrap_or(rel)),
+                add_flags: libc::O_NOFOLLOW,
+                clear_flags: READ_CLEAR,
+                write_token: None,
+            },
+            Err(e) => Outcome::Error(e),
+        }
+    }
+
+    /// The damage that keeps `rel`'s value file from being served, if any.
+    fn entry_damage(&self, rel: &str) -> Option<&Damage> {
+        if self.damage.is_empty() {
+            return None;
+        }
+        self.damage.iter().find(|d| integrity::covers(&d.path, rel))
+    }
+
+    /// Is the stand-in for guest path `guest` (e.g. /dev/kmsg) damaged?
+    fn standin_damaged(&self, guest: &[u8]) -> bool {
+        self.damage.iter().any(|d| {
+            d.path
+                .strip_prefix("files")
+                .is_some_and(|p| p.is_empty() || is_under(guest, p.as_bytes()))
+        })
     }
 
     /// Emulates one write(2) on an fd opened with `token`: offset > 0 is
@@ -765,6 +1112,9 @@ impl FakeFs {
             .and_then(|i| self.tokens.get(i as usize))
             .cloned()
             .ok_or(libc::EBADF)?;
+        if self.read_only || self.entry_damage(&rel).is_some() {
+            return Err(libc::EIO);
+        }
         if data.is_empty() {
             return Ok(0);
         }
@@ -845,41 +1195,66 @@ impl FakeFs {
     }
 
     /// Every profile and fake entry with its current value and source (real
-    /// entries outside the profile are listed once they became fake).
+    /// entries outside the profile are listed once they became fake), and
+    /// whether it is damaged.
     pub fn entries(&self) -> Vec<EntryInfo> {
         let mut rels: BTreeSet<&String> = self.profile.entries.keys().collect();
         rels.extend(self.index.keys());
         let mut out = Vec::new();
         for rel in rels {
-            if let Ok((value, source)) = self.current(rel) {
-                let rule = self.rule(rel, &value).to_string();
-                out.push(EntryInfo {
-                    path: format!("/proc/sys/{rel}"),
-                    value,
-                    source,
-                    rule,
-                    readonly: self.readonly(rel),
-                });
-            }
+            let damage = self.entry_damage(rel).map(|d| d.to_string());
+            let (value, source) = match self.current(rel) {
+                Ok(v) => v,
+                Err(Error::DamagedEntry { .. }) => (
+                    String::new(),
+                    self.index.get(rel).map_or(Source::Profile, |e| e.source),
+                ),
+                Err(_) => continue,
+            };
+            let rule = self.rule(rel, &value).to_string();
+            out.push(EntryInfo {
+                path: format!("/proc/sys/{rel}"),
+                value,
+                source,
+                rule,
+                readonly: self.readonly(rel),
+                damage,
+            });
         }
         for guest in self.profile.files.keys() {
-            let v = self.root.read(&format!("files{guest}")).unwrap_or_default();
+            let damaged = self.standin_damaged(guest.as_bytes());
+            let v = if damaged {
+                Vec::new()
+            } else {
+                self.root.read(&format!("files{guest}")).unwrap_or_default()
+            };
             out.push(EntryInfo {
                 path: guest.clone(),
                 value: String::from_utf8_lossy(&v).into_owned(),
                 source: Source::Profile,
                 rule: "file".into(),
                 readonly: false,
+                damage: damaged.then(|| {
+                    self.damage
+                        .iter()
+                        .find(|d| d.path.starts_with("files"))
+                        .map(|d| d.to_string())
+                        .unwrap_or_default()
+                }),
             });
         }
         out
     }
 
     /// The value a traced program would read at `guest_rel` (relative to
-    /// /proc/sys, or absolute), without the trailing newline.
+    /// /proc/sys, a sysctl name such as `vm.panic_on_oom`, or absolute),
+    /// without the trailing newline.
     pub fn get(&self, guest_rel: &str) -> Result<String, Error> {
         if guest_rel.starts_with('/') && !is_under(guest_rel.as_bytes(), b"/proc/sys") {
             if self.profile.files.contains_key(guest_rel) {
+                if self.standin_damaged(guest_rel.as_bytes()) {
+                    return Err(self.damaged_entry(guest_rel.to_string(), None));
+                }
                 let v = self
                     .root
                     .read(&format!("files{guest_rel}"))
@@ -892,12 +1267,10 @@ impl FakeFs {
         self.current(&rel).map(|(v, _)| v)
     }
 
-    /// Sets an entry as a traced write would (validated, stored atomically,
-    /// journaled with this process's pid and comm "k3shim"). Never writes
-    /// the real /proc/sys, even with write_through: the entry becomes fake.
-    pub fn set(&mut self, guest_rel: &str, value: &str) -> Result<(), Error> {
+    /// Checks what [`FakeFs::set`] would check, changing nothing: the entry
+    /// exists, is writable and not damaged, and its rule accepts `value`.
+    pub fn check_set(&self, guest_rel: &str, value: &str) -> Result<(), Error> {
         let rel = to_rel(guest_rel)?;
-        self.refresh_index();
         let path = format!("/proc/sys/{rel}");
         match self.node(&rel) {
             Node::File => {}
@@ -906,6 +1279,37 @@ impl FakeFs {
         if self.readonly(&rel) {
             return Err(Error::ReadOnly(path));
         }
+        if self.entry_damage(&rel).is_some() {
+            return Err(self.damaged_entry(path, Some(&rel)));
+        }
+        // The value a write would replace: the fake one, else what seeding copies.
+        let old = if self.pinned(&rel) {
+            self.fake_value(&rel)
+        } else {
+            None
+        }
+        .or_else(|| self.current(&rel).ok().map(|(v, _)| v))
+        .unwrap_or_default();
+        let rule = self.rule(&rel, &old);
+        rule.apply(value.as_bytes(), &old)
+            .map(|_| ())
+            .map_err(|e| Error::Rejected {
+                path,
+                value: value.to_string(),
+                errno: errno_name(e),
+                rule: rule.to_string(),
+            })
+    }
+
+    /// Sets an entry as a traced write would (validated, stored atomically,
+    /// journaled with this process's pid and comm "k3shim"). Never writes
+    /// the real /proc/sys, even with write_through: the entry becomes fake.
+    /// A refused value changes nothing (checked before the entry is seeded).
+    pub fn set(&mut self, guest_rel: &str, value: &str) -> Result<(), Error> {
+        let rel = to_rel(guest_rel)?;
+        self.refresh_index();
+        self.check_set(guest_rel, value)?;
+        let path = format!("/proc/sys/{rel}");
         self.materialize(&rel, true, true).map_err(|e| Error::Io {
             path: self.state.join("values").join(&rel),
             what: "cannot store",
@@ -927,12 +1331,28 @@ impl FakeFs {
             })
     }
 
+    fn damaged_entry(&self, path: String, rel: Option<&str>) -> Error {
+        let what = match rel {
+            Some(rel) => self.entry_damage(rel).map(|d| d.to_string()),
+            None => self
+                .damage
+                .iter()
+                .find(|d| d.path.starts_with("files"))
+                .map(|d| d.to_string()),
+        };
+        Error::DamagedEntry {
+            path,
+            what: what.unwrap_or_default(),
+            dir: self.state.clone(),
+        }
+    }
+
     /// Written entries whose value differs from the profile's (or, outside
     /// the profile, from the value they were seeded with).
     pub fn diff(&self) -> Vec<DiffLine> {
         let mut out = Vec::new();
         for (rel, e) in &self.index {
-            if e.source != Source::Written {
+            if e.source != Source::Written || self.entry_damage(rel).is_some() {
                 continue;
             }
             let baseline = self
@@ -956,6 +1376,9 @@ impl FakeFs {
     /// Forgets every written or copied value and restores the profile. The
     /// journal is kept (it is history).
     pub fn reset(&mut self) -> Result<(), Error> {
+        if self.read_only {
+            return Err(Error::OpenedReadOnly(self.state.clone()));
+        }
         {
             let _g = self.lock()?;
             for d in ["values", "views"] {
@@ -991,6 +1414,9 @@ impl FakeFs {
                 return Ok((v, Source::Real));
             }
         }
+        if self.entry_damage(rel).is_some() {
+            return Err(self.damaged_entry(format!("/proc/sys/{rel}"), Some(rel)));
+        }
         if let Some(e) = self.index.get(rel) {
             if self.mode == Mode::Shadow && e.source == Source::Profile {
                 if let Some(v) = self.real_value(rel) {
@@ -1011,6 +1437,9 @@ impl FakeFs {
     }
 
     fn fake_value(&self, rel: &str) -> Option<String> {
+        if let Some(v) = self.pending.get(rel) {
+            return Some(v.clone());
+        }
         self.root
             .read(&format!("values/{rel}"))
             .ok()
@@ -1122,6 +1551,9 @@ impl FakeFs {
         prefer_real: bool,
         allow_empty: bool,
     ) -> Result<PathBuf, i32> {
+        if self.read_only {
+            return Err(libc::EROFS);
+        }
         let backing = self.state.join("values").join(rel);
         let existing = self.index.get(rel).map(|e| e.source);
         let real_kind = self.real(rel);
@@ -1179,6 +1611,9 @@ impl FakeFs {
 
     /// Stores an accepted value and marks the entry written.
     fn store_written(&mut self, rel: &str, value: &str) -> Result<(), i32> {
+        if self.read_only {
+            return Err(libc::EROFS);
+        }
         let mode = if self.readonly(rel) { 0o444 } else { 0o644 };
         self.root
             .write_atomic(
@@ -1251,6 +1686,9 @@ impl FakeFs {
     }
 
     fn lock(&self) -> Result<LockGuard, Error> {
+        if self.read_only {
+            return Err(Error::OpenedReadOnly(self.state.clone()));
+        }
         let fd = self
             .root
             .open_file("lock", libc::O_RDWR | libc::O_CREAT, 0o644)
@@ -1297,7 +1735,7 @@ impl FakeFs {
         if stamp.is_some() && stamp == self.index_stamp {
             return Ok(());
         }
-        let f = read_index(&self.state)?;
+        let f = read_index(&self.root, &self.state)?;
         self.index = f.entries;
         self.stored_fingerprint = f.profile_fingerprint;
         self.index_stamp = stamp;
@@ -1306,6 +1744,9 @@ impl FakeFs {
     }
 
     fn save_index(&mut self) -> Result<(), Error> {
+        if self.read_only {
+            return Err(Error::OpenedReadOnly(self.state.clone()));
+        }
         let f = IndexFile {
             layout: LAYOUT_VERSION,
             profile_fingerprint: self.stored_fingerprint.clone(),
@@ -1363,7 +1804,15 @@ impl FakeFs {
     /// current profile (a state directory may be opened with other
     /// profiles than the last time); written and copied entries are kept.
     fn resync_profile(&mut self, always: bool) -> Result<(), Error> {
-        let _g = self.lock()?;
+        // Read-only opens take no lock (readers see whole files: every write
+        // is a rename) and keep what they would write in `pending`.
+        let _g = if self.read_only {
+            None
+        } else {
+            Some(self.lock()?)
+        };
+        // The values the opening check read (only good before anything changed).
+        let scanned = self.scanned.take();
         self.index_stamp = None;
         self.reload_index()?;
         let fingerprint = self.profile_fingerprint();
@@ -1382,8 +1831,16 @@ impl FakeFs {
             if known.as_ref().is_some_and(|e| e.source != Source::Profile) {
                 continue;
             }
+            // Left as it is until `fakefs init` moves it aside.
+            if self.entry_damage(&rel).is_some() {
+                continue;
+            }
             let vrel = format!("values/{rel}");
-            let cur = self.fake_value(&rel);
+            // Values the check did not read (unchanged since it last passed) are read now.
+            let cur = scanned
+                .as_ref()
+                .and_then(|values| values.get(&rel).cloned())
+                .or_else(|| self.fake_value(&rel));
             let want = match pe.dynamic {
                 Some(Dynamic::RandomUuid) if known.is_some() && cur.is_some() => {
                     cur.clone().unwrap_or_default()
@@ -1399,16 +1856,22 @@ impl FakeFs {
                 rule: pe.rule.to_string(),
                 readonly: pe.readonly,
             };
-            let mode_ok = self
-                .root
-                .lstat(&vrel)
-                .ok()
-                .flatten()
-                .is_some_and(|st| st.st_mode & 0o777 == mode);
-            if cur.as_deref() != Some(want.as_str()) || !mode_ok {
-                self.root
-                    .write_atomic(&vrel, format!("{want}\n").as_bytes(), mode, false)
-                    .map_err(io_err(self.state.join(&vrel), "cannot write"))?;
+            if self.read_only {
+                if cur.as_deref() != Some(want.as_str()) {
+                    self.pending.insert(rel.clone(), want);
+                }
+            } else {
+                let mode_ok = self
+                    .root
+                    .lstat(&vrel)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|st| st.st_mode & 0o777 == mode);
+                if cur.as_deref() != Some(want.as_str()) || !mode_ok {
+                    self.root
+                        .write_atomic(&vrel, format!("{want}\n").as_bytes(), mode, false)
+                        .map_err(io_err(self.state.join(&vrel), "cannot write"))?;
+                }
             }
             if known.as_ref() != Some(&entry) {
                 self.index.insert(rel, entry);
@@ -1421,13 +1884,19 @@ impl FakeFs {
             .map(|(k, _)| k.clone())
             .collect();
         for rel in stale {
-            self.root
-                .remove(&format!("values/{rel}"), false)
-                .map_err(io_err(
-                    self.state.join("values").join(&rel),
-                    "cannot remove",
-                ))?;
+            if !self.read_only {
+                self.root
+                    .remove(&format!("values/{rel}"), false)
+                    .map_err(io_err(
+                        self.state.join("values").join(&rel),
+                        "cannot remove",
+                    ))?;
+            }
             self.index.remove(&rel);
+        }
+        if self.read_only {
+            self.index_changed();
+            return Ok(());
         }
         // Saved even when no entry changed: the new fingerprint is the change.
         self.save_index()
@@ -1497,10 +1966,12 @@ impl FakeFs {
         let dir = self.root.open_dir(&vrel, true).map_err(|_| libc::EIO)?;
         fsutil::fchmod(&dir, 0o755);
         let res = (|| -> std::io::Result<()> {
-            for (name, is_dir) in fsutil::list(&dir)? {
-                match children.get(&name) {
-                    Some(None) if is_dir => {}
-                    Some(Some(_)) if !is_dir => {}
+            // Only the right kind of name stays: a symlink, FIFO or stale name
+            // put there is removed (never followed), so a view lists only names.
+            for (name, kind) in fsutil::list(&dir)? {
+                match (children.get(&name), kind) {
+                    (Some(None), fsutil::FileType::Dir) => {}
+                    (Some(Some(_)), fsutil::FileType::File) => {}
                     _ => fsutil::remove_at(&dir, &name, true)?,
                 }
             }
@@ -1525,7 +1996,7 @@ impl FakeFs {
     }
 }
 
-/// `vm/x`, `/proc/sys/vm/x` -> `vm/x`, checked clean.
+/// `vm/x`, `/proc/sys/vm/x`, or sysctl's `vm.x` -> `vm/x`, checked clean.
 fn to_rel(guest_rel: &str) -> Result<String, Error> {
     let rel = if guest_rel.starts_with('/') {
         match below(guest_rel.as_bytes(), b"/proc/sys") {
@@ -1533,19 +2004,41 @@ fn to_rel(guest_rel: &str) -> Result<String, Error> {
             None => return Err(Error::NotAnEntry(guest_rel.into())),
         }
     } else {
-        guest_rel.trim_end_matches('/').to_string()
+        sysctl_name_to_path(guest_rel)
+            .trim_end_matches('/')
+            .to_string()
     };
     profile::check_rel_path(&rel).map_err(|_| Error::NotAnEntry(guest_rel.into()))?;
     Ok(rel)
 }
 
-/// Creates the state directory if needed; returns its canonical path and
-/// whether it must be seeded. Never modifies a directory it refuses.
-fn prepare_state_dir(path: &Path) -> Result<(PathBuf, bool), Error> {
+/// procps sysctl's rule (slashdot() in sysctl.c): the first separator
+/// decides. A name whose first separator is `/` is a path already; otherwise
+/// every `.` becomes `/` and every `/` becomes `.`, so that an interface name
+/// with a dot is written with a slash: `net.ipv4.conf.eth0/1.forwarding` is
+/// net/ipv4/conf/eth0.1/forwarding.
+pub fn sysctl_name_to_path(name: &str) -> String {
+    match name.find(['.', '/']) {
+        Some(i) if name.as_bytes()[i] == b'.' => name
+            .chars()
+            .map(|c| match c {
+                '.' => '/',
+                '/' => '.',
+                c => c,
+            })
+            .collect(),
+        _ => name.to_string(),
+    }
+}
+
+/// Finds (and with `create`, makes) the state directory; returns its
+/// canonical path and whether it is new (created, or empty: to be seeded).
+/// Never modifies a directory it refuses.
+fn prepare_state_dir(path: &Path, create: bool) -> Result<(PathBuf, bool), Error> {
     let created = match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => false,
         Ok(_) => return Err(Error::NotADir(path.to_path_buf())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
             std::fs::create_dir_all(path).map_err(io_err(path, "cannot create state directory"))?;
             true
         }
@@ -1559,39 +2052,76 @@ fn prepare_state_dir(path: &Path) -> Result<(PathBuf, bool), Error> {
     };
     let state =
         std::fs::canonicalize(path).map_err(io_err(path, "cannot resolve state directory"))?;
-    let sf = state.join(STATE_FILE);
-    match std::fs::symlink_metadata(&sf) {
-        Ok(m) if m.is_file() => {
-            check_state_file(&state)?;
-            Ok((state, false))
-        }
-        Ok(_) => Err(Error::Corrupt {
-            dir: state,
-            file: STATE_FILE.into(),
-            reason: "not a regular file".into(),
-        }),
-        Err(_) => {
-            let empty = std::fs::read_dir(&state)
-                .map_err(io_err(&state, "cannot list state directory"))?
-                .next()
-                .is_none();
-            if created || empty {
-                Ok((state, true))
-            } else {
-                Err(Error::ForeignDir(state))
-            }
-        }
+    if std::fs::symlink_metadata(state.join(STATE_FILE)).is_ok() {
+        // Ours, whatever the file holds (checked through the root next).
+        return Ok((state, false));
+    }
+    let empty = std::fs::read_dir(&state)
+        .map_err(io_err(&state, "cannot list state directory"))?
+        .next()
+        .is_none();
+    if created || empty {
+        Ok((state, true))
+    } else {
+        Err(Error::ForeignDir(state))
     }
 }
 
-fn check_state_file(state: &Path) -> Result<(), Error> {
+/// What a check of values/ depends on: every entry's path and rule.
+fn check_key(profile: &Profile, index: &BTreeMap<String, IndexEntry>) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (LAYOUT_VERSION, env!("CARGO_PKG_VERSION")).hash(&mut h);
+    let mut all: BTreeMap<&str, String> = BTreeMap::new();
+    for (rel, e) in index {
+        all.insert(rel, e.rule.clone());
+    }
+    for (rel, p) in &profile.entries {
+        all.insert(rel, p.rule.to_string());
+    }
+    for (rel, rule) in &all {
+        (rel, rule, index.contains_key(*rel)).hash(&mut h);
+    }
+    format!("{:016x}-{}", h.finish(), all.len())
+}
+
+/// How a repair line describes a name that is there but not a directory.
+fn not_a_dir(root: &Root, name: &str) -> Option<String> {
+    match fsutil::type_at(root.fd(), name) {
+        Ok(Some(fsutil::FileType::Dir)) | Ok(None) => None,
+        Ok(Some(fsutil::FileType::Symlink)) => Some(match fsutil::readlink_at(root.fd(), name) {
+            Some(t) => format!("a symlink to {t}"),
+            None => "a symlink".into(),
+        }),
+        Ok(Some(k)) => Some(k.name().to_string()),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// How a repair line describes a name that is not a regular file.
+fn not_a_file(root: &Root, name: &str) -> Option<String> {
+    match fsutil::type_at(root.fd(), name) {
+        Ok(Some(fsutil::FileType::File)) | Ok(None) => None,
+        Ok(Some(fsutil::FileType::Symlink)) => Some(match fsutil::readlink_at(root.fd(), name) {
+            Some(t) => format!("a symlink to {t}"),
+            None => "a symlink".into(),
+        }),
+        Ok(Some(k)) => Some(format!("{}, not a regular file", k.name())),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+fn check_state_file(root: &Root, state: &Path) -> Result<(), Error> {
     let corrupt = |reason: String| Error::Corrupt {
         dir: state.to_path_buf(),
         file: STATE_FILE.into(),
         reason,
     };
-    let text =
-        std::fs::read_to_string(state.join(STATE_FILE)).map_err(|e| corrupt(e.to_string()))?;
+    if let Some(why) = not_a_file(root, STATE_FILE) {
+        return Err(corrupt(why));
+    }
+    let bytes = root.read(STATE_FILE).map_err(|e| corrupt(e.to_string()))?;
+    let text = String::from_utf8(bytes).map_err(|_| corrupt("not UTF-8 text".into()))?;
     let table: toml::Table =
         toml::from_str(&text).map_err(|e| corrupt(e.message().trim().replace('\n', " ")))?;
     let layout = table
@@ -1632,25 +2162,23 @@ fn sys_name(rest: &[u8]) -> SysName<'_> {
     SysName::Name(rel)
 }
 
-fn read_index(state: &Path) -> Result<IndexFile, Error> {
-    let p = state.join(INDEX_FILE);
+/// Reads DIR/index.json through the root (a symlink there is refused, never
+/// followed); a missing index is an empty one.
+fn read_index(root: &Root, state: &Path) -> Result<IndexFile, Error> {
     let corrupt = |reason: String| Error::Corrupt {
         dir: state.to_path_buf(),
         file: INDEX_FILE.into(),
         reason,
     };
-    let text = match std::fs::read_to_string(&p) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(IndexFile {
-                layout: LAYOUT_VERSION,
-                profile_fingerprint: None,
-                entries: BTreeMap::new(),
-            })
-        }
+    if let Some(why) = not_a_file(root, INDEX_FILE) {
+        return Err(corrupt(why));
+    }
+    let bytes = match root.read(INDEX_FILE) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(IndexFile::empty()),
         Err(e) => return Err(corrupt(e.to_string())),
     };
-    let f: IndexFile = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+    let f: IndexFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
     if f.layout != LAYOUT_VERSION {
         return Err(Error::Layout {
             dir: state.to_path_buf(),
@@ -1662,6 +2190,44 @@ fn read_index(state: &Path) -> Result<IndexFile, Error> {
         profile::check_rel_path(k).map_err(corrupt)?;
     }
     Ok(f)
+}
+
+/// An index for the values found under values/ when index.json was corrupt:
+/// a profile entry at its default is a profile entry; anything else is kept
+/// as written (so that it stays fake and `diff` shows it), with the profile's
+/// value, or its own, as the baseline.
+fn rebuilt_index(
+    root: &Root,
+    profile: &Profile,
+    values: &HashMap<String, String>,
+) -> BTreeMap<String, IndexEntry> {
+    let mut out = BTreeMap::new();
+    for (rel, value) in values {
+        let entry = match profile.entries.get(rel) {
+            Some(p) => IndexEntry {
+                source: if *value == p.value || p.dynamic.is_some() {
+                    Source::Profile
+                } else {
+                    Source::Written
+                },
+                seed: p.value.clone(),
+                rule: p.rule.to_string(),
+                readonly: p.readonly,
+            },
+            None => IndexEntry {
+                source: Source::Written,
+                seed: value.clone(),
+                rule: Rule::infer(value).to_string(),
+                readonly: root
+                    .lstat(&format!("values/{rel}"))
+                    .ok()
+                    .flatten()
+                    .is_some_and(|st| st.st_mode & 0o222 == 0),
+            },
+        };
+        out.insert(rel.clone(), entry);
+    }
+    out
 }
 
 fn uname_release() -> Option<String> {

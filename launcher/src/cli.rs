@@ -207,10 +207,10 @@ pub struct FakefsArgs {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum FakefsCmd {
-    /// Create and seed the state directory
+    /// Create and seed the state directory, or check and repair an existing one
     #[command(after_help = "Example:\n  k3shim fakefs init --state /tmp/s --profile k3s")]
     Init(FakefsCommon),
-    /// List entries with their source (real, profile, written) and value
+    /// List entries with their source (real, profile, written, damaged) and value
     #[command(
         after_help = "Examples:\n  k3shim fakefs show --state /tmp/s\n  k3shim fakefs show --state /tmp/s --json"
     )]
@@ -221,8 +221,10 @@ pub enum FakefsCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print one entry's value (PATH relative to /proc/sys, e.g. vm/panic_on_oom)
-    #[command(after_help = "Example:\n  k3shim fakefs get --state /tmp/s vm/panic_on_oom")]
+    /// Print one entry's value (PATH relative to /proc/sys or a sysctl name: vm/panic_on_oom, vm.panic_on_oom)
+    #[command(
+        after_help = "Examples:\n  k3shim fakefs get --state /tmp/s vm/panic_on_oom\n  k3shim fakefs get --state /tmp/s vm.panic_on_oom"
+    )]
     Get {
         #[command(flatten)]
         common: FakefsCommon,

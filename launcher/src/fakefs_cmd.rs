@@ -3,9 +3,12 @@
 //!
 //! Only `init` creates a state directory; the other commands refuse a path
 //! that does not exist (a typo must not leave a fresh, seeded directory
-//! behind). Every error is one line naming the state directory or the path
-//! and what to do; nothing in the state directory changes on bad input
-//! (fakefs validates values, profiles and the directory before writing).
+//! behind). `show`, `get` and `diff` open it read-only (they write nothing and
+//! work without write permission); `init` and `reset --yes` repair what is
+//! damaged or corrupt instead of refusing. Every error is one line naming the
+//! state directory or the path and what to do; nothing in the state directory
+//! changes on bad input (values, profiles and the directory are checked
+//! before anything is written).
 
 use crate::cli::{FakefsArgs, FakefsCmd, FakefsCommon};
 use crate::config;
@@ -52,8 +55,16 @@ fn state_of(common: &FakefsCommon) -> Result<PathBuf> {
     config::state_dir(&common.state)
 }
 
+/// How a command opens the state directory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum How {
+    ReadOnly,
+    Write,
+    Repair,
+}
+
 /// Opens an existing state directory (every command but init).
-fn open_existing(common: &FakefsCommon) -> Result<(fakefs::FakeFs, PathBuf)> {
+fn open_existing(common: &FakefsCommon, how: How) -> Result<(fakefs::FakeFs, PathBuf)> {
     let dir = state_of(common)?;
     match std::fs::symlink_metadata(&dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
@@ -63,8 +74,16 @@ fn open_existing(common: &FakefsCommon) -> Result<(fakefs::FakeFs, PathBuf)> {
         ),
         _ => {}
     }
-    let fs = config::open_fakefs(config::fakefs_options(&common.state)?)?;
-    Ok((fs, dir))
+    Ok((open(common, how)?, dir))
+}
+
+fn open(common: &FakefsCommon, how: How) -> Result<fakefs::FakeFs> {
+    let o = config::fakefs_options(&common.state)?;
+    match how {
+        How::Write => config::open_fakefs(o),
+        How::ReadOnly => fakefs::FakeFs::open_read_only(o).map_err(anyhow::Error::from),
+        How::Repair => fakefs::FakeFs::open_repairing(o).map_err(anyhow::Error::from),
+    }
 }
 
 fn io(r: std::io::Result<()>) -> Result<()> {
@@ -81,10 +100,11 @@ fn mode_name(m: fakefs::Mode) -> &'static str {
 fn init(common: &FakefsCommon, out: &mut dyn Write) -> Result<i32> {
     let dir = state_of(common)?;
     let existed = std::fs::symlink_metadata(dir.join(fakefs::STATE_FILE)).is_ok();
-    let mut fs = config::open_fakefs(config::fakefs_options(&common.state)?)?;
-    if existed {
-        // `init` on an existing directory also repairs entries edited by hand.
-        fs.verify()?;
+    // On an existing directory this also repairs: what is damaged or corrupt is
+    // moved aside and every entry at its profile default is checked.
+    let fs = open(common, How::Repair)?;
+    for r in fs.repairs() {
+        io(writeln!(out, "repaired: {r}"))?;
     }
     let entries = fs.entries();
     let profiles = if common.state.profiles.is_empty() {
@@ -152,16 +172,18 @@ struct ShowJson<'a> {
     state: &'a Path,
     mode: &'static str,
     entries: Vec<fakefs::EntryInfo>,
+    damaged: &'a [fakefs::Damage],
 }
 
 fn show(common: &FakefsCommon, json: bool, out: &mut dyn Write) -> Result<i32> {
-    let (fs, _) = open_existing(common)?;
+    let (fs, _) = open_existing(common, How::ReadOnly)?;
     let entries = fs.entries();
     if json {
         let j = ShowJson {
             state: fs.state_dir(),
             mode: mode_name(fs.mode()),
             entries,
+            damaged: fs.damaged(),
         };
         io(writeln!(out, "{}", serde_json::to_string_pretty(&j)?))?;
         return Ok(0);
@@ -169,10 +191,15 @@ fn show(common: &FakefsCommon, json: bool, out: &mut dyn Write) -> Result<i32> {
     let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
+            let (value, source) = match &e.damage {
+                Some(_) if e.value.is_empty() => ("-".into(), "damaged".into()),
+                Some(_) => (printable(&e.value), "damaged".into()),
+                None => (printable(&e.value), e.source.to_string()),
+            };
             vec![
                 e.path.clone(),
-                printable(&e.value),
-                e.source.to_string(),
+                value,
+                source,
                 e.rule.clone(),
                 if e.readonly {
                     "ro".into()
@@ -182,7 +209,13 @@ fn show(common: &FakefsCommon, json: bool, out: &mut dyn Write) -> Result<i32> {
             ]
         })
         .collect();
-    let count = |s: fakefs::Source| entries.iter().filter(|e| e.source == s).count();
+    let count = |s: fakefs::Source| {
+        entries
+            .iter()
+            .filter(|e| e.source == s && e.damage.is_none())
+            .count()
+    };
+    let damaged = entries.iter().filter(|e| e.damage.is_some()).count();
     io(write!(
         out,
         "{}",
@@ -190,19 +223,35 @@ fn show(common: &FakefsCommon, json: bool, out: &mut dyn Write) -> Result<i32> {
     ))?;
     io(writeln!(
         out,
-        "{} entries in {} ({} mode): {} real, {} profile, {} written",
+        "{} entries in {} ({} mode): {} real, {} profile, {} written{}",
         entries.len(),
         fs.state_dir().display(),
         mode_name(fs.mode()),
         count(fakefs::Source::Real),
         count(fakefs::Source::Profile),
-        count(fakefs::Source::Written)
+        count(fakefs::Source::Written),
+        if damaged > 0 {
+            format!(", {damaged} damaged")
+        } else {
+            String::new()
+        }
     ))?;
+    for d in fs.damaged() {
+        io(writeln!(out, "damaged: {d}"))?;
+    }
+    if !fs.damaged().is_empty() {
+        io(writeln!(
+            out,
+            "a run serves no damaged entry (EIO) and refuses a damaged top level; `k3shim fakefs init --state {}` moves what is damaged to {} and restores the entries",
+            fs.state_dir().display(),
+            fs.state_dir().join("damaged").display()
+        ))?;
+    }
     Ok(0)
 }
 
 fn get(common: &FakefsCommon, path: &str, out: &mut dyn Write) -> Result<i32> {
-    let (fs, dir) = open_existing(common)?;
+    let (fs, dir) = open_existing(common, How::ReadOnly)?;
     let v = fs
         .get(path)
         .with_context(|| format!("fakefs get {path} (state {})", dir.display()))?;
@@ -211,14 +260,19 @@ fn get(common: &FakefsCommon, path: &str, out: &mut dyn Write) -> Result<i32> {
 }
 
 fn set(common: &FakefsCommon, path: &str, value: &str, out: &mut dyn Write) -> Result<i32> {
-    let (mut fs, dir) = open_existing(common)?;
+    let (check, dir) = open_existing(common, How::ReadOnly)?;
     let ctx = || {
         format!(
             "fakefs set {path} (state {}); nothing was changed",
             dir.display()
         )
     };
-    let old = fs.get(path).with_context(ctx)?;
+    // Everything that can refuse the value, before the directory is opened
+    // for writing (which may bring it in line with the profile).
+    let old = check.get(path).with_context(ctx)?;
+    check.check_set(path, value).with_context(ctx)?;
+    drop(check);
+    let mut fs = open(common, How::Write).with_context(ctx)?;
     fs.set(path, value).with_context(ctx)?;
     let new = fs.get(path).with_context(ctx)?;
     io(writeln!(
@@ -234,25 +288,41 @@ fn set(common: &FakefsCommon, path: &str, value: &str, out: &mut dyn Write) -> R
 struct DiffJson<'a> {
     state: &'a Path,
     changes: Vec<fakefs::DiffLine>,
+    /// Not compared (their values cannot be trusted): see `show`.
+    damaged: &'a [fakefs::Damage],
 }
 
 fn diff(common: &FakefsCommon, json: bool, out: &mut dyn Write) -> Result<i32> {
-    let (fs, _) = open_existing(common)?;
+    let (fs, _) = open_existing(common, How::ReadOnly)?;
     let changes = fs.diff();
     if json {
         let j = DiffJson {
             state: fs.state_dir(),
             changes,
+            damaged: fs.damaged(),
         };
         io(writeln!(out, "{}", serde_json::to_string_pretty(&j)?))?;
         return Ok(0);
     }
+    let damaged_note = |out: &mut dyn Write| {
+        if fs.damaged().is_empty() {
+            return Ok(());
+        }
+        io(writeln!(
+            out,
+            "{} damaged things in {} were not compared: see `k3shim fakefs show --state {}`",
+            fs.damaged().len(),
+            fs.state_dir().display(),
+            fs.state_dir().display()
+        ))
+    };
     if changes.is_empty() {
         io(writeln!(
             out,
             "no changes relative to the profile in {}",
             fs.state_dir().display()
         ))?;
+        damaged_note(out)?;
         return Ok(0);
     }
     let rows: Vec<Vec<String>> = changes
@@ -272,64 +342,106 @@ fn diff(common: &FakefsCommon, json: bool, out: &mut dyn Write) -> Result<i32> {
         changes.len(),
         fs.state_dir().display()
     ))?;
+    damaged_note(out)?;
     Ok(0)
 }
 
 fn reset(common: &FakefsCommon, yes: bool, out: &mut dyn Write) -> Result<i32> {
-    let (mut fs, dir) = open_existing(common)?;
-    let written: Vec<fakefs::EntryInfo> = fs
-        .entries()
-        .into_iter()
-        .filter(|e| e.source == fakefs::Source::Written)
-        .collect();
-    let diffs = fs.diff();
     if !yes {
-        if written.is_empty() {
-            io(writeln!(
-                out,
-                "nothing written in {}: reset would only re-seed the profile's values",
-                dir.display()
-            ))?;
-        } else {
-            let rows: Vec<Vec<String>> = written
-                .iter()
-                .map(|e| {
-                    let to = diffs
-                        .iter()
-                        .find(|d| d.path == e.path)
-                        .map(|d| printable(&d.baseline));
-                    vec![
-                        e.path.clone(),
-                        printable(&e.value),
-                        to.unwrap_or_else(|| "(unchanged)".into()),
-                    ]
-                })
-                .collect();
-            io(writeln!(
-                out,
-                "reset would restore {} written entries in {}:",
-                written.len(),
-                dir.display()
-            ))?;
-            io(write!(
-                out,
-                "{}",
-                table(&["PATH", "NOW", "AFTER RESET"], &rows)
-            ))?;
-        }
-        io(out.flush())?;
-        bail!(
-            "fakefs reset (state {}): nothing was changed; run again with --yes to restore the profile's values (the journal is kept)",
-            dir.display()
-        );
+        return reset_preview(common, out);
     }
+    // Always ends with a working directory: a corrupt index or state file, or
+    // anything damaged, is moved aside first (and said so) instead of refused.
+    let (mut fs, dir) = open_existing(common, How::Repair)?;
+    for r in fs.repairs() {
+        io(writeln!(out, "repaired: {r}"))?;
+    }
+    let written = fs
+        .entries()
+        .iter()
+        .filter(|e| e.source == fakefs::Source::Written)
+        .count();
     fs.reset()
         .with_context(|| format!("fakefs reset (state {})", dir.display()))?;
     io(writeln!(
         out,
         "reset {}: {} written entries restored to the profile's values (journal kept)",
         fs.state_dir().display(),
-        written.len()
+        written
     ))?;
     Ok(0)
+}
+
+/// `reset` without --yes: says what --yes would do, changes nothing.
+fn reset_preview(common: &FakefsCommon, out: &mut dyn Write) -> Result<i32> {
+    let dir = state_of(common)?;
+    let nothing_changed = |dir: &Path| {
+        anyhow::anyhow!(
+            "fakefs reset (state {}): nothing was changed; run again with --yes to restore the profile's values (the journal is kept)",
+            dir.display()
+        )
+    };
+    let fs = match open_existing(common, How::ReadOnly) {
+        Ok((fs, _)) => fs,
+        Err(e) => match e.downcast_ref::<fakefs::Error>() {
+            Some(fakefs::Error::Corrupt { file, reason, .. }) => {
+                io(writeln!(
+                    out,
+                    "{file} in {} is corrupt ({reason}): reset --yes moves it aside ({file}.corrupt-<time>) and restores the profile's values",
+                    dir.display()
+                ))?;
+                io(out.flush())?;
+                return Err(nothing_changed(&dir));
+            }
+            _ => return Err(e),
+        },
+    };
+    let written: Vec<fakefs::EntryInfo> = fs
+        .entries()
+        .into_iter()
+        .filter(|e| e.source == fakefs::Source::Written)
+        .collect();
+    let diffs = fs.diff();
+    if written.is_empty() {
+        io(writeln!(
+            out,
+            "nothing written in {}: reset would only re-seed the profile's values",
+            dir.display()
+        ))?;
+    } else {
+        let rows: Vec<Vec<String>> = written
+            .iter()
+            .map(|e| {
+                let to = diffs
+                    .iter()
+                    .find(|d| d.path == e.path)
+                    .map(|d| printable(&d.baseline));
+                let now = match &e.damage {
+                    Some(_) => "(damaged)".to_string(),
+                    None => printable(&e.value),
+                };
+                vec![
+                    e.path.clone(),
+                    now,
+                    to.unwrap_or_else(|| "(unchanged)".into()),
+                ]
+            })
+            .collect();
+        io(writeln!(
+            out,
+            "reset would restore {} written entries in {}:",
+            written.len(),
+            dir.display()
+        ))?;
+        io(write!(
+            out,
+            "{}",
+            table(&["PATH", "NOW", "AFTER RESET"], &rows)
+        ))?;
+    }
+    for d in fs.damaged() {
+        io(writeln!(out, "reset would move aside: {d}"))?;
+    }
+    io(out.flush())?;
+    Err(nothing_changed(&dir))
 }

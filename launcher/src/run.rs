@@ -258,6 +258,9 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         .map(|b| fakefs::parse_bind(b))
         .collect::<Result<Vec<_>, _>>()?;
     let fs = crate::config::open_fakefs(fo)?;
+    if let Some(w) = fs.damage_warning() {
+        eprintln!("k3shim: warning: {w}");
+    }
     let trace_opts = match trace {
         Some(t) => Some(TraceOpts::from_args(t)?),
         None => None,

@@ -371,35 +371,160 @@ fn a_non_empty_foreign_directory_is_refused_and_left_intact() {
     }
 }
 
-#[test]
-fn a_corrupt_index_gives_a_one_line_error_and_is_left_intact() {
+const CORRUPT_INDEX: &str = "{\"layout\": 1, \"entries\": {\"kernel/panic\": ";
+
+/// A state directory with kernel/panic written (10) and its index cut short.
+fn corrupt_index_env() -> Env {
     let e = env();
     ok(&fakefs(&e, "init", &[]));
     ok(&fakefs(&e, "set", &["kernel/panic", "10"]));
-    std::fs::write(
-        e.state.join("index.json"),
-        "{\"layout\": 1, \"entries\": {\"kernel/panic\": ",
-    )
-    .unwrap();
+    std::fs::write(e.state.join("index.json"), CORRUPT_INDEX).unwrap();
+    e
+}
+
+/// The names in the state directory that start with `prefix`.
+fn names_with(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_corrupt_index_is_refused_with_one_line_by_the_commands_that_do_not_repair() {
+    let e = corrupt_index_env();
     let before = snapshot(&e.state);
     for (sub, rest) in [
         ("show", &[][..]),
         ("get", &["kernel/panic"][..]),
         ("set", &["kernel/panic", "5"][..]),
         ("diff", &[][..]),
-        ("reset", &["--yes"][..]),
-        ("init", &[][..]),
+        ("reset", &[][..]),
     ] {
         let out = fakefs(&e, sub, rest);
         let err = one_line_error(&out);
         assert!(
-            err.contains("index.json") && err.contains("corrupt"),
+            err.contains("index.json") && err.contains("corrupt") || sub == "reset",
             "{sub}: {err}"
         );
+        if sub == "reset" {
+            assert!(
+                out.stdout.contains("index.json") && out.stdout.contains("moves it aside"),
+                "reset without --yes says what --yes would do: {}",
+                out.stdout
+            );
+        } else {
+            assert!(err.contains("fakefs init"), "says what repairs it: {err}");
+        }
         assert_eq!(
             snapshot(&e.state),
             before,
             "{sub} changed a corrupt state directory"
+        );
+    }
+}
+
+#[test]
+fn init_moves_a_corrupt_index_aside_and_rebuilds_it_keeping_the_values() {
+    let e = corrupt_index_env();
+    let out = fakefs(&e, "init", &[]);
+    let stdout = ok(&out);
+    let aside = names_with(&e.state, "index.json.corrupt-");
+    assert_eq!(aside.len(), 1, "{stdout}");
+    assert!(
+        stdout.contains("repaired: index.json was corrupt") && stdout.contains(&aside[0]),
+        "init says what it did: {stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(e.state.join(&aside[0])).unwrap(),
+        CORRUPT_INDEX,
+        "the damaged index is kept, as it was"
+    );
+    // The written value survived, and every command works again.
+    assert_eq!(ok(&fakefs(&e, "get", &["kernel/panic"])), "10\n");
+    let diff = fakefs(&e, "diff", &[]);
+    assert!(
+        ok(&diff).contains("/proc/sys/kernel/panic"),
+        "{}",
+        diff.stdout
+    );
+    ok(&fakefs(&e, "set", &["kernel/panic", "5"]));
+    assert_eq!(ok(&fakefs(&e, "get", &["kernel/panic"])), "5\n");
+}
+
+#[test]
+fn reset_yes_always_leaves_a_working_state_directory() {
+    // A corrupt index.
+    let e = corrupt_index_env();
+    let out = fakefs(&e, "reset", &["--yes"]);
+    assert!(ok(&out).contains("index.json.corrupt-"), "{}", out.stdout);
+    assert_eq!(ok(&fakefs(&e, "get", &["kernel/panic"])), "0\n");
+    ok(&fakefs(&e, "show", &[]));
+    // A corrupt state file, a symlinked values/ directory and a FIFO for an index.
+    let e = env();
+    ok(&fakefs(&e, "init", &[]));
+    std::fs::write(e.state.join("k3shim-state.toml"), "\u{1}garbage = [").unwrap();
+    let outside = e.state.parent().unwrap().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::rename(e.state.join("values"), e.state.join("values.old")).unwrap();
+    std::os::unix::fs::symlink(&outside, e.state.join("values")).unwrap();
+    std::fs::remove_file(e.state.join("index.json")).unwrap();
+    nix_mkfifo(&e.state.join("index.json"));
+    // Where repairs put things is a symlink too.
+    std::os::unix::fs::symlink(&outside, e.state.join("damaged")).unwrap();
+    assert_eq!(fakefs(&e, "show", &[]).code, 2);
+    let out = fakefs(&e, "reset", &["--yes"]);
+    let stdout = ok(&out);
+    assert!(
+        stdout.contains("k3shim-state.toml was corrupt")
+            && stdout.contains("values was a symlink to")
+            && stdout.contains("index.json was a FIFO")
+            && stdout.contains("damaged was a symlink to"),
+        "{stdout}"
+    );
+    assert_eq!(ok(&fakefs(&e, "get", &["vm/panic_on_oom"])), "0\n");
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing was written through the symlink"
+    );
+    assert!(
+        std::fs::symlink_metadata(e.state.join("values"))
+            .unwrap()
+            .is_dir(),
+        "values/ is a directory again"
+    );
+}
+
+fn nix_mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string; mkfifo has no other preconditions.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+}
+
+#[test]
+fn a_refused_set_changes_nothing_in_the_state_directory() {
+    let e = env();
+    ok(&fakefs(&e, "init", &[]));
+    let before = snapshot(&e.state);
+    // vm/overcommit_memory is real and not yet copied; vm/panic_on_oom is a
+    // profile entry; kernel/cap_last_cap is read-only.
+    for (path, value) in [
+        ("vm/overcommit_memory", "abc"),
+        ("vm/panic_on_oom", "7"),
+        ("kernel/panic", ""),
+        ("kernel/cap_last_cap", "1"),
+        ("kernel/nosuch", "1"),
+    ] {
+        let out = fakefs(&e, "set", &[path, value]);
+        let err = one_line_error(&out);
+        assert!(err.contains("nothing was changed"), "{err}");
+        assert_eq!(
+            snapshot(&e.state),
+            before,
+            "set {path} {value:?} was refused but changed the state directory"
         );
     }
 }
@@ -428,5 +553,239 @@ fn a_bad_profile_is_refused_before_anything_is_written() {
     let err =
         one_line_error(&fakefs(&e, "show", &["--profile", "/nonexistent/my.toml"])).to_string();
     assert!(err.contains("/nonexistent/my.toml"), "{err}");
+    assert_eq!(snapshot(&e.state), before);
+}
+
+/// Plants what a user's mistake (or anything between runs) can leave in a
+/// state directory: a directory symlink, a file symlink and a garbage value.
+/// Returns the directory the symlinks point into.
+fn plant_damage(e: &Env) -> PathBuf {
+    let outside = e.state.parent().unwrap().join("outside");
+    std::fs::create_dir_all(outside.join("bridge")).unwrap();
+    std::fs::write(outside.join("secret"), "1\n").unwrap();
+    std::fs::write(outside.join("bridge/bridge-nf-call-iptables"), "1\n").unwrap();
+    let v = e.state.join("values");
+    std::fs::remove_dir_all(v.join("net/bridge")).unwrap();
+    std::os::unix::fs::symlink(outside.join("bridge"), v.join("net/bridge")).unwrap();
+    std::fs::remove_file(v.join("vm/panic_on_oom")).unwrap();
+    std::os::unix::fs::symlink(outside.join("secret"), v.join("vm/panic_on_oom")).unwrap();
+    std::fs::write(v.join("kernel/panic"), b"garbage\0\xff\n").unwrap();
+    outside
+}
+
+#[test]
+fn show_marks_symlinks_and_garbage_values_as_damaged_and_init_repairs_them() {
+    let e = env();
+    ok(&fakefs(&e, "init", &[]));
+    ok(&fakefs(&e, "set", &["kernel/panic", "10"]));
+    let outside = plant_damage(&e);
+    let outside_before = snapshot(&outside);
+    let before = snapshot(&e.state);
+
+    let out = fakefs(&e, "show", &[]);
+    let show = ok(&out);
+    for path in [
+        "/proc/sys/vm/panic_on_oom",
+        "/proc/sys/kernel/panic",
+        "/proc/sys/net/bridge/bridge-nf-call-iptables",
+        "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+    ] {
+        let row = show_row(show, path);
+        assert_eq!(row[1], "-", "no value is shown for {path}: {row:?}");
+        assert_eq!(row[2], "damaged", "{path}: {row:?}");
+    }
+    assert!(
+        show.contains("damaged: values/vm/panic_on_oom is a symlink to ")
+            && show.contains("damaged: values/net/bridge is a symlink to ")
+            && show.contains(
+                r#"damaged: values/kernel/panic is holding "garbage\0\xff\n", which is not text"#
+            )
+            && show.contains("4 damaged")
+            && show.contains("fakefs init"),
+        "{show}"
+    );
+    let json: Value = serde_json::from_str(ok(&fakefs(&e, "show", &["--json"]))).unwrap();
+    assert_eq!(json["damaged"].as_array().unwrap().len(), 3, "{json}");
+    for (sub, rest) in [("get", ["vm.panic_on_oom"]), ("set", ["kernel/panic=1"])] {
+        let rest: Vec<&str> = rest[0].split('=').collect();
+        let err = one_line_error(&fakefs(&e, sub, &rest)).to_string();
+        assert!(err.contains("fakefs init"), "{sub}: {err}");
+    }
+    assert_eq!(
+        snapshot(&e.state),
+        before,
+        "show, get and a refused set change nothing"
+    );
+
+    let out = fakefs(&e, "init", &[]);
+    let init = ok(&out);
+    assert_eq!(
+        init.lines().filter(|l| l.starts_with("repaired: ")).count(),
+        3,
+        "{init}"
+    );
+    assert!(
+        init.contains("forgot kernel/panic"),
+        "the written value is gone: {init}"
+    );
+    let show = ok(&fakefs(&e, "show", &[])).to_string();
+    assert!(!show.contains("damaged"), "{show}");
+    assert_eq!(ok(&fakefs(&e, "get", &["vm/panic_on_oom"])), "0\n");
+    assert_eq!(ok(&fakefs(&e, "get", &["kernel/panic"])), "0\n");
+    assert_eq!(
+        ok(&fakefs(&e, "get", &["net/bridge/bridge-nf-call-iptables"])),
+        "1\n"
+    );
+    // Moved aside, not deleted; nothing outside changed or was followed.
+    let aside = names_with(&e.state.join("damaged"), "");
+    assert_eq!(aside.len(), 1);
+    let d = e.state.join("damaged").join(&aside[0]).join("values");
+    assert!(std::fs::symlink_metadata(d.join("vm/panic_on_oom"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read(d.join("kernel/panic")).unwrap(),
+        b"garbage\0\xff\n"
+    );
+    assert_eq!(snapshot(&outside), outside_before);
+}
+
+#[test]
+fn get_and_set_accept_sysctl_names_as_procps_spells_them() {
+    let e = env();
+    ok(&fakefs(&e, "init", &[]));
+    ok(&fakefs(&e, "set", &["kernel.keys.root_maxkeys", "7"]));
+    assert_eq!(ok(&fakefs(&e, "get", &["kernel/keys/root_maxkeys"])), "7\n");
+    assert_eq!(ok(&fakefs(&e, "get", &["kernel.keys.root_maxkeys"])), "7\n");
+    // A dot inside a name is written as a slash (flannel.1 here), as sysctl(8) does.
+    ok(&fakefs(
+        &e,
+        "set",
+        &["net.ipv4.conf.flannel/1.route_localnet", "1"],
+    ));
+    assert_eq!(
+        ok(&fakefs(
+            &e,
+            "get",
+            &["net/ipv4/conf/flannel.1/route_localnet"]
+        )),
+        "1\n"
+    );
+    // A name that starts with a slash-separated part is a path already.
+    assert_eq!(
+        ok(&fakefs(
+            &e,
+            "get",
+            &["net/ipv4/conf/flannel.1/route_localnet"]
+        )),
+        "1\n"
+    );
+    let err = one_line_error(&fakefs(&e, "get", &["vm.nosuch"])).to_string();
+    assert!(err.contains("vm/nosuch"), "{err}");
+}
+
+#[test]
+fn show_get_and_diff_write_nothing_even_with_another_profile() {
+    let e = env();
+    ok(&fakefs(&e, "init", &[]));
+    ok(&fakefs(&e, "set", &["kernel/panic", "10"]));
+    let mine = e.state.parent().unwrap().join("mine.tsv");
+    std::fs::write(&mine, "kernel/panic_on_oops\t1\tinteger\n").unwrap();
+    let before = snapshot(&e.state);
+    let profile = mine.to_str().unwrap();
+    let out = fakefs(&e, "show", &["--profile", "k3s", "--profile", profile]);
+    // What a run with that profile would see, without writing it.
+    assert_eq!(show_row(ok(&out), "/proc/sys/kernel/panic_on_oops")[1], "1");
+    let out = fakefs(
+        &e,
+        "get",
+        &[
+            "--profile",
+            "k3s",
+            "--profile",
+            profile,
+            "kernel/panic_on_oops",
+        ],
+    );
+    assert_eq!(ok(&out), "1\n");
+    ok(&fakefs(
+        &e,
+        "diff",
+        &["--profile", "k3s", "--profile", profile],
+    ));
+    assert_eq!(snapshot(&e.state), before, "a read-only command wrote");
+}
+
+/// `setpriv` (util-linux) runs k3shim as nobody; the binary and the state
+/// directory must be reachable by nobody, so the temp dir is opened up.
+#[test]
+fn read_only_commands_work_for_a_user_who_cannot_write_the_state_directory() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("NOTICE: not root; cannot switch to nobody, skipping");
+        return;
+    }
+    let e = env();
+    ok(&fakefs(&e, "init", &[]));
+    ok(&fakefs(&e, "set", &["kernel/panic", "10"]));
+    use std::os::unix::fs::PermissionsExt;
+    let top = e.state.parent().unwrap();
+    std::fs::set_permissions(top, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = snapshot(&e.state);
+    let bin = env!("CARGO_BIN_EXE_k3shim");
+    let as_nobody = |args: &[&str]| {
+        let o = Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", bin])
+            .args(args)
+            .env("K3SHIM_PROC_SYS_ROOT", &e.proc_root)
+            .env_remove("K3SHIM_STATE")
+            .output()
+            .expect("run setpriv (util-linux)");
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    };
+    let st = e.state.to_str().unwrap();
+    // The user really cannot write it.
+    let probe = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "touch",
+        ])
+        .arg(e.state.join("probe"))
+        .status()
+        .unwrap();
+    assert!(!probe.success(), "nobody can write the state directory");
+    let show = as_nobody(&["fakefs", "show", "--state", st]);
+    assert!(
+        ok(&show).contains("/proc/sys/kernel/panic"),
+        "{}",
+        show.stdout
+    );
+    assert_eq!(
+        ok(&as_nobody(&[
+            "fakefs",
+            "get",
+            "--state",
+            st,
+            "kernel.panic"
+        ])),
+        "10\n"
+    );
+    assert!(ok(&as_nobody(&["fakefs", "diff", "--state", st])).contains("kernel/panic"));
+    let err = one_line_error(&as_nobody(&[
+        "fakefs",
+        "set",
+        "--state",
+        st,
+        "kernel/panic",
+        "1",
+    ]))
+    .to_string();
+    assert!(err.contains("nothing was changed"), "{err}");
     assert_eq!(snapshot(&e.state), before);
 }

@@ -644,6 +644,103 @@ fn a_tracee_swapping_state_files_for_symlinks_cannot_make_k3shim_write_outside_i
     check_symlink_output(&stdout(&o), &stderr(&o));
 }
 
+/// A state directory damaged between runs (a user's mistake): a directory
+/// symlink, a file symlink and a garbage value. The run warns once, serves
+/// none of them (EIO), never reads or writes through the symlinks; `fakefs
+/// init` moves them aside and the next run reads the entries again.
+fn damaged_state_script(k: &str, state: &str, tmp: &str, mode: &str) -> String {
+    format!(
+        r#"set -u
+S={state}; T={tmp}; M={mode}
+rm -rf $S $T; mkdir -p $T/outside; echo 2 > $T/outside/panic_on_oom; echo 2 > $T/outside/secret
+{k} run --mode $M --state $S -- sh -c 'echo 1 > /proc/sys/vm/panic_on_oom; echo 1 > /proc/sys/kernel/panic_on_oops' || exit 9
+mv $S/values/vm $T/vm.orig; ln -s $T/outside $S/values/vm
+rm $S/values/kernel/panic_on_oops; ln -s $T/outside/secret $S/values/kernel/panic_on_oops
+printf 'garbage\0\377\n' > $S/values/kernel/panic
+{k} run --mode $M --state $S -- sh -c '
+  for p in vm/panic_on_oom kernel/panic_on_oops kernel/panic; do echo "read $p: $(cat /proc/sys/$p 2>&1)"; done
+  echo 1 > /proc/sys/vm/panic_on_oom; echo "write rc=$?"
+  echo 1 > /proc/sys/kernel/panic_on_oops; echo "write rc=$?"' 2>$T/err
+echo "run rc=$?"
+echo "warnings=$(grep -c '^k3shim: warning: state directory' $T/err)"
+cat $T/err >&2
+echo "outside=$(cat $T/outside/panic_on_oom $T/outside/secret | tr '\n' ' ')"
+{k} fakefs init --state $S | grep -c '^repaired: ' | sed 's/^/repairs=/'
+{k} run --mode $M --state $S -- sh -c 'for p in vm/panic_on_oom kernel/panic_on_oops kernel/panic; do echo "after $p: $(cat /proc/sys/$p 2>&1)"; done' 2>$T/err2
+echo "warnings after init=$(grep -c 'k3shim: warning' $T/err2)"
+"#
+    )
+}
+
+fn check_damaged_state_output(out: &str, err: &str) {
+    let all = format!("{out}\n--- stderr\n{err}");
+    assert!(out.contains("run rc=0"), "{all}");
+    for p in ["vm/panic_on_oom", "kernel/panic_on_oops", "kernel/panic"] {
+        assert!(
+            out.contains(&format!("read {p}: cat: /proc/sys/{p}: Input/output error")),
+            "{p} is not served: {all}"
+        );
+        let after = out
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("after {p}: ")))
+            .unwrap_or_else(|| panic!("no read of {p} after init: {all}"));
+        assert!(
+            after.parse::<i64>().is_ok(),
+            "{p} reads a value after init: {all}"
+        );
+    }
+    assert_eq!(
+        out.matches("write rc=").count(),
+        2,
+        "both writes were tried: {all}"
+    );
+    assert!(
+        !out.contains("write rc=0"),
+        "a write to a damaged entry failed: {all}"
+    );
+    assert!(out.contains("warnings=1\n"), "one warning line: {all}");
+    assert!(
+        err.contains("values/vm is a symlink to") && err.contains("fakefs init"),
+        "{all}"
+    );
+    assert!(
+        out.contains("outside=2 2 "),
+        "nothing outside the state directory changed: {all}"
+    );
+    assert!(out.contains("repairs=3"), "{all}");
+    assert!(out.contains("warnings after init=0"), "{all}");
+}
+
+#[test]
+fn a_state_directory_damaged_between_runs_is_never_served_natively_in_shadow_mode() {
+    let before = host_sysctls();
+    let st = scratch("damaged");
+    let o = native(&damaged_state_script(
+        &k(),
+        &st.join("s").display().to_string(),
+        &st.join("t").display().to_string(),
+        "shadow",
+    ));
+    check_damaged_state_output(&stdout(&o), &stderr(&o));
+    assert_eq!(host_sysctls(), before);
+}
+
+#[test]
+fn a_state_directory_damaged_between_runs_is_never_served_in_gvisor() {
+    if !have_gvisor() {
+        return;
+    }
+    for mode in ["overlay", "shadow"] {
+        let o = gvisor(&damaged_state_script(
+            &k(),
+            "/tmp/kdmg-state",
+            "/tmp/kdmg",
+            mode,
+        ));
+        check_damaged_state_output(&stdout(&o), &stderr(&o));
+    }
+}
+
 // ------------------------------------------------------------ the shim changes only what its rules say
 
 /// A workload that never touches /proc/sys prints everything it can observe
