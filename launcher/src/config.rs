@@ -2,7 +2,7 @@
 //! commands need, with one-line errors that name the flag or file at fault.
 
 use crate::cli::{ModeArg, StateArgs};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::PathBuf;
 
 /// Where the state directory is: --state, else $K3SHIM_STATE, else ~/.local/state/k3shim.
@@ -37,6 +37,6 @@ pub fn fakefs_options(a: &StateArgs) -> Result<fakefs::Options> {
 
 /// Opens the fake tree, with the error naming the state directory.
 pub fn open_fakefs(o: fakefs::Options) -> Result<fakefs::FakeFs> {
-    let dir = o.state.clone();
-    fakefs::FakeFs::open(o).with_context(|| format!("fakefs state {}", dir.display()))
+    // fakefs's errors already name the state directory or the file that failed.
+    Ok(fakefs::FakeFs::open(o)?)
 }
