@@ -16,7 +16,8 @@ pub enum ReadMode {
 
 pub struct Mem {
     pub mode: ReadMode,
-    files: HashMap<i32, File>,
+    /// Per process: the thread whose /proc/TID/mem is open, and the file.
+    files: HashMap<i32, (i32, File)>,
 }
 
 const PAGE: u64 = 4096;
@@ -58,14 +59,24 @@ impl Mem {
                 }
             }
             ReadMode::ProcMem => {
-                let f = match self.files.get(&tgid) {
-                    Some(f) => f,
-                    None => match File::open(format!("/proc/{tid}/mem")) {
-                        Ok(f) => self.files.entry(tgid).or_insert(f),
-                        Err(_) => return 0,
-                    },
-                };
-                f.read_at(buf, addr).unwrap_or(0)
+                if let Some((owner, f)) = self.files.get(&tgid) {
+                    match f.read_at(buf, addr) {
+                        Ok(n) if n > 0 => return n,
+                        // The thread it was opened through may be gone (a leader that
+                        // called pthread_exit is a zombie with no memory): try again
+                        // through the calling thread.
+                        _ if *owner != tid => {}
+                        _ => return 0,
+                    }
+                }
+                match File::open(format!("/proc/{tid}/mem")) {
+                    Ok(f) => {
+                        let n = f.read_at(buf, addr).unwrap_or(0);
+                        self.files.insert(tgid, (tid, f));
+                        n
+                    }
+                    Err(_) => 0,
+                }
             }
         }
     }

@@ -9,10 +9,13 @@ use std::path::PathBuf;
 
 /// What the resolver needs to know about the tracee.
 pub trait Lookup {
-    /// Absolute cwd of process `pid`.
-    fn cwd(&mut self, pid: i32) -> Option<Vec<u8>>;
-    /// Absolute path behind fd `fd` of process `pid` (None if not a path: socket, pipe...).
-    fn fd_path(&mut self, pid: i32, fd: i32) -> Option<Vec<u8>>;
+    /// Absolute cwd of task `task`: a thread id (/proc/TID is that thread's own
+    /// view: a thread may have its own cwd after unshare(CLONE_FS)), or a pid
+    /// named in a /proc/PID/cwd path (the kernel answers for that task).
+    fn cwd(&mut self, task: i32) -> Option<Vec<u8>>;
+    /// Absolute path behind fd `fd` of task `task` (None if not a path: socket,
+    /// pipe...). As for cwd, a thread's own fd table (unshare(CLONE_FILES)).
+    fn fd_path(&mut self, task: i32, fd: i32) -> Option<Vec<u8>>;
     /// What an absolute path names, when the caller knows (the paths it serves);
     /// None: not known, the kernel will find out.
     fn kind(&mut self, _path: &[u8]) -> Option<PathKind> {
@@ -58,9 +61,11 @@ pub fn resolve(
 ) -> Option<Result<PathBuf, i32>> {
     let mut out: Vec<Vec<u8>> = Vec::new();
     if raw.first() != Some(&b'/') {
+        // The calling thread's cwd and fd table, not the leader's: they differ after
+        // unshare(CLONE_FS|CLONE_FILES), and the leader's are gone once it has exited.
         let b = match base {
-            Base::Cwd => lk.cwd(pid)?,
-            Base::Fd(fd) => lk.fd_path(pid, fd)?,
+            Base::Cwd => lk.cwd(tid)?,
+            Base::Fd(fd) => lk.fd_path(tid, fd)?,
         };
         if b.first() != Some(&b'/') {
             return None;
@@ -225,16 +230,23 @@ mod tests {
     }
     fn fake() -> Fake {
         Fake {
-            cwd: HashMap::from([(10, "/proc/sys"), (11, "/proc/sys"), (20, "/tmp")]),
+            // Thread 12 of process 10 has its own cwd and fd table.
+            cwd: HashMap::from([
+                (10, "/proc/sys"),
+                (11, "/proc/sys"),
+                (12, "/proc"),
+                (20, "/tmp"),
+            ]),
             fds: HashMap::from([
                 ((10, 3), "/proc/sys/vm"),
                 ((10, 4), "socket:[123]"),
+                ((12, 3), "/proc/sys/kernel"),
                 ((20, 5), "/proc"),
             ]),
         }
     }
     fn r(raw: &str, base: Base, pid: i32) -> Option<String> {
-        resolve(raw.as_bytes(), base, pid, pid + 1, true, &mut fake())
+        resolve(raw.as_bytes(), base, pid, pid, true, &mut fake())
             .map(|p| p.expect("resolves").to_string_lossy().into_owned())
     }
 
@@ -263,6 +275,22 @@ mod tests {
             "/proc/sys/kernel/panic"
         );
         assert_eq!(r("../../etc/passwd", Base::Cwd, 10).unwrap(), "/etc/passwd");
+    }
+
+    #[test]
+    fn relative_paths_use_the_calling_threads_own_cwd_and_fd_table() {
+        let t = |raw: &str, base| {
+            resolve(raw.as_bytes(), base, 10, 12, true, &mut fake())
+                .map(|p| p.unwrap().to_string_lossy().into_owned())
+        };
+        assert_eq!(
+            t("sys/vm/panic_on_oom", Base::Cwd).unwrap(),
+            "/proc/sys/vm/panic_on_oom"
+        );
+        assert_eq!(t("panic", Base::Fd(3)).unwrap(), "/proc/sys/kernel/panic");
+        // /proc/self/cwd is the process's (the leader's), as in the kernel.
+        assert_eq!(t("/proc/self/cwd/x", Base::Cwd).unwrap(), "/proc/sys/x");
+        assert_eq!(t("/proc/thread-self/cwd/x", Base::Cwd).unwrap(), "/proc/x");
     }
 
     #[test]

@@ -333,7 +333,8 @@ pub static PATH_SYSCALLS: &[Entry] = &[
     Entry {
         sysno: Sysno::inotify_add_watch,
         kind: OpKind::StatLike,
-        paths: &[dp(0, 1)],
+        // Its first argument is the inotify fd, not a dirfd: the path is cwd-relative.
+        paths: &[p(1)],
     },
 ];
 

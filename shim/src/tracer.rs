@@ -852,15 +852,18 @@ impl Tracer {
             }
             let Some(raw) = self.mem.read_cstr(tgid, tid, ptr) else {
                 // Unreadable or over-long: the kernel gives EFAULT or ENAMETOOLONG itself.
-                return self.finish_entry(tid, work, None, policy);
+                // (The compatibility fixes below still apply.)
+                break;
             };
             if raw.is_empty() {
-                // "" names the dirfd itself (AT_EMPTY_PATH) or fails with ENOENT: nothing to redirect.
+                // "" names the dirfd itself (AT_EMPTY_PATH) or fails with ENOENT: nothing to
+                // redirect, but the compatibility fixes below still apply (`stat -` is
+                // statx(0, "", AT_EMPTY_PATH|AT_NO_AUTOMOUNT)).
                 if let Some(r) = work.rec.as_mut() {
                     r.args = decode::path_args(nr, &args, &raw, how_fl);
                     r.path = Some(String::new());
                 }
-                return self.finish_entry(tid, work, None, policy);
+                break;
             }
             if i == 0 {
                 first_ptr = (ptr, raw.len());
