@@ -193,3 +193,119 @@ fn inotify_paths_statx_of_an_fd_and_non_empty_paths_with_at_empty_path_in_gvisor
         assert_same_as_kernel(&shim, &kernel, "2");
     }
 }
+
+// ------------------------------------------------------------ i386 and x32 (item 6)
+
+/// tests/fixtures/c/cat32.S: a real 32-bit program.
+fn cat32() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let out = ws().join("target/fixtures/c-paths");
+        std::fs::create_dir_all(&out).unwrap();
+        let obj = out.join(format!("cat32.{}.o", std::process::id()));
+        let tmp = out.join(format!("cat32.{}", std::process::id()));
+        let o = Command::new("as")
+            .arg("--32")
+            .arg("-o")
+            .arg(&obj)
+            .arg(ws().join("tests/fixtures/c/cat32.S"))
+            .output()
+            .expect("run as (binutils)");
+        assert_ok(&o, "as --32 tests/fixtures/c/cat32.S");
+        let o = Command::new("ld")
+            .args(["-m", "elf_i386", "-static", "-o"])
+            .arg(&tmp)
+            .arg(&obj)
+            .output()
+            .expect("run ld (binutils)");
+        assert_ok(&o, "ld -m elf_i386");
+        let bin = out.join("cat32");
+        std::fs::rename(&tmp, &bin).unwrap();
+        let _ = std::fs::remove_file(&obj);
+        bin
+    })
+    .clone()
+}
+
+/// The lines k3shim gives for the int80 and x32 cases: i386 and x32 path
+/// syscalls fail (EPERM; ENOSYS, as on a kernel without x32), other i386
+/// syscalls run.
+const REFUSED: &str = "i386 open via int $0x80: EPERM\ni386 getpid via int $0x80: ok\nx32 open: ENOSYS\nx32 openat: ENOSYS\n";
+
+#[test]
+fn i386_and_x32_path_syscalls_fail_cleanly_and_never_reach_the_real_entry_natively() {
+    let before = host_sysctls();
+    let st = scratch("abi");
+    let s = st.join("s").display().to_string();
+    let p = paths_prog().display().to_string();
+    // The kernel itself runs an i386 open from 64-bit code.
+    let kernel = native(&format!("{p} int80 /proc/sys/vm panic_on_oom"));
+    assert!(
+        stdout(&kernel).starts_with("i386 open via int $0x80: ok "),
+        "{}",
+        stdout(&kernel)
+    );
+    for filter in ["paths", "none"] {
+        let o = native(&format!(
+            "{k} run --filter {filter} --mode shadow --state {s} -- {p} int80 /proc/sys/vm panic_on_oom; \
+             {k} run --filter {filter} --mode shadow --state {s} -- {p} x32 /proc/sys/vm panic_on_oom",
+            k = k()
+        ));
+        assert_ok(&o, &format!("int80 and x32 under --filter {filter}"));
+        assert_eq!(stdout(&o), REFUSED, "--filter {filter}\n{}", stderr(&o));
+        // A 32-bit program exec'd by the command: its open fails with EPERM
+        // (cat32 exits with the errno), and k3shim says why.
+        let tl = st.join(format!("tl-{filter}.jsonl"));
+        let o = native(&format!(
+            "{k} run --filter {filter} --mode shadow --state {s} --timeline {} -- sh -c '{} /proc/sys/vm/panic_on_oom; echo exit=$?'",
+            tl.display(),
+            cat32().display(),
+            k = k()
+        ));
+        assert_eq!(stdout(&o), "exit=1\n", "--filter {filter}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("is a 32-bit (i386) program: k3shim cannot follow its paths"),
+            "{}",
+            stderr(&o)
+        );
+        let tl = std::fs::read_to_string(&tl).unwrap();
+        assert!(
+            tl.contains("\"warning\"") && tl.contains("32-bit (i386)"),
+            "{tl}"
+        );
+    }
+    // As the command itself it is refused before it runs, with the same reason.
+    let o = native(&format!(
+        "{} run --mode shadow --state {s} -- {} /proc/sys/vm/panic_on_oom",
+        k(),
+        cat32().display()
+    ));
+    assert_eq!(o.status.code(), Some(126), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("i386 32-bit program") && stderr(&o).contains("EPERM for i386"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(host_sysctls(), before, "the host's sysctls changed");
+}
+
+/// gVisor runs no i386 code (an `int $0x80` is taken as a 64-bit syscall,
+/// 32-bit programs do not load) and has no x32: under k3shim the same.
+#[test]
+fn i386_and_x32_syscalls_in_gvisor_behave_as_gvisor_does() {
+    if !have_gvisor() {
+        return;
+    }
+    let p = paths_prog().display().to_string();
+    for filter in ["paths", "none"] {
+        let o = gvisor(&format!(
+            "for c in int80 x32; do {p} $c /proc/sys/vm panic_on_oom; done; echo ---; \
+             for c in int80 x32; do {k} run --filter {filter} --state /tmp/s -- {p} $c /proc/sys/vm panic_on_oom; done",
+            k = k()
+        ));
+        let out = stdout(&o);
+        let (kernel, shim) = out.split_once("---\n").expect("both runs");
+        assert_eq!(shim, kernel, "--filter {filter}: {}", stderr(&o));
+        assert!(!shim.contains(": ok "), "nothing is read: {shim}");
+    }
+}

@@ -4,6 +4,7 @@
 //! errno, hold until a gate opens, emulate writes). It knows nothing of
 //! /proc/sys or k3s: the launcher supplies the policy.
 
+pub mod compat;
 pub mod decode;
 pub mod error;
 pub mod event;

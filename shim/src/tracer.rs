@@ -146,6 +146,9 @@ pub struct Tracer {
     next_area: u64,
     held: usize,
     fixes_logged: bool,
+    /// PTRACE_GET_SYSCALL_INFO failed once (not supported here): step mode then
+    /// takes every stop as x86_64 (gVisor runs no i386 code at all).
+    no_syscall_info: bool,
     /// Wait statuses of other tracees collected while one was being stepped
     /// through an injection; the main loop handles them first.
     deferred: std::collections::VecDeque<(i32, i32)>,
@@ -360,6 +363,7 @@ impl Tracer {
             next_area: 1,
             held: 0,
             fixes_logged: false,
+            no_syscall_info: false,
             deferred: Default::default(),
         };
         t.threads.insert(
@@ -752,6 +756,12 @@ impl Tracer {
         if let Some(r) = finished {
             policy.on_event(&Event::Syscall(r));
         }
+        if getregs(tid).is_some_and(|r| r.cs == crate::compat::USER32_CS) {
+            policy.on_event(&Event::Warning {
+                pid: tgid,
+                message: format!("{path} is a 32-bit (i386) program: k3shim cannot follow its paths, so its path syscalls fail with EPERM"),
+            });
+        }
         policy.on_event(&Event::Exec { pid: tgid, path });
     }
 
@@ -806,6 +816,28 @@ impl Tracer {
             });
         }
 
+        if !from_seccomp {
+            // Step mode: no filter refused i386/x32 syscalls; nr and arguments are
+            // not x86_64 ones there, so they must not be decoded as such.
+            match self.other_abi(tid, &regs) {
+                None => {}
+                Some(None) => {
+                    if let Some(r) = work.rec.as_mut() {
+                        r.name = "(i386/x32 syscall)";
+                        r.args = format!("nr {}, ...", regs.orig_rax);
+                    }
+                    return self.finish_entry(tid, work, None, policy);
+                }
+                Some(Some(errno)) => {
+                    if let Some(r) = work.rec.as_mut() {
+                        r.name = "(i386/x32 syscall)";
+                        r.args = format!("nr {}, ...", regs.orig_rax);
+                        r.action = Action::Emulated;
+                    }
+                    return self.refuse(tid, regs, work, errno, policy);
+                }
+            }
+        }
         if is_fd_call(nr) && self.on_trapped_fd(tid, tgid, nr, &regs, &mut work, policy) {
             return;
         }
@@ -1055,6 +1087,59 @@ impl Tracer {
             th.pending = Pending::Exit(Box::new(work));
         }
         self.resume(tid, 0);
+    }
+
+    /// Step mode: None for an x86_64 syscall at this entry stop; for an i386 or
+    /// x32 one, Some(Some(errno)) when the filter would have refused it
+    /// (compat.rs), else Some(None): it runs, and is not decoded as x86_64.
+    fn other_abi(&mut self, tid: i32, regs: &Regs) -> Option<Option<i32>> {
+        use crate::compat;
+        let args = [regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp];
+        let range = (FD_TRAP_BASE, FD_TRAP_END);
+        let i386 = if regs.cs == compat::USER32_CS {
+            true
+        } else if self.no_syscall_info {
+            false
+        } else {
+            match compat::syscall_arch(tid) {
+                Some(a) => a == compat::AUDIT_ARCH_I386,
+                None => {
+                    self.no_syscall_info = true;
+                    false
+                }
+            }
+        };
+        if i386 {
+            let refused = compat::refused(true, regs.orig_rax, &args, range);
+            return Some(refused.then_some(compat::REFUSED_I386));
+        }
+        let nr = regs.orig_rax;
+        if nr & u64::from(compat::X32_BIT) == 0 || nr >> 32 != 0 {
+            return None;
+        }
+        let refused = compat::refused(false, nr, &args_of(regs), range);
+        Some(refused.then_some(compat::REFUSED_X32))
+    }
+
+    /// Fails the syscall at this entry stop with `errno` without running it: its
+    /// number becomes -1 (no syscall, whatever the ABI), and the exit stop puts
+    /// the registers back with the result.
+    fn refuse(
+        &mut self,
+        tid: i32,
+        regs: Regs,
+        mut work: ExitWork,
+        errno: i32,
+        policy: &mut dyn Policy,
+    ) {
+        let mut m = regs;
+        m.orig_rax = u64::MAX;
+        if !setregs(tid, &m) {
+            return;
+        }
+        work.saved = Some(regs);
+        work.set_ret = Some(-(errno as i64));
+        self.finish_entry(tid, work, Some(()), policy);
     }
 
     /// Makes the syscall return `ret` without running it (it becomes getpid).
