@@ -309,3 +309,17 @@ fn i386_and_x32_syscalls_in_gvisor_behave_as_gvisor_does() {
         assert!(!shim.contains(": ok "), "nothing is read: {shim}");
     }
 }
+// ------------------------------------------------------------ symlinks (item 2)
+
+#[test]
+fn symlinks_into_proc_sys_are_followed_as_the_kernel_follows_them_natively() {
+    native_case("links");
+}
+
+#[test]
+fn symlinks_into_proc_sys_are_followed_as_the_kernel_follows_them_in_gvisor() {
+    if let Some((kernel, shim)) = gvisor_case("links") {
+        // The kernel's run read its own directory's "0"; k3shim's must read the fake "2".
+        assert_same_as_kernel(&shim, &kernel, "2");
+    }
+}

@@ -9,6 +9,7 @@ pub mod decode;
 pub mod error;
 pub mod event;
 pub mod filter;
+pub mod fsnode;
 pub mod inspect;
 pub mod mem;
 pub mod policy;

@@ -83,6 +83,9 @@ struct ExitWork {
     /// stop they are put back one by one (PTRACE_POKEUSER) with no register read,
     /// when nothing else is to be done there.
     pokes: Vec<(u64, u64)>,
+    /// An unlink, rmdir or rename: at its exit, what the resolver remembers of
+    /// the file system takes its changes in (fsnode.rs).
+    sync_nodes: bool,
 }
 
 impl ExitWork {
@@ -97,6 +100,7 @@ impl ExitWork {
             rec: None,
             t0,
             pokes: Vec::new(),
+            sync_nodes: false,
         }
     }
 
@@ -149,6 +153,8 @@ pub struct Tracer {
     /// PTRACE_GET_SYSCALL_INFO failed once (not supported here): step mode then
     /// takes every stop as x86_64 (gVisor runs no i386 code at all).
     no_syscall_info: bool,
+    /// What the file system holds along the paths resolved (symlinks or not).
+    nodes: crate::fsnode::FsNodes,
     /// Wait statuses of other tracees collected while one was being stepped
     /// through an injection; the main loop handles them first.
     deferred: std::collections::VecDeque<(i32, i32)>,
@@ -213,6 +219,7 @@ use std::os::unix::ffi::OsStringExt;
 /// so that a dirfd on a fake directory resolves as the program believes.
 struct ProcLookup<'a> {
     policy: &'a dyn Policy,
+    nodes: &'a crate::fsnode::FsNodes,
     /// A cwd or fd on a path of the policy's was mapped back: the kernel would
     /// resolve the raw path against the backing file, not the guest one.
     translated: bool,
@@ -239,6 +246,12 @@ impl Lookup for ProcLookup<'_> {
     }
     fn kind(&mut self, path: &[u8]) -> Option<resolve::PathKind> {
         self.policy.kind(Path::new(OsStr::from_bytes(path)))
+    }
+    fn lstat(&mut self, path: &[u8]) -> resolve::Node {
+        self.nodes.lstat(path)
+    }
+    fn left_served(&mut self) {
+        self.translated = true;
     }
 }
 
@@ -364,6 +377,7 @@ impl Tracer {
             held: 0,
             fixes_logged: false,
             no_syscall_info: false,
+            nodes: crate::fsnode::FsNodes::new(),
             deferred: Default::default(),
         };
         t.threads.insert(
@@ -915,6 +929,7 @@ impl Tracer {
             let (resolved, translated) = {
                 let mut lk = ProcLookup {
                     policy: &*policy,
+                    nodes: &self.nodes,
                     translated: false,
                 };
                 let r = resolve::resolve(&raw, base, tgid, tid, follow_last, &mut lk);
@@ -976,6 +991,9 @@ impl Tracer {
             return self.emulate(tid, regs, work, -(errno as i64), policy);
         }
 
+        // A name removed or renamed may be one the resolver remembers as a
+        // directory or file: it looks again once the syscall has run.
+        work.sync_nodes = matches!(op, PathOp::Remove | PathOp::Rename);
         let mut m = regs;
         let mut changed = false;
         if self.statx_fix && nr == libc::SYS_statx && args[2] & libc::AT_NO_AUTOMOUNT as u64 != 0 {
@@ -1071,7 +1089,8 @@ impl Tracer {
             work.pokes = changed_regs(&regs, &m);
             return self.finish_entry(tid, work, Some(()), policy);
         }
-        self.finish_entry(tid, work, None, policy)
+        let needs_exit = work.sync_nodes.then_some(());
+        self.finish_entry(tid, work, needs_exit, policy)
     }
 
     /// Resumes after entry handling; `needs_exit`: registers changed, take the exit stop.
@@ -1373,6 +1392,20 @@ impl Tracer {
     }
 
     fn on_exit(&mut self, tid: i32, mut w: ExitWork, policy: &mut dyn Policy) {
+        if w.sync_nodes {
+            self.nodes.sync();
+            if w.pokes.is_empty()
+                && w.saved.is_none()
+                && w.set_ret.is_none()
+                && w.write_token.is_none()
+                && w.dup_of.is_none()
+                && w.rec.is_none()
+            {
+                w.release_slot();
+                self.resume(tid, 0);
+                return;
+            }
+        }
         if !w.pokes.is_empty()
             && w.set_ret.is_none()
             && w.write_token.is_none()
