@@ -918,14 +918,7 @@ impl Tracer {
                 Some(fd) if fd != libc::AT_FDCWD => Base::Fd(fd),
                 _ => Base::Cwd,
             };
-            let follow_last = !matches!(
-                op,
-                PathOp::Readlink
-                    | PathOp::Stat { nofollow: true }
-                    | PathOp::Remove
-                    | PathOp::Rename
-                    | PathOp::Link
-            ) && !matches!(op, PathOp::Open { flags, .. } if flags & libc::O_NOFOLLOW != 0);
+            let follow_last = sysent::follows_last(entry, i, &args, op);
             let (resolved, translated) = {
                 let mut lk = ProcLookup {
                     policy: &*policy,
