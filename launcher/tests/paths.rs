@@ -323,3 +323,26 @@ fn symlinks_into_proc_sys_are_followed_as_the_kernel_follows_them_in_gvisor() {
         assert_same_as_kernel(&shim, &kernel, "2");
     }
 }
+
+// ------------------------------------------------------------ openat2 (item 15)
+
+/// openat2's RESOLVE_* flags on a redirected path give the kernel's answer
+/// for the program's own path (EXDEV, ELOOP, ENOENT under RESOLVE_IN_ROOT...),
+/// and a larger open_how with zero extra bytes is redirected too.
+#[test]
+fn openat2_resolve_flags_are_honoured_as_the_kernel_does_natively() {
+    native_case("resolve");
+}
+
+/// This gVisor has no openat2 (ENOSYS, whatever the flags): k3shim gives a
+/// redirected path the same answer (probed at start-up, not assumed).
+#[test]
+fn openat2_resolve_flags_in_gvisor_get_gvisors_answers() {
+    if let Some((kernel, shim)) = gvisor_case("resolve") {
+        assert!(
+            kernel.contains("RESOLVE_BENEATH absolute: ENOSYS"),
+            "{kernel}"
+        );
+        assert_same_as_kernel(&shim, &kernel, "2");
+    }
+}

@@ -15,6 +15,7 @@ pub mod mem;
 pub mod policy;
 pub mod probe;
 pub mod resolve;
+pub mod scope;
 pub mod scratch;
 pub mod spawn;
 pub mod sysent;

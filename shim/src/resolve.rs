@@ -33,6 +33,25 @@ pub trait Lookup {
     /// instead, which may lack what was served, so the result must be used as
     /// resolved rather than the raw path passed on.
     fn left_served(&mut self) {}
+    /// Does the caller want to be told what each walk goes through (openat2's
+    /// RESOLVE_* checks)? Then `walked` is called as it goes.
+    fn wants_walk(&self) -> bool {
+        false
+    }
+    fn walked(&mut self, _ev: Walked<'_>) {}
+}
+
+/// What a walk went through, told to [`Lookup::walked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Walked<'a> {
+    /// A walk begins at this directory (its root for an absolute path).
+    Start(&'a [u8]),
+    /// The walk is at this path (after each name, `..` and link).
+    At(&'a [u8]),
+    /// A symlink was followed (absolute: its target starts at the root).
+    Link { absolute: bool },
+    /// A magic link (/proc/PID/{cwd,root,fd/N}) was followed.
+    Magic,
 }
 
 /// What a path names, for the components that lexical folding would drop.
@@ -105,8 +124,22 @@ pub fn resolve(
     follow_last: bool,
     lk: &mut dyn Lookup,
 ) -> Option<Result<PathBuf, i32>> {
+    resolve_in(raw, base, pid, tid, follow_last, false, lk)
+}
+
+/// As [`resolve`]; `in_root`: the base is the root (openat2's
+/// RESOLVE_IN_ROOT): absolute paths and symlinks start there and `..` stops there.
+pub fn resolve_in(
+    raw: &[u8],
+    base: Base,
+    pid: i32,
+    tid: i32,
+    follow_last: bool,
+    in_root: bool,
+    lk: &mut dyn Lookup,
+) -> Option<Result<PathBuf, i32>> {
     let mut start: Vec<Vec<u8>> = Vec::new();
-    if raw.first() != Some(&b'/') {
+    if raw.first() != Some(&b'/') || in_root {
         // The calling thread's cwd and fd table, not the leader's: they differ after
         // unshare(CLONE_FS|CLONE_FILES), and the leader's are gone once it has exited.
         let b = match base {
@@ -123,138 +156,188 @@ pub fn resolve(
         .filter(|c| !c.is_empty())
         .collect();
     let dotdot = comps.iter().any(|c| *c == b"..");
-    let lexical = walk(&comps, raw, start.clone(), pid, tid, follow_last, false, lk);
+    let root = if in_root { start.len() } else { 0 };
+    let w = Walk {
+        comps: &comps,
+        raw,
+        pid,
+        tid,
+        follow_last,
+        root,
+    };
+    let lexical = w.run(start.clone(), false, lk);
     // The base (from /proc/TID/cwd or fd/N) has no symlink in it. Exact without
     // looking: below /proc (its only symlinks are the magic ones, followed above)
     // with no `..` to climb back out; one name below the base, not followed.
     let names = comps.iter().filter(|c| **c != b".").count();
     let trailing_slash = raw.len() > 1 && raw.last() == Some(&b'/');
     let exact = !dotdot
+        && !in_root
         && (matches!(&lexical, Some(Ok(p)) if is_under(p.as_os_str().as_bytes(), b"/proc"))
             || (!start.is_empty() && names == 1 && !follow_last && !trailing_slash));
     if exact {
         return lexical;
     }
-    walk(&comps, raw, start, pid, tid, follow_last, true, lk)
+    w.run(start, true, lk)
 }
 
 fn is_under(p: &[u8], dir: &[u8]) -> bool {
     p.starts_with(dir) && (p.len() == dir.len() || p[dir.len()] == b'/')
 }
 
-/// The walk: lexical folding (`fs` false), or with the real file system looked
-/// up for every component outside /proc and the served paths (`fs` true).
-#[allow(clippy::too_many_arguments)]
-fn walk(
-    comps: &[&[u8]],
-    raw: &[u8],
-    mut out: Vec<Vec<u8>>,
+/// One resolution's input.
+struct Walk<'a> {
+    comps: &'a [&'a [u8]],
+    raw: &'a [u8],
     pid: i32,
     tid: i32,
     follow_last: bool,
-    fs: bool,
-    lk: &mut dyn Lookup,
-) -> Option<Result<PathBuf, i32>> {
-    let mut todo: std::collections::VecDeque<Vec<u8>> = comps.iter().map(|c| c.to_vec()).collect();
-    let mut trailing_slash = raw.len() > 1 && raw.last() == Some(&b'/');
-    let mut hops = 0;
-    let mut links = 0;
-    // A served path was walked: an error from then on is the caller's to give
-    // (the kernel would not see the same tree), not the kernel's.
-    let mut served = false;
-    let fail = |served: bool, errno: i32| served.then_some(Err(errno));
-    while let Some(c) = todo.pop_front() {
-        let last = todo.is_empty();
-        // Lexical folding drops what the kernel walks: a component followed by
-        // `.`, `..` or a trailing slash must be a directory.
-        let walked_through = match todo.front() {
-            Some(next) => next == b"." || next == b"..",
-            None => trailing_slash,
-        };
-        let (must_dir, follow) = if fs {
-            (
-                !last || trailing_slash,
-                !last || follow_last || trailing_slash,
-            )
-        } else {
-            (walked_through, !last || follow_last)
-        };
-        match c.as_slice() {
-            b"." => continue,
-            b".." => {
-                out.pop();
-                continue;
-            }
-            _ => {}
+    /// Components of the start that are the root (RESOLVE_IN_ROOT), else 0.
+    root: usize,
+}
+
+impl Walk<'_> {
+    /// The walk: lexical folding (`fs` false), or with the real file system looked
+    /// up for every component outside /proc and the served paths (`fs` true).
+    fn run(
+        &self,
+        mut out: Vec<Vec<u8>>,
+        fs: bool,
+        lk: &mut dyn Lookup,
+    ) -> Option<Result<PathBuf, i32>> {
+        let (comps, raw, pid, tid, follow_last) =
+            (self.comps, self.raw, self.pid, self.tid, self.follow_last);
+        let root: Vec<Vec<u8>> = out[..self.root].to_vec();
+        let tell = lk.wants_walk();
+        if tell {
+            lk.walked(Walked::Start(&join(&out)));
         }
-        out.push(c);
-        let here = join(&out);
-        // Lexically, only names walked through are checked (the policy's kind may
-        // cost a syscall for a bind); the file system walk asks for every name.
-        let kind = if fs || walked_through {
-            lk.kind(&here)
-        } else {
-            None
-        };
-        match kind {
-            Some(k) => {
-                served = true;
-                match k {
-                    PathKind::File | PathKind::NotDir if must_dir => {
-                        return Some(Err(libc::ENOTDIR))
+        let mut todo: std::collections::VecDeque<Vec<u8>> =
+            comps.iter().map(|c| c.to_vec()).collect();
+        let mut trailing_slash = raw.len() > 1 && raw.last() == Some(&b'/');
+        let mut hops = 0;
+        let mut links = 0;
+        // A served path was walked: an error from then on is the caller's to give
+        // (the kernel would not see the same tree), not the kernel's.
+        let mut served = false;
+        let fail = |served: bool, errno: i32| served.then_some(Err(errno));
+        while let Some(c) = todo.pop_front() {
+            let last = todo.is_empty();
+            // Lexical folding drops what the kernel walks: a component followed by
+            // `.`, `..` or a trailing slash must be a directory.
+            let walked_through = match todo.front() {
+                Some(next) => next == b"." || next == b"..",
+                None => trailing_slash,
+            };
+            let (must_dir, follow) = if fs {
+                (
+                    !last || trailing_slash,
+                    !last || follow_last || trailing_slash,
+                )
+            } else {
+                (walked_through, !last || follow_last)
+            };
+            match c.as_slice() {
+                b"." => continue,
+                b".." => {
+                    if out.len() > self.root {
+                        out.pop();
                     }
-                    PathKind::NotDir if fs => return Some(Err(libc::ENOTDIR)),
-                    PathKind::Missing if must_dir => return Some(Err(libc::ENOENT)),
-                    _ => {}
+                    if tell {
+                        lk.walked(Walked::At(&join(&out)));
+                    }
+                    continue;
                 }
-                continue;
+                _ => {}
             }
-            None if out.first().map(Vec::as_slice) == Some(b"proc") => {
-                // procfs: its symlinks that matter are the magic ones.
-                if follow && hops < MAX_MAGIC_HOPS && magic(&mut out, pid, tid, lk) {
-                    hops += 1;
+            out.push(c);
+            let here = join(&out);
+            if tell {
+                lk.walked(Walked::At(&here));
+            }
+            // Lexically, only names walked through are checked (the policy's kind may
+            // cost a syscall for a bind); the file system walk asks for every name.
+            let kind = if fs || walked_through {
+                lk.kind(&here)
+            } else {
+                None
+            };
+            match kind {
+                Some(k) => {
+                    served = true;
+                    match k {
+                        PathKind::File | PathKind::NotDir if must_dir => {
+                            return Some(Err(libc::ENOTDIR))
+                        }
+                        PathKind::NotDir if fs => return Some(Err(libc::ENOTDIR)),
+                        PathKind::Missing if must_dir => return Some(Err(libc::ENOENT)),
+                        _ => {}
+                    }
+                    continue;
+                }
+                None if out.first().map(Vec::as_slice) == Some(b"proc") => {
+                    // procfs: its symlinks that matter are the magic ones.
+                    if follow && hops < MAX_MAGIC_HOPS {
+                        let hop = magic(&mut out, pid, tid, lk);
+                        if hop != Hop::None {
+                            hops += 1;
+                            links += 1;
+                            if tell {
+                                lk.walked(if hop == Hop::Magic {
+                                    Walked::Magic
+                                } else {
+                                    Walked::Link { absolute: false }
+                                });
+                                lk.walked(Walked::At(&join(&out)));
+                            }
+                        }
+                    }
+                    continue;
+                }
+                None if !fs => continue,
+                // A last name that is not followed is the kernel's to look at.
+                None if last && !follow && !must_dir => continue,
+                None => {}
+            }
+            match lk.lstat(&here) {
+                Node::Symlink(target) if follow => {
                     links += 1;
+                    if links > MAX_SYMLINKS {
+                        return fail(served, libc::ELOOP);
+                    }
+                    if target.is_empty() {
+                        return fail(served, libc::ENOENT);
+                    }
+                    out.pop();
+                    if target[0] == b'/' {
+                        out.clone_from(&root);
+                    }
+                    if tell {
+                        lk.walked(Walked::Link {
+                            absolute: target[0] == b'/',
+                        });
+                    }
+                    if last && target.len() > 1 && target.last() == Some(&b'/') {
+                        trailing_slash = true;
+                    }
+                    for t in target.split(|&b| b == b'/').filter(|t| !t.is_empty()).rev() {
+                        todo.push_front(t.to_vec());
+                    }
                 }
-                continue;
+                Node::Symlink(_) | Node::Dir | Node::Unknown => {}
+                Node::File if must_dir => return fail(served, libc::ENOTDIR),
+                Node::File => {}
+                Node::Missing if !last => return fail(served, libc::ENOENT),
+                Node::Missing => {}
+                Node::NotDir => return fail(served, libc::ENOTDIR),
             }
-            None if !fs => continue,
-            // A last name that is not followed is the kernel's to look at.
-            None if last && !follow && !must_dir => continue,
-            None => {}
         }
-        match lk.lstat(&here) {
-            Node::Symlink(target) if follow => {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return fail(served, libc::ELOOP);
-                }
-                if target.is_empty() {
-                    return fail(served, libc::ENOENT);
-                }
-                out.pop();
-                if target[0] == b'/' {
-                    out.clear();
-                }
-                if last && target.len() > 1 && target.last() == Some(&b'/') {
-                    trailing_slash = true;
-                }
-                for t in target.split(|&b| b == b'/').filter(|t| !t.is_empty()).rev() {
-                    todo.push_front(t.to_vec());
-                }
-            }
-            Node::Symlink(_) | Node::Dir | Node::Unknown => {}
-            Node::File if must_dir => return fail(served, libc::ENOTDIR),
-            Node::File => {}
-            Node::Missing if !last => return fail(served, libc::ENOENT),
-            Node::Missing => {}
-            Node::NotDir => return fail(served, libc::ENOTDIR),
+        let path = join(&out);
+        if served && lk.kind(&path).is_none() {
+            lk.left_served();
         }
+        Some(Ok(PathBuf::from(OsStr::from_bytes(&path))))
     }
-    let path = join(&out);
-    if served && lk.kind(&path).is_none() {
-        lk.left_served();
-    }
-    Some(Ok(PathBuf::from(OsStr::from_bytes(&path))))
 }
 
 fn join(comps: &[Vec<u8>]) -> Vec<u8> {
@@ -288,21 +371,31 @@ fn parse_pid(c: &[u8]) -> Option<i32> {
     std::str::from_utf8(c).ok()?.parse().ok()
 }
 
-/// Replaces a magic /proc link at the end of `out`. Returns true if it did.
-fn magic(out: &mut Vec<Vec<u8>>, pid: i32, tid: i32, lk: &mut dyn Lookup) -> bool {
+/// What [`magic`] followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hop {
+    None,
+    /// /proc/self, /proc/thread-self: plain symlinks (their text depends on the reader).
+    Plain,
+    /// /proc/PID/{cwd,root,fd/N}: magic links.
+    Magic,
+}
+
+/// Replaces a /proc link at the end of `out`: what it followed.
+fn magic(out: &mut Vec<Vec<u8>>, pid: i32, tid: i32, lk: &mut dyn Lookup) -> Hop {
     if out.first().map(|c| c.as_slice()) != Some(b"proc") {
-        return false;
+        return Hop::None;
     }
     match out.len() {
         2 if out[1] == b"self" => {
             out[1] = pid.to_string().into_bytes();
-            true
+            Hop::Plain
         }
         2 if out[1] == b"thread-self" => {
             out[1] = pid.to_string().into_bytes();
             out.push(b"task".to_vec());
             out.push(tid.to_string().into_bytes());
-            true
+            Hop::Plain
         }
         // /proc/N/{cwd,root} and /proc/N/task/T/{cwd,root}
         3 | 5 => {
@@ -313,22 +406,22 @@ fn magic(out: &mut Vec<Vec<u8>>, pid: i32, tid: i32, lk: &mut dyn Lookup) -> boo
             } else {
                 (None, &b""[..])
             };
-            let Some(who) = who else { return false };
+            let Some(who) = who else { return Hop::None };
             match leaf {
                 b"cwd" => match lk.cwd(who) {
                     Some(c) if c.first() == Some(&b'/') => {
                         out.clear();
                         push_all(out, &c);
-                        true
+                        Hop::Magic
                     }
-                    _ => false,
+                    _ => Hop::None,
                 },
                 b"root" => {
                     // The shim does not chroot its tracees: every root is "/".
                     out.clear();
-                    true
+                    Hop::Magic
                 }
-                _ => false,
+                _ => Hop::None,
             }
         }
         // /proc/N/fd/M and /proc/N/task/T/fd/M
@@ -338,21 +431,21 @@ fn magic(out: &mut Vec<Vec<u8>>, pid: i32, tid: i32, lk: &mut dyn Lookup) -> boo
             } else if out.len() == 6 && out[2] == b"task" && out[4] == b"fd" {
                 (parse_pid(&out[3]), &out[5])
             } else {
-                return false;
+                return Hop::None;
             };
             let (Some(who), Some(fd)) = (who, parse_pid(fdc)) else {
-                return false;
+                return Hop::None;
             };
             match lk.fd_path(who, fd) {
                 Some(p) if p.first() == Some(&b'/') => {
                     out.clear();
                     push_all(out, &p);
-                    true
+                    Hop::Magic
                 }
-                _ => false,
+                _ => Hop::None,
             }
         }
-        _ => false,
+        _ => Hop::None,
     }
 }
 

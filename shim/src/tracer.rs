@@ -153,6 +153,9 @@ pub struct Tracer {
     /// PTRACE_GET_SYSCALL_INFO failed once (not supported here): step mode then
     /// takes every stop as x86_64 (gVisor runs no i386 code at all).
     no_syscall_info: bool,
+    /// The mount /proc/sys is in ("/proc", or "/proc/sys" when mounted apart),
+    /// for RESOLVE_NO_XDEV.
+    proc_mount: Vec<u8>,
     /// What the file system holds along the paths resolved (symlinks or not).
     nodes: crate::fsnode::FsNodes,
     /// Wait statuses of other tracees collected while one was being stepped
@@ -223,6 +226,8 @@ struct ProcLookup<'a> {
     /// A cwd or fd on a path of the policy's was mapped back: the kernel would
     /// resolve the raw path against the backing file, not the guest one.
     translated: bool,
+    /// What the walk went through, when openat2's RESOLVE_* rules are to be applied.
+    walk: Option<crate::scope::WalkFacts>,
 }
 
 impl ProcLookup<'_> {
@@ -252,6 +257,14 @@ impl Lookup for ProcLookup<'_> {
     }
     fn left_served(&mut self) {
         self.translated = true;
+    }
+    fn wants_walk(&self) -> bool {
+        self.walk.is_some()
+    }
+    fn walked(&mut self, ev: resolve::Walked<'_>) {
+        if let Some(w) = self.walk.as_mut() {
+            w.record(ev);
+        }
     }
 }
 
@@ -377,6 +390,7 @@ impl Tracer {
             held: 0,
             fixes_logged: false,
             no_syscall_info: false,
+            proc_mount: crate::scope::proc_sys_mount(),
             nodes: crate::fsnode::FsNodes::new(),
             deferred: Default::default(),
         };
@@ -876,13 +890,30 @@ impl Tracer {
         let mut decisions: [Option<(usize, Decision, PathBuf)>; 2] = [None, None];
         let mut first_ptr = (0u64, 0usize);
         let mut open_how: Option<[u8; 24]> = None;
+        // Non-zero bytes past struct open_how (E2BIG on Linux).
+        let mut how_tail = false;
         if entry.kind == OpKind::Openat2 {
-            if args[3] != 24 {
-                // The kernel checks the size before the path (EINVAL, E2BIG): let it.
-                // An extended open_how (size > 24) is not rewritten (documented).
+            // The kernel checks the size before the path: below 24 is EINVAL, above a
+            // page or with a non-zero byte past struct open_how E2BIG. Let it; a larger
+            // struct whose extra bytes are zero is the same open_how.
+            let size = args[3] as usize;
+            if !(24..=4096).contains(&size) {
                 return self.finish_entry(tid, work, None, policy);
             }
-            open_how = self.mem.read_bytes::<24>(tgid, tid, args[2]);
+            let mut how = vec![0u8; size];
+            if self.mem.read(tgid, tid, args[2], &mut how) < size {
+                return self.finish_entry(tid, work, None, policy);
+            }
+            how_tail = how[24..].iter().any(|&b| b != 0);
+            open_how = how[..24].try_into().ok();
+        }
+        let resolve_flags = open_how
+            .map(|b| u64::from_ne_bytes(b[16..24].try_into().expect("8")))
+            .unwrap_or(0);
+        if (resolve_flags != 0 || how_tail) && !self.facts.openat2_resolve {
+            // This kernel's openat2 knows no RESOLVE_* flags (this gVisor has no
+            // openat2 at all): its own answer is the one to give.
+            return self.finish_entry(tid, work, None, policy);
         }
         let how_fl = open_how.map(|b| {
             (
@@ -919,14 +950,17 @@ impl Tracer {
                 _ => Base::Cwd,
             };
             let follow_last = sysent::follows_last(entry, i, &args, op);
-            let (resolved, translated) = {
+            let (resolved, translated, walk) = {
                 let mut lk = ProcLookup {
                     policy: &*policy,
                     nodes: &self.nodes,
                     translated: false,
+                    walk: (resolve_flags != 0)
+                        .then(|| crate::scope::WalkFacts::new(&self.proc_mount)),
                 };
-                let r = resolve::resolve(&raw, base, tgid, tid, follow_last, &mut lk);
-                (r, lk.translated)
+                let in_root = resolve_flags & crate::scope::RESOLVE_IN_ROOT != 0;
+                let r = resolve::resolve_in(&raw, base, tgid, tid, follow_last, in_root, &mut lk);
+                (r, lk.translated, lk.walk)
             };
             if let Some(r) = work.rec.as_mut() {
                 if i == 0 {
@@ -966,6 +1000,17 @@ impl Tracer {
                 // Relative to a fake directory (a view) or through a magic link to a
                 // backing file, "pass" must still reach the real path it stands for.
                 d = Decision::Redirect(crate::policy::Redirect::to(path.clone()));
+            }
+            if d != Decision::Pass {
+                // The kernel will not see the program's open_how and path: its size
+                // and RESOLVE_* rules are applied here, as Linux would.
+                if how_tail {
+                    d = Decision::Fail(libc::E2BIG);
+                } else if let Some(errno) =
+                    walk.and_then(|w| w.verdict(resolve_flags, raw.first() == Some(&b'/')))
+                {
+                    d = Decision::Fail(errno);
+                }
             }
             decisions[i] = Some((pa.path as usize, d, path));
         }
@@ -1037,7 +1082,9 @@ impl Tracer {
                 }
             }
             let r0 = &redirects[0].2;
-            if r0.add_flags != 0 || r0.clear_flags != 0 || r0.write_token.is_some() {
+            let scoped = resolve_flags & !crate::scope::RESOLVE_CACHED != 0 || args[3] != 24;
+            let how_changes = entry.kind == OpKind::Openat2 && scoped;
+            if r0.add_flags != 0 || r0.clear_flags != 0 || r0.write_token.is_some() || how_changes {
                 let fix = |f: u64| ((f as i32 | r0.add_flags) & !r0.clear_flags) as u64;
                 match entry.kind {
                     OpKind::Open { flags, mode } if flags == u8::MAX => {
@@ -1053,8 +1100,11 @@ impl Tracer {
                         if let Some(mut how) = open_how {
                             let f = u64::from_ne_bytes(how[0..8].try_into().expect("8"));
                             how[0..8].copy_from_slice(&fix(f).to_ne_bytes());
-                            // RESOLVE_* flags would refuse the absolute replacement path.
-                            how[16..24].copy_from_slice(&0u64.to_ne_bytes());
+                            // The RESOLVE_* rules were applied to the program's path;
+                            // the replacement (absolute, no symlink) keeps only
+                            // RESOLVE_CACHED, which the others would refuse.
+                            let keep = resolve_flags & crate::scope::RESOLVE_CACHED;
+                            how[16..24].copy_from_slice(&keep.to_ne_bytes());
                             let off = area.borrow_mut().put(slot, 2, &how);
                             m.rdx = base_addr + off as u64;
                             m.r10 = 24;
