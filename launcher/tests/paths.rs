@@ -346,3 +346,39 @@ fn openat2_resolve_flags_in_gvisor_get_gvisors_answers() {
         assert_same_as_kernel(&shim, &kernel, "2");
     }
 }
+
+// ------------------------------------------------------------ getcwd and /proc/self (item 15)
+
+/// After a redirected chdir or open, getcwd, /proc/self/cwd and
+/// /proc/self/fd/N report the path the program used, not the state
+/// directory (truncated readlink and a short getcwd buffer included).
+#[test]
+fn getcwd_and_proc_self_links_show_the_programs_paths_natively() {
+    native_case("cwd");
+    let st = scratch("pwd");
+    let o = native(&format!(
+        "{} run --mode shadow --state {} -- sh -c 'cd /proc/sys/vm && pwd -P && /bin/pwd'",
+        k(),
+        st.join("s").display()
+    ));
+    assert_eq!(stdout(&o), "/proc/sys/vm\n/proc/sys/vm\n", "{}", stderr(&o));
+}
+
+#[test]
+fn getcwd_and_proc_self_links_show_the_programs_paths_in_gvisor() {
+    if let Some((kernel, shim)) = gvisor_case("cwd") {
+        assert_same_as_kernel(&shim, &kernel, "2");
+    }
+    if have_gvisor() {
+        let o = gvisor(&format!(
+            "{} run --state /tmp/s -- sh -c 'cd /proc/sys/net/bridge && pwd -P && /bin/pwd'",
+            k()
+        ));
+        assert_eq!(
+            stdout(&o),
+            "/proc/sys/net/bridge\n/proc/sys/net/bridge\n",
+            "{}",
+            stderr(&o)
+        );
+    }
+}

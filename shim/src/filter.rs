@@ -1,6 +1,6 @@
 //! The seccomp filter installed in the tracee before exec: SECCOMP_RET_TRACE
-//! for path-taking syscalls (and connect when a hold rule needs it), ALLOW for
-//! everything else, so that untouched syscalls never stop.
+//! for path-taking syscalls and getcwd (and connect when a hold rule needs
+//! it), ALLOW for everything else, so that untouched syscalls never stop.
 
 use crate::compat::{self, FdArgs};
 use crate::sysent::PATH_SYSCALLS;
@@ -59,6 +59,9 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
     if spec.connect {
         rules.insert(Sysno::connect.id() as i64, vec![]);
     }
+    // A cwd inside the fake tree is reported as the path the program chdir'ed to
+    // (detranslate.rs).
+    rules.insert(Sysno::getcwd.id() as i64, vec![]);
     if spec.write_fds {
         fd_rules(&mut rules, &fd_range)?;
     }

@@ -6,6 +6,7 @@
 
 pub mod compat;
 pub mod decode;
+pub mod detranslate;
 pub mod error;
 pub mod event;
 pub mod filter;

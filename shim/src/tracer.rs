@@ -880,6 +880,9 @@ impl Tracer {
             }
             return self.finish_entry(tid, work, None, policy);
         }
+        if nr == libc::SYS_getcwd {
+            return self.on_getcwd(tid, tgid, regs, work, policy);
+        }
         let Some(entry) = sysent::lookup(nr) else {
             if let Some(r) = work.rec.as_mut() {
                 r.args = decode::raw_args(&args);
@@ -981,6 +984,36 @@ impl Tracer {
                     continue;
                 }
             };
+            if op == PathOp::Readlink && crate::detranslate::is_magic_link(&path) {
+                // /proc/PID/{cwd,fd/N,...} of a fake entry or directory: the program
+                // reads the path it opened, not the state directory's.
+                let target = readlink_bytes(&path.to_string_lossy());
+                if let Some(guest) =
+                    target.and_then(|t| policy.untranslate(Path::new(OsStr::from_bytes(&t))))
+                {
+                    let (buf, size) = if nr == libc::SYS_readlink {
+                        (args[1], args[2])
+                    } else {
+                        (args[2], args[3])
+                    };
+                    let bytes = guest.as_os_str().as_bytes();
+                    let ret = if size as i32 <= 0 {
+                        -(libc::EINVAL as i64)
+                    } else {
+                        let n = bytes.len().min(size as i32 as usize);
+                        if self.mem.write(tid, buf, &bytes[..n]) {
+                            n as i64
+                        } else {
+                            -(libc::EFAULT as i64)
+                        }
+                    };
+                    if let Some(r) = work.rec.as_mut() {
+                        r.action = Action::Emulated;
+                        r.backing = Some(guest.clone());
+                    }
+                    return self.emulate(tid, regs, work, ret, policy);
+                }
+            }
             if op == PathOp::Exec
                 && !policy.gate_open()
                 && policy.should_hold(&HoldRequest::Exec { path: path.clone() })
@@ -1202,6 +1235,43 @@ impl Tracer {
         work.saved = Some(regs);
         work.set_ret = Some(-(errno as i64));
         self.finish_entry(tid, work, Some(()), policy);
+    }
+
+    /// getcwd: a cwd inside the fake tree (a chdir was redirected) is reported as
+    /// the path the program believes it is in, as PRoot does; any other passes.
+    fn on_getcwd(
+        &mut self,
+        tid: i32,
+        tgid: i32,
+        regs: Regs,
+        mut work: ExitWork,
+        policy: &mut dyn Policy,
+    ) {
+        let args = args_of(&regs);
+        if let Some(r) = work.rec.as_mut() {
+            r.args = format!("{:#x}, {}", args[0], args[1]);
+        }
+        let _ = tgid;
+        let host = readlink_bytes(&format!("/proc/{tid}/cwd"));
+        let Some(guest) = host.and_then(|h| policy.untranslate(Path::new(OsStr::from_bytes(&h))))
+        else {
+            return self.finish_entry(tid, work, None, policy);
+        };
+        let mut bytes = guest.as_os_str().as_bytes().to_vec();
+        bytes.push(0);
+        // As the kernel: ERANGE when the buffer is too small, else the length with its NUL.
+        let ret = if (args[1] as usize) < bytes.len() {
+            -(libc::ERANGE as i64)
+        } else if self.mem.write(tid, args[0], &bytes) {
+            bytes.len() as i64
+        } else {
+            -(libc::EFAULT as i64)
+        };
+        if let Some(r) = work.rec.as_mut() {
+            r.action = Action::Emulated;
+            r.backing = Some(guest);
+        }
+        self.emulate(tid, regs, work, ret, policy)
     }
 
     /// Makes the syscall return `ret` without running it (it becomes getpid).
