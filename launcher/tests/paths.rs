@@ -382,3 +382,77 @@ fn getcwd_and_proc_self_links_show_the_programs_paths_in_gvisor() {
         );
     }
 }
+
+// ------------------------------------------------------------ chroot and pivot_root (item 15)
+
+/// The lines of `paths chroot*` when the entry reads `read` and a write of
+/// `wrote` is read back.
+fn in_new_root_lines(read: &str, wrote: &str) -> String {
+    format!(
+        "in the new root, read: ok {read}\nin the new root, stat: ok reg\nin the new root, access: ok\n\
+         in the new root, write: ok\nin the new root, read back: ok {wrote}\nchild: ok\n"
+    )
+}
+
+/// As a container runtime writes a container's sysctls: a new mount namespace
+/// with its own procfs, chroot, then read, stat, access, write and read back
+/// /proc/sys/vm/panic_on_oom: in the same pid namespace (the state directory is
+/// named through /proc/TRACER/root) and in a new one, where k3shim cannot be
+/// seen (the open becomes a memfd that k3shim fills; the write is validated
+/// and kept as any other).
+#[test]
+fn after_chroot_and_in_a_new_pid_namespace_redirects_still_reach_the_fake_entry_natively() {
+    let before = host_sysctls();
+    let host = before
+        .iter()
+        .find(|(p, _)| p == "vm/panic_on_oom")
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap();
+    let fake = fake_value();
+    for case in ["chroot", "chroot-pidns"] {
+        let st = scratch(&format!("paths-{case}"));
+        let s = st.join("s").display().to_string();
+        let root = st.join("root");
+        std::fs::create_dir_all(&root).unwrap();
+        let o = native(&format!(
+            "{k} fakefs init --state {s} --mode shadow >/dev/null && {k} fakefs set --state {s} vm/panic_on_oom {fake} >/dev/null && \
+             {k} run --mode shadow --state {s} -- {p} {case} /proc/sys/vm panic_on_oom {r} {host} && \
+             {k} fakefs get --state {s} vm/panic_on_oom",
+            k = k(),
+            p = paths_prog().display(),
+            r = root.display()
+        ));
+        // The value written is the host's own: should it ever leak, nothing changes.
+        assert_eq!(
+            stdout(&o),
+            format!("{}{host}\n", in_new_root_lines(fake, &host)),
+            "{case}: {}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(host_sysctls(), before, "the host's sysctls changed");
+}
+
+#[test]
+fn after_chroot_and_in_a_new_pid_namespace_redirects_still_reach_the_fake_entry_in_gvisor() {
+    if !have_gvisor() {
+        return;
+    }
+    for case in ["chroot", "chroot-pidns"] {
+        let o = gvisor(&format!(
+            "S=/tmp/k3shim-{case}; {k} fakefs init --state $S >/dev/null; {k} fakefs set --state $S vm/panic_on_oom 2 >/dev/null; \
+             mkdir -p /tmp/plain-{case} /tmp/root-{case}; {p} {case} /proc/sys/vm panic_on_oom /tmp/plain-{case}; echo ---; \
+             {k} run --state $S -- {p} {case} /proc/sys/vm panic_on_oom /tmp/root-{case} 1; \
+             {k} fakefs get --state $S vm/panic_on_oom",
+            k = k(),
+            p = paths_prog().display(),
+        ));
+        let out = stdout(&o);
+        let (plain, shim) = out.split_once("---\n").expect("both runs");
+        assert!(
+            plain.starts_with("in the new root, read: ENOENT"),
+            "gVisor alone has no such entry: {plain}"
+        );
+        assert_eq!(shim, format!("{}1\n", in_new_root_lines("2", "1")), "{case}: {}", stderr(&o));
+    }
+}

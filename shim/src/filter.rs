@@ -62,6 +62,10 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
     // A cwd inside the fake tree is reported as the path the program chdir'ed to
     // (detranslate.rs).
     rules.insert(Sysno::getcwd.id() as i64, vec![]);
+    // A thread's root changes (roots.rs).
+    for s in [Sysno::chroot, Sysno::pivot_root, Sysno::setns] {
+        rules.insert(s.id() as i64, vec![]);
+    }
     if spec.write_fds {
         fd_rules(&mut rules, &fd_range)?;
     }

@@ -7,6 +7,7 @@
 pub mod compat;
 pub mod decode;
 pub mod detranslate;
+pub mod elsewhere;
 pub mod error;
 pub mod event;
 pub mod filter;
@@ -16,6 +17,7 @@ pub mod mem;
 pub mod policy;
 pub mod probe;
 pub mod resolve;
+pub mod roots;
 pub mod scope;
 pub mod scratch;
 pub mod spawn;

@@ -10,6 +10,7 @@ use crate::mem::Mem;
 use crate::policy::{Decision, HoldRequest, PathOp, PathRequest, Policy};
 use crate::probe::Facts;
 use crate::resolve::{self, Base, Lookup};
+use crate::roots::{Root, Roots};
 use crate::scratch::Area;
 use crate::sysent::{self, OpKind};
 use crate::{decode, Error, ExitStatus, FilterMode, Plan};
@@ -86,6 +87,11 @@ struct ExitWork {
     /// An unlink, rmdir or rename: at its exit, what the resolver remembers of
     /// the file system takes its changes in (fsnode.rs).
     sync_nodes: bool,
+    /// A chroot, pivot_root or setns: at its exit, roots are looked up again.
+    roots_changed: bool,
+    /// An open turned into memfd_create (the thread's root cannot name the
+    /// backing file): at the exit the new fd is filled with this file's content.
+    fill: Option<PathBuf>,
 }
 
 impl ExitWork {
@@ -101,6 +107,8 @@ impl ExitWork {
             t0,
             pokes: Vec::new(),
             sync_nodes: false,
+            roots_changed: false,
+            fill: None,
         }
     }
 
@@ -156,6 +164,8 @@ pub struct Tracer {
     /// The mount /proc/sys is in ("/proc", or "/proc/sys" when mounted apart),
     /// for RESOLVE_NO_XDEV.
     proc_mount: Vec<u8>,
+    /// Each thread's root directory (chroot, pivot_root).
+    roots: Roots,
     /// What the file system holds along the paths resolved (symlinks or not).
     nodes: crate::fsnode::FsNodes,
     /// Wait statuses of other tracees collected while one was being stepped
@@ -223,6 +233,8 @@ use std::os::unix::ffi::OsStringExt;
 struct ProcLookup<'a> {
     policy: &'a dyn Policy,
     nodes: &'a crate::fsnode::FsNodes,
+    /// The calling thread's root (chroot, pivot_root).
+    root: Root,
     /// A cwd or fd on a path of the policy's was mapped back: the kernel would
     /// resolve the raw path against the backing file, not the guest one.
     translated: bool,
@@ -244,16 +256,24 @@ impl ProcLookup<'_> {
 
 impl Lookup for ProcLookup<'_> {
     fn cwd(&mut self, pid: i32) -> Option<Vec<u8>> {
-        readlink_bytes(&format!("/proc/{pid}/cwd")).map(|b| self.back(b))
+        readlink_bytes(&format!("/proc/{pid}/cwd"))
+            .and_then(|b| self.root.guest_path(b))
+            .map(|b| self.back(b))
     }
     fn fd_path(&mut self, pid: i32, fd: i32) -> Option<Vec<u8>> {
-        readlink_bytes(&format!("/proc/{pid}/fd/{fd}")).map(|b| self.back(b))
+        readlink_bytes(&format!("/proc/{pid}/fd/{fd}"))
+            .and_then(|b| self.root.guest_path(b))
+            .map(|b| self.back(b))
     }
     fn kind(&mut self, path: &[u8]) -> Option<resolve::PathKind> {
         self.policy.kind(Path::new(OsStr::from_bytes(path)))
     }
     fn lstat(&mut self, path: &[u8]) -> resolve::Node {
-        self.nodes.lstat(path)
+        match self.root {
+            Root::Same => self.nodes.lstat(path),
+            // Another root: looked at through /proc/TID/root, not remembered.
+            Root::Other { .. } => crate::fsnode::lstat(&self.root.tracer_path(path)),
+        }
     }
     fn left_served(&mut self) {
         self.translated = true;
@@ -391,6 +411,7 @@ impl Tracer {
             fixes_logged: false,
             no_syscall_info: false,
             proc_mount: crate::scope::proc_sys_mount(),
+            roots: Roots::new(),
             nodes: crate::fsnode::FsNodes::new(),
             deferred: Default::default(),
         };
@@ -612,6 +633,7 @@ impl Tracer {
     }
 
     fn gone(&mut self, tid: i32, st: i32, policy: &mut dyn Policy) {
+        self.roots.forget(tid);
         let Some(th) = self.threads.remove(&tid) else {
             return;
         };
@@ -883,6 +905,18 @@ impl Tracer {
         if nr == libc::SYS_getcwd {
             return self.on_getcwd(tid, tgid, regs, work, policy);
         }
+        if matches!(
+            nr,
+            libc::SYS_chroot | libc::SYS_pivot_root | libc::SYS_setns
+        ) {
+            // Roots change: every thread's is looked up again once this has run.
+            self.roots.forget_all();
+            work.roots_changed = true;
+            if let Some(r) = work.rec.as_mut() {
+                r.args = decode::raw_args(&args);
+            }
+            return self.finish_entry(tid, work, Some(()), policy);
+        }
         let Some(entry) = sysent::lookup(nr) else {
             if let Some(r) = work.rec.as_mut() {
                 r.args = decode::raw_args(&args);
@@ -890,6 +924,7 @@ impl Tracer {
             return self.finish_entry(tid, work, None, policy);
         };
 
+        let root = self.roots.of(tid);
         let mut decisions: [Option<(usize, Decision, PathBuf)>; 2] = [None, None];
         let mut first_ptr = (0u64, 0usize);
         let mut open_how: Option<[u8; 24]> = None;
@@ -957,6 +992,7 @@ impl Tracer {
                 let mut lk = ProcLookup {
                     policy: &*policy,
                     nodes: &self.nodes,
+                    root: root.clone(),
                     translated: false,
                     walk: (resolve_flags != 0)
                         .then(|| crate::scope::WalkFacts::new(&self.proc_mount)),
@@ -1075,7 +1111,7 @@ impl Tracer {
                 policy.on_event(&Event::Fix { name: "statx-no-automount", detail: "statx with AT_NO_AUTOMOUNT fails with EINVAL here; the flag is dropped (no automount points exist in the sandbox)".into() });
             }
         }
-        let redirects: Vec<(usize, usize, crate::policy::Redirect, PathBuf)> = decisions
+        let mut redirects: Vec<(usize, usize, crate::policy::Redirect, PathBuf)> = decisions
             .iter()
             .enumerate()
             .filter_map(|(i, d)| match d {
@@ -1083,6 +1119,24 @@ impl Tracer {
                 _ => None,
             })
             .collect();
+        if !redirects.is_empty() && root != Root::Same {
+            // Another root: the state directory is named through the tracer's own
+            // root where that can be seen from there; otherwise the tracer answers.
+            let named: Option<Vec<Vec<u8>>> = redirects
+                .iter()
+                .map(|(_, _, r, _)| self.roots.target_for(&root, r.to.as_os_str().as_bytes()))
+                .collect();
+            match named {
+                Some(t) => {
+                    for ((_, _, r, _), to) in redirects.iter_mut().zip(t) {
+                        r.to = PathBuf::from(OsStr::from_bytes(&to));
+                    }
+                }
+                None => {
+                    return self.elsewhere(tid, tgid, regs, work, entry, op, &redirects, policy)
+                }
+            }
+        }
         if !redirects.is_empty() {
             let Some((base_addr, area)) =
                 self.scratch_for(tid, tgid, &regs, first_ptr, skip_enter, policy)
@@ -1235,6 +1289,107 @@ impl Tracer {
         work.saved = Some(regs);
         work.set_ret = Some(-(errno as i64));
         self.finish_entry(tid, work, Some(()), policy);
+    }
+
+    /// A redirect for a thread whose root cannot name the state directory
+    /// (elsewhere.rs): an open of a fake file becomes memfd_create, filled at the
+    /// exit; stat and access are answered here; anything else fails with EACCES.
+    #[allow(clippy::too_many_arguments)]
+    fn elsewhere(
+        &mut self,
+        tid: i32,
+        tgid: i32,
+        regs: Regs,
+        mut work: ExitWork,
+        entry: &sysent::Entry,
+        op: PathOp,
+        redirects: &[(usize, usize, crate::policy::Redirect, PathBuf)],
+        policy: &mut dyn Policy,
+    ) {
+        use crate::elsewhere;
+        let args = args_of(&regs);
+        let (_, reg, r, path) = &redirects[0];
+        let backing = r.to.clone();
+        let is_file = std::fs::metadata(&backing)
+            .map(|m| m.is_file())
+            .unwrap_or(false);
+        let name_len = self
+            .mem
+            .read_cstr(tgid, tid, args[*reg])
+            .map(|n| n.len())
+            .unwrap_or(usize::MAX);
+        if let Some(rec) = work.rec.as_mut() {
+            rec.action = Action::Redirected;
+            rec.backing = Some(backing.clone());
+        }
+        let ret = match (entry.kind, op) {
+            (OpKind::Open { .. } | OpKind::Openat2, PathOp::Open { flags, .. })
+                if redirects.len() == 1
+                    && is_file
+                    && flags & libc::O_DIRECTORY == 0
+                    && name_len <= elsewhere::MAX_NAME =>
+            {
+                let mut m = regs;
+                m.orig_rax = libc::SYS_memfd_create as u64;
+                m.rdi = args[*reg];
+                m.rsi = if flags & libc::O_CLOEXEC != 0 {
+                    libc::MFD_CLOEXEC as u64
+                } else {
+                    0
+                };
+                if !setregs(tid, &m) {
+                    return;
+                }
+                policy.on_event(&Event::Redirect {
+                    pid: tgid,
+                    tid,
+                    syscall: entry.sysno.name(),
+                    path: path.clone(),
+                    backing: backing.clone(),
+                });
+                work.saved = Some(regs);
+                work.pokes = changed_regs(&regs, &m);
+                work.fill = Some(backing);
+                if let Some(tok) = r.write_token {
+                    work.write_token = Some((tok, flags & libc::O_CLOEXEC != 0));
+                }
+                return self.finish_entry(tid, work, Some(()), policy);
+            }
+            (OpKind::Stat { .. }, _)
+                if redirects.len() == 1 && entry.sysno != syscalls::Sysno::statfs =>
+            {
+                let (buf, bytes) = match entry.sysno {
+                    syscalls::Sysno::statx => {
+                        (args[4], elsewhere::statx_bytes(&backing, args[2], args[3]))
+                    }
+                    syscalls::Sysno::newfstatat => (args[2], elsewhere::stat_bytes(&backing)),
+                    _ => (args[1], elsewhere::stat_bytes(&backing)),
+                };
+                match bytes {
+                    Ok(b) if self.mem.write(tid, buf, &b) => 0,
+                    Ok(_) => -(libc::EFAULT as i64),
+                    Err(e) => -(e as i64),
+                }
+            }
+            (OpKind::Access { .. }, PathOp::Access { mode }) if redirects.len() == 1 => {
+                elsewhere::access(&backing, mode)
+            }
+            _ => {
+                policy.on_event(&Event::Warning {
+                    pid: tgid,
+                    message: format!(
+                        "{} of {} from a root (chroot/pivot_root) that cannot see k3shim's state directory: refused with EACCES",
+                        entry.sysno.name(),
+                        path.display()
+                    ),
+                });
+                -(libc::EACCES as i64)
+            }
+        };
+        if let Some(rec) = work.rec.as_mut() {
+            rec.action = Action::Emulated;
+        }
+        self.emulate(tid, regs, work, ret, policy)
     }
 
     /// getcwd: a cwd inside the fake tree (a chdir was redirected) is reported as
@@ -1505,7 +1660,13 @@ impl Tracer {
     }
 
     fn on_exit(&mut self, tid: i32, mut w: ExitWork, policy: &mut dyn Policy) {
-        if w.sync_nodes {
+        if w.roots_changed {
+            self.roots.forget_all();
+        }
+        if let Some(backing) = w.fill.take() {
+            crate::elsewhere::fill(tid, &backing);
+        }
+        if w.sync_nodes || w.roots_changed {
             self.nodes.sync();
             if w.pokes.is_empty()
                 && w.saved.is_none()
