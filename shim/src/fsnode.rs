@@ -67,6 +67,9 @@ impl Known {
 pub struct FsNodes {
     known: Arc<Mutex<Known>>,
     inotify: Option<Arc<OwnedFd>>,
+    /// An eventfd written on drop: the watcher thread ends (it holds the fds
+    /// too, so they close once it has).
+    stop: Option<Arc<OwnedFd>>,
 }
 
 fn parent(path: &[u8]) -> &[u8] {
@@ -95,15 +98,32 @@ impl FsNodes {
             // SAFETY: `fd` is a fresh fd that nothing else owns.
             Arc::new(unsafe { OwnedFd::from_raw_fd(fd) })
         });
-        let nodes = FsNodes { known, inotify };
-        if let Some(fd) = &nodes.inotify {
-            let (fd, known) = (fd.clone(), nodes.known.clone());
+        // SAFETY: eventfd returns a new fd or -1.
+        let stop = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        let (inotify, stop) = match (inotify, stop >= 0) {
+            // SAFETY: `stop` is a fresh fd that nothing else owns.
+            (Some(i), true) => (
+                Some(i),
+                Some(Arc::new(unsafe { OwnedFd::from_raw_fd(stop) })),
+            ),
+            _ => (None, None),
+        };
+        let mut nodes = FsNodes {
+            known,
+            inotify,
+            stop,
+        };
+        if let (Some(fd), Some(stop)) = (&nodes.inotify, &nodes.stop) {
+            let (fd, stop, known) = (fd.clone(), stop.clone(), nodes.known.clone());
             let spawned = std::thread::Builder::new()
                 .name("k3shim-fsnodes".into())
                 .stack_size(64 * 1024)
-                .spawn(move || read_events(&fd, &known));
+                .spawn(move || read_events(&fd, &stop, &known));
             if spawned.is_ok() {
                 nodes.watch(b"/");
+            } else {
+                nodes.inotify = None;
+                nodes.stop = None;
             }
         }
         nodes
@@ -165,26 +185,48 @@ impl FsNodes {
     }
 }
 
+impl Drop for FsNodes {
+    fn drop(&mut self) {
+        if let Some(stop) = &self.stop {
+            let one = 1u64;
+            // SAFETY: writing 8 bytes from a local to our eventfd.
+            unsafe { libc::write(stop.as_raw_fd(), (&one as *const u64).cast(), 8) };
+        }
+    }
+}
+
 impl Default for FsNodes {
     fn default() -> Self {
         FsNodes::new()
     }
 }
 
-/// The watcher thread: waits for events, then applies them under the lock.
-fn read_events(fd: &OwnedFd, known: &Mutex<Known>) {
+/// The watcher thread: waits for events, then applies them under the lock;
+/// ends when `stop` (an eventfd) is written.
+fn read_events(fd: &OwnedFd, stop: &OwnedFd, known: &Mutex<Known>) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
-        let mut p = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: polling one pollfd we own.
-        let r = unsafe { libc::poll(&mut p, 1, -1) };
+        let mut p = [
+            libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: stop.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: polling two pollfds we own.
+        let r = unsafe { libc::poll(p.as_mut_ptr(), 2, -1) };
         if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             continue;
         }
+        if p[1].revents != 0 {
+            return;
+        }
+        let p = p[0];
         let mut k = known.lock().expect("fsnodes lock");
         if r < 0 || p.revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
             // The fd is unusable: nothing can be remembered safely any more.
@@ -335,5 +377,21 @@ mod tests {
         std::fs::rename(&l, &f).unwrap();
         assert!(settled(&n, &b(&f)), "the rename event was not seen");
         assert_eq!(n.lstat(&b(&f)), Node::Symlink(b"/proc/sys/vm".to_vec()));
+    }
+
+    #[test]
+    fn dropping_the_nodes_ends_the_watcher_thread() {
+        let n = FsNodes::new();
+        // The thread holds the inotify fd: it is gone once the fd is.
+        let fd = Arc::downgrade(n.inotify.as_ref().expect("inotify works here"));
+        drop(n);
+        let t0 = std::time::Instant::now();
+        while fd.upgrade().is_some() && t0.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::yield_now();
+        }
+        assert!(
+            fd.upgrade().is_none(),
+            "the watcher thread outlived its FsNodes"
+        );
     }
 }
