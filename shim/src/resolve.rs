@@ -65,6 +65,7 @@ pub enum PathKind {
 }
 
 /// Where a relative path starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Base {
     /// The process's cwd (AT_FDCWD, or a call without a dirfd).
     Cwd,
@@ -125,6 +126,42 @@ pub fn resolve(
     lk: &mut dyn Lookup,
 ) -> Option<Result<PathBuf, i32>> {
     resolve_in(raw, base, pid, tid, follow_last, false, lk)
+}
+
+/// The path as written, folded lexically (cwd or dirfd, `.`, `..`, `//`,
+/// /proc magic links) without following other symlinks: how a user names a
+/// program in a rule (`exec:/usr/local/bin/kubectl` when kubectl is a symlink
+/// to another binary). None when the base cannot be known.
+pub fn lexical(raw: &[u8], base: Base, pid: i32, tid: i32, lk: &mut dyn Lookup) -> Option<PathBuf> {
+    let mut start: Vec<Vec<u8>> = Vec::new();
+    if raw.first() != Some(&b'/') {
+        let b = match base {
+            Base::Cwd => lk.cwd(tid)?,
+            Base::Fd(fd) => lk.fd_path(tid, fd)?,
+        };
+        if b.first() != Some(&b'/') {
+            return None;
+        }
+        push_all(&mut start, &b);
+    }
+    let comps: Vec<&[u8]> = raw
+        .split(|&c| c == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    let w = Walk {
+        comps: &comps,
+        raw,
+        pid,
+        tid,
+        follow_last: true,
+        root: 0,
+    };
+    // Served kinds are not asked (only names walked through are, and a missing
+    // one there fails): the folded path is what is wanted.
+    match w.run(start, false, lk)? {
+        Ok(p) => Some(p),
+        Err(_) => None,
+    }
 }
 
 /// As [`resolve`]; `in_root`: the base is the root (openat2's
@@ -708,6 +745,16 @@ mod tests {
             ok("/proc/sys/vm/panic_on_oom")
         );
         assert_eq!(w("/usr/lib/os-release", true), ok("/usr/lib/os-release"));
+    }
+
+    #[test]
+    fn the_lexical_form_keeps_the_symlinks_as_written() {
+        let l = lexical(b"/tmp/./l/panic_on_oom", Base::Cwd, 10, 10, &mut links());
+        assert_eq!(l.unwrap().to_str(), Some("/tmp/l/panic_on_oom"));
+        assert_eq!(
+            w("/tmp/l/panic_on_oom", true),
+            Some(Ok("/proc/sys/vm/panic_on_oom".to_string()))
+        );
     }
 
     #[test]

@@ -1050,11 +1050,25 @@ impl Tracer {
                     return self.emulate(tid, regs, work, ret, policy);
                 }
             }
-            if op == PathOp::Exec
-                && !policy.gate_open()
-                && policy.should_hold(&HoldRequest::Exec { path: path.clone() })
-            {
-                return self.hold(tid, tgid, format!("exec:{}", path.display()), work, policy);
+            if op == PathOp::Exec && !policy.gate_open() {
+                // A rule names the program as resolved, or as written (k3s's kubectl
+                // is a symlink to k3s).
+                let written = {
+                    let mut lk = ProcLookup {
+                        policy: &*policy,
+                        nodes: &self.nodes,
+                        root: root.clone(),
+                        translated: false,
+                        walk: None,
+                    };
+                    resolve::lexical(&raw, base, tgid, tid, &mut lk)
+                };
+                let held = std::iter::once(path.clone())
+                    .chain(written)
+                    .find(|p| policy.should_hold(&HoldRequest::Exec { path: p.clone() }));
+                if let Some(p) = held {
+                    return self.hold(tid, tgid, format!("exec:{}", p.display()), work, policy);
+                }
             }
             let req = PathRequest {
                 pid: tgid,
