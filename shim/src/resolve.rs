@@ -158,10 +158,7 @@ pub fn lexical(raw: &[u8], base: Base, pid: i32, tid: i32, lk: &mut dyn Lookup) 
     };
     // Served kinds are not asked (only names walked through are, and a missing
     // one there fails): the folded path is what is wanted.
-    match w.run(start, false, lk)? {
-        Ok(p) => Some(p),
-        Err(_) => None,
-    }
+    w.run(start, false, lk)?.ok()
 }
 
 /// As [`resolve`]; `in_root`: the base is the root (openat2's
