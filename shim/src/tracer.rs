@@ -903,7 +903,7 @@ impl Tracer {
             return self.finish_entry(tid, work, None, policy);
         }
         if nr == libc::SYS_getcwd {
-            return self.on_getcwd(tid, tgid, regs, work, policy);
+            return self.on_getcwd(tid, regs, work, policy);
         }
         if matches!(
             nr,
@@ -1408,19 +1408,11 @@ impl Tracer {
 
     /// getcwd: a cwd inside the fake tree (a chdir was redirected) is reported as
     /// the path the program believes it is in, as PRoot does; any other passes.
-    fn on_getcwd(
-        &mut self,
-        tid: i32,
-        tgid: i32,
-        regs: Regs,
-        mut work: ExitWork,
-        policy: &mut dyn Policy,
-    ) {
+    fn on_getcwd(&mut self, tid: i32, regs: Regs, mut work: ExitWork, policy: &mut dyn Policy) {
         let args = args_of(&regs);
         if let Some(r) = work.rec.as_mut() {
             r.args = format!("{:#x}, {}", args[0], args[1]);
         }
-        let _ = tgid;
         let host = readlink_bytes(&format!("/proc/{tid}/cwd"));
         let Some(guest) = host.and_then(|h| policy.untranslate(Path::new(OsStr::from_bytes(&h))))
         else {
