@@ -6,6 +6,13 @@ use launcher::cli::{Cli, Cmd};
 use launcher::run::Fail;
 use std::process::ExitCode;
 
+/// Records the signal dispositions and mask k3shim was started with, for the
+/// traced command, before the Rust runtime ignores SIGPIPE (which happens
+/// before `main`); `.init_array` functions run before the runtime starts.
+#[used]
+#[link_section = ".init_array"]
+static RECORD_INHERITED_SIGNALS: extern "C" fn() = shim::spawn::record_inherited_signals;
+
 fn init_logging(level: Option<&str>) {
     let filter = level
         .map(str::to_string)

@@ -38,10 +38,14 @@ pub fn inspect(path: &Path) -> Result<Target, String> {
     };
     let host = std::env::consts::ARCH;
     if machine != host || !elf.is_64 {
+        let what = match (machine, elf.is_64) {
+            ("x86_64", false) => "x32".to_string(),
+            (m, true) => m.to_string(),
+            (m, false) => format!("{m} 32-bit"),
+        };
         return Err(format!(
-            "{}: {machine}{} program, but k3shim traces {host} programs only (32-bit and foreign-architecture syscalls bypass its filter table)",
+            "{}: {what} program, but k3shim traces {host} programs only (it cannot follow the paths of other ABIs' syscalls, so its filter refuses their path syscalls: EPERM for i386, ENOSYS for x32)",
             path.display(),
-            if elf.is_64 { "" } else { " 32-bit" }
         ));
     }
     let is_static = elf.interpreter.is_none();

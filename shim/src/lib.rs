@@ -4,15 +4,21 @@
 //! errno, hold until a gate opens, emulate writes). It knows nothing of
 //! /proc/sys or k3s: the launcher supplies the policy.
 
+pub mod compat;
 pub mod decode;
+pub mod detranslate;
+pub mod elsewhere;
 pub mod error;
 pub mod event;
 pub mod filter;
+pub mod fsnode;
 pub mod inspect;
 pub mod mem;
 pub mod policy;
 pub mod probe;
 pub mod resolve;
+pub mod roots;
+pub mod scope;
 pub mod scratch;
 pub mod spawn;
 pub mod sysent;

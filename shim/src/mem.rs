@@ -16,7 +16,8 @@ pub enum ReadMode {
 
 pub struct Mem {
     pub mode: ReadMode,
-    files: HashMap<i32, File>,
+    /// Per process: the thread whose /proc/TID/mem is open, and the file.
+    files: HashMap<i32, (i32, File)>,
 }
 
 const PAGE: u64 = 4096;
@@ -58,14 +59,24 @@ impl Mem {
                 }
             }
             ReadMode::ProcMem => {
-                let f = match self.files.get(&tgid) {
-                    Some(f) => f,
-                    None => match File::open(format!("/proc/{tid}/mem")) {
-                        Ok(f) => self.files.entry(tgid).or_insert(f),
-                        Err(_) => return 0,
-                    },
-                };
-                f.read_at(buf, addr).unwrap_or(0)
+                if let Some((owner, f)) = self.files.get(&tgid) {
+                    match f.read_at(buf, addr) {
+                        Ok(n) if n > 0 => return n,
+                        // The thread it was opened through may be gone (a leader that
+                        // called pthread_exit is a zombie with no memory): try again
+                        // through the calling thread.
+                        _ if *owner != tid => {}
+                        _ => return 0,
+                    }
+                }
+                match File::open(format!("/proc/{tid}/mem")) {
+                    Ok(f) => {
+                        let n = f.read_at(buf, addr).unwrap_or(0);
+                        self.files.insert(tgid, (tid, f));
+                        n
+                    }
+                    Err(_) => 0,
+                }
             }
         }
     }
@@ -98,6 +109,62 @@ impl Mem {
             want = (PAGE - at % PAGE) as usize;
         }
         None
+    }
+
+    /// Writes `data` at `addr` of thread `tid` (the program's own output buffer,
+    /// e.g. readlink's). process_vm_writev natively; where it is missing
+    /// (gVisor) PTRACE_POKEDATA a word at a time, the words at both ends read
+    /// first so that no byte outside `data` changes. False when any byte could
+    /// not be written (EFAULT for the program).
+    pub fn write(&mut self, tid: i32, addr: u64, data: &[u8]) -> bool {
+        if data.is_empty() {
+            return true;
+        }
+        if self.mode == ReadMode::ProcessVmReadv {
+            let local = libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            };
+            let remote = libc::iovec {
+                iov_base: addr as *mut libc::c_void,
+                iov_len: data.len(),
+            };
+            // SAFETY: `local` points into `data`, valid for reads of data.len() bytes;
+            // the remote iovec is only interpreted by the kernel in the tracee.
+            let n = unsafe { libc::process_vm_writev(tid, &local, 1, &remote, 1, 0) };
+            if n >= 0 {
+                return n as usize == data.len();
+            }
+        }
+        let start = addr & !7;
+        let end = (addr + data.len() as u64).div_ceil(8) * 8;
+        let mut at = start;
+        while at < end {
+            let mut word = [0u8; 8];
+            let lo = addr.max(at);
+            let hi = (addr + data.len() as u64).min(at + 8);
+            if lo > at || hi < at + 8 {
+                // SAFETY: PEEKDATA of a tracee we have stopped; errors come back as -1 + errno.
+                let v = unsafe {
+                    *libc::__errno_location() = 0;
+                    libc::ptrace(libc::PTRACE_PEEKDATA, tid, at, 0)
+                };
+                if v == -1 && std::io::Error::last_os_error().raw_os_error() != Some(0) {
+                    return false;
+                }
+                word = v.to_ne_bytes();
+            }
+            word[(lo - at) as usize..(hi - at) as usize]
+                .copy_from_slice(&data[(lo - addr) as usize..(hi - addr) as usize]);
+            // SAFETY: POKEDATA of a tracee we have stopped, with a word we built.
+            if unsafe { libc::ptrace(libc::PTRACE_POKEDATA, tid, at, i64::from_ne_bytes(word)) }
+                != 0
+            {
+                return false;
+            }
+            at += 8;
+        }
+        true
     }
 
     /// Reads a plain value (e.g. struct open_how) at addr.

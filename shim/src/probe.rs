@@ -13,8 +13,30 @@ pub struct Facts {
     pub read_mode: ReadMode,
     /// statx(..., AT_NO_AUTOMOUNT) fails with EINVAL on every path (gVisor 2022).
     pub statx_no_automount_broken: bool,
+    /// openat2 applies RESOLVE_* flags (Linux >= 5.6; this gVisor has no openat2).
+    pub openat2_resolve: bool,
     /// uname release, for the record.
     pub kernel_release: String,
+}
+
+fn openat2_resolve() -> bool {
+    // struct open_how { flags, mode, resolve }: O_PATH of "/" with RESOLVE_NO_MAGICLINKS.
+    let how: [u64; 3] = [libc::O_PATH as u64, 0, 0x02];
+    // SAFETY: openat2 reads 24 bytes of `how`; a returned fd is closed at once.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+            how.as_ptr(),
+            24usize,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: closing the fd we just got.
+        unsafe { libc::close(fd as i32) };
+    }
+    fd >= 0
 }
 
 fn uname_release() -> String {
@@ -89,6 +111,7 @@ pub fn probe() -> Result<Facts, crate::Error> {
         enter_stop_after_seccomp: enter_after,
         read_mode,
         statx_no_automount_broken: statx_broken(),
+        openat2_resolve: openat2_resolve(),
         kernel_release: uname_release(),
     })
 }

@@ -7,6 +7,80 @@ use crate::error::Error;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// The signal state this process inherited from its parent (bit N-1: signal N),
+/// recorded by [`record_inherited_signals`] before anything changed it.
+static INHERITED_IGNORED: AtomicU64 = AtomicU64::new(0);
+static INHERITED_BLOCKED: AtomicU64 = AtomicU64::new(0);
+static INHERITED_RECORDED: AtomicBool = AtomicBool::new(false);
+
+/// Highest signal number the kernel has on x86_64 and aarch64 (its sigset is 64 bits).
+const NSIG: i32 = 64;
+
+/// The kernel's struct sigaction (x86_64 and aarch64). The raw syscall is used
+/// because the C library's sigaction refuses the signals it reserves (32, 33),
+/// and a parent may have those ignored too.
+#[repr(C)]
+struct KSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+/// rt_sigaction(sig, act, old): 0 or -1.
+///
+/// # Safety
+/// `act` and `old` are null or point to valid KSigaction values.
+unsafe fn rt_sigaction(sig: i32, act: *const KSigaction, old: *mut KSigaction) -> i64 {
+    libc::syscall(libc::SYS_rt_sigaction, sig, act, old, 8usize)
+}
+
+/// Records which signals are ignored and blocked right now, as the state the
+/// target is to inherit. Call it before anything changes them: the Rust
+/// runtime ignores SIGPIPE before `main`, so a program's `.init_array` is the
+/// place (see the k3shim binary's main.rs). Without a record the target gets
+/// every signal at its default and none blocked.
+pub extern "C" fn record_inherited_signals() {
+    let (mut ign, mut blk) = (0u64, 0u64);
+    // SAFETY: querying (not changing) dispositions and the mask into locals.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK,
+            std::ptr::null::<u64>(),
+            &mut blk as *mut u64,
+            8usize,
+        );
+        for sig in 1..=NSIG {
+            let mut old = KSigaction {
+                handler: 0,
+                flags: 0,
+                restorer: 0,
+                mask: 0,
+            };
+            if rt_sigaction(sig, std::ptr::null(), &mut old) == 0 && old.handler == libc::SIG_IGN {
+                ign |= 1 << (sig - 1);
+            }
+        }
+    }
+    INHERITED_IGNORED.store(ign, Ordering::Relaxed);
+    INHERITED_BLOCKED.store(blk, Ordering::Relaxed);
+    INHERITED_RECORDED.store(true, Ordering::Release);
+}
+
+/// (ignored, blocked) for the target: what this process inherited, or nothing.
+fn inherited_signals() -> (u64, u64) {
+    if INHERITED_RECORDED.load(Ordering::Acquire) {
+        (
+            INHERITED_IGNORED.load(Ordering::Relaxed),
+            INHERITED_BLOCKED.load(Ordering::Relaxed),
+        )
+    } else {
+        (0, 0)
+    }
+}
 
 /// What to run, prepared for the child.
 pub struct Prepared {
@@ -89,6 +163,10 @@ pub fn spawn(p: &Prepared, options: i64) -> Result<Child, Error> {
     });
     let stdio: [i32; 3] =
         [0, 1, 2].map(|i| p.stdio[i].as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1));
+    // The target starts with the signal state k3shim was started with, as a shell
+    // passes on what it inherited: not the Rust runtime's ignored SIGPIPE (`yes |
+    // head -1` would print "Broken pipe"), nor the mask of the signals k3shim forwards.
+    let (ignored, blocked) = inherited_signals();
 
     // SAFETY: fork; the child below only calls async-signal-safe functions on memory
     // prepared before the fork, then execs or _exits.
@@ -100,10 +178,29 @@ pub fn spawn(p: &Prepared, options: i64) -> Result<Child, Error> {
         // SAFETY: child side of fork: raw syscalls only, on pre-built data.
         unsafe {
             libc::close(fds[0]);
-            // The launcher blocks the signals it forwards; the target must not inherit that.
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            // Every disposition back to what k3shim inherited (exec resets handlers to
+            // the default and keeps ignored signals ignored), then the mask. SIGKILL
+            // and SIGSTOP refuse (EINVAL) and need nothing.
+            for sig in 1..=NSIG {
+                let act = KSigaction {
+                    handler: if ignored & (1 << (sig - 1)) != 0 {
+                        libc::SIG_IGN
+                    } else {
+                        libc::SIG_DFL
+                    },
+                    flags: 0,
+                    restorer: 0,
+                    mask: 0,
+                };
+                rt_sigaction(sig, &act, std::ptr::null_mut());
+            }
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &blocked as *const u64,
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
             for (i, fd) in stdio.iter().enumerate() {
                 if *fd >= 0 {
                     libc::dup2(*fd, i as i32);

@@ -333,7 +333,8 @@ pub static PATH_SYSCALLS: &[Entry] = &[
     Entry {
         sysno: Sysno::inotify_add_watch,
         kind: OpKind::StatLike,
-        paths: &[dp(0, 1)],
+        // Its first argument is the inotify fd, not a dirfd: the path is cwd-relative.
+        paths: &[p(1)],
     },
 ];
 
@@ -409,6 +410,52 @@ pub fn path_op(e: &Entry, args: &[u64; 6], openat2: Option<(u64, u64)>) -> PathO
     }
 }
 
+/// Does path argument `i` of this syscall follow a symlink in its last
+/// component (as the kernel decides it: the syscall, its flags, O_NOFOLLOW,
+/// O_CREAT|O_EXCL)?
+pub fn follows_last(e: &Entry, i: usize, args: &[u64; 6], op: PathOp) -> bool {
+    let flag = |reg: usize, bit: i32| args[reg] as i32 & bit != 0;
+    let nofollow = |reg: usize| flag(reg, libc::AT_SYMLINK_NOFOLLOW);
+    match e.sysno {
+        Sysno::readlink
+        | Sysno::readlinkat
+        | Sysno::lstat
+        | Sysno::lchown
+        | Sysno::lsetxattr
+        | Sysno::lremovexattr
+        | Sysno::lgetxattr
+        | Sysno::llistxattr
+        | Sysno::unlink
+        | Sysno::unlinkat
+        | Sysno::rmdir
+        | Sysno::rename
+        | Sysno::renameat
+        | Sysno::renameat2
+        | Sysno::symlink
+        | Sysno::symlinkat
+        | Sysno::mkdir
+        | Sysno::mkdirat
+        | Sysno::mknod
+        | Sysno::mknodat
+        | Sysno::link => false,
+        // The new name is never followed; the old one with AT_SYMLINK_FOLLOW.
+        Sysno::linkat => i == 0 && flag(4, libc::AT_SYMLINK_FOLLOW),
+        // (fchmodat and faccessat have no flags argument: they follow.)
+        Sysno::newfstatat | Sysno::faccessat2 | Sysno::utimensat => !nofollow(3),
+        Sysno::statx | Sysno::execveat | Sysno::fchownat => {
+            !nofollow(if e.sysno == Sysno::statx { 2 } else { 4 })
+        }
+        Sysno::inotify_add_watch => args[2] as u32 & libc::IN_DONT_FOLLOW == 0,
+        _ => match op {
+            PathOp::Open { flags, .. } => {
+                flags & libc::O_NOFOLLOW == 0
+                    && flags & (libc::O_CREAT | libc::O_EXCL) != libc::O_CREAT | libc::O_EXCL
+            }
+            _ => true,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,6 +467,34 @@ mod tests {
         }
         assert!(lookup(Sysno::getpid.id() as i64).is_none());
         assert!(lookup(-1).is_none());
+    }
+
+    #[test]
+    fn the_last_symlink_is_followed_as_the_kernel_decides() {
+        let f = |sys: Sysno, i: usize, args: [u64; 6]| {
+            let e = lookup(sys.id() as i64).unwrap();
+            follows_last(e, i, &args, path_op(e, &args, None))
+        };
+        let nf = libc::AT_SYMLINK_NOFOLLOW as u64;
+        assert!(f(Sysno::open, 0, [0, libc::O_RDONLY as u64, 0, 0, 0, 0]));
+        assert!(!f(Sysno::open, 0, [0, libc::O_NOFOLLOW as u64, 0, 0, 0, 0]));
+        let excl = (libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY) as u64;
+        assert!(!f(Sysno::openat, 0, [0, 0, excl, 0, 0, 0]));
+        assert!(!f(Sysno::mkdir, 0, [0; 6]));
+        assert!(!f(Sysno::lstat, 0, [0; 6]));
+        assert!(f(Sysno::newfstatat, 0, [0; 6]));
+        assert!(!f(Sysno::newfstatat, 0, [0, 0, 0, nf, 0, 0]));
+        assert!(!f(Sysno::statx, 0, [0, 0, nf, 0, 0, 0]));
+        assert!(f(Sysno::chown, 0, [0; 6]));
+        assert!(!f(Sysno::linkat, 0, [0; 6]));
+        let follow = libc::AT_SYMLINK_FOLLOW as u64;
+        assert!(f(Sysno::linkat, 0, [0, 0, 0, 0, follow, 0]));
+        assert!(!f(Sysno::linkat, 1, [0, 0, 0, 0, follow, 0]));
+        assert!(!f(
+            Sysno::inotify_add_watch,
+            0,
+            [0, 0, libc::IN_DONT_FOLLOW as u64, 0, 0, 0]
+        ));
     }
 
     #[test]

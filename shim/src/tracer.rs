@@ -10,6 +10,7 @@ use crate::mem::Mem;
 use crate::policy::{Decision, HoldRequest, PathOp, PathRequest, Policy};
 use crate::probe::Facts;
 use crate::resolve::{self, Base, Lookup};
+use crate::roots::{Root, Roots};
 use crate::scratch::Area;
 use crate::sysent::{self, OpKind};
 use crate::{decode, Error, ExitStatus, FilterMode, Plan};
@@ -83,6 +84,14 @@ struct ExitWork {
     /// stop they are put back one by one (PTRACE_POKEUSER) with no register read,
     /// when nothing else is to be done there.
     pokes: Vec<(u64, u64)>,
+    /// An unlink, rmdir or rename: at its exit, what the resolver remembers of
+    /// the file system takes its changes in (fsnode.rs).
+    sync_nodes: bool,
+    /// A chroot, pivot_root or setns: at its exit, roots are looked up again.
+    roots_changed: bool,
+    /// An open turned into memfd_create (the thread's root cannot name the
+    /// backing file): at the exit the new fd is filled with this file's content.
+    fill: Option<PathBuf>,
 }
 
 impl ExitWork {
@@ -97,6 +106,9 @@ impl ExitWork {
             rec: None,
             t0,
             pokes: Vec::new(),
+            sync_nodes: false,
+            roots_changed: false,
+            fill: None,
         }
     }
 
@@ -146,6 +158,16 @@ pub struct Tracer {
     next_area: u64,
     held: usize,
     fixes_logged: bool,
+    /// PTRACE_GET_SYSCALL_INFO failed once (not supported here): step mode then
+    /// takes every stop as x86_64 (gVisor runs no i386 code at all).
+    no_syscall_info: bool,
+    /// The mount /proc/sys is in ("/proc", or "/proc/sys" when mounted apart),
+    /// for RESOLVE_NO_XDEV.
+    proc_mount: Vec<u8>,
+    /// Each thread's root directory (chroot, pivot_root).
+    roots: Roots,
+    /// What the file system holds along the paths resolved (symlinks or not).
+    nodes: crate::fsnode::FsNodes,
     /// Wait statuses of other tracees collected while one was being stepped
     /// through an injection; the main loop handles them first.
     deferred: std::collections::VecDeque<(i32, i32)>,
@@ -210,9 +232,14 @@ use std::os::unix::ffi::OsStringExt;
 /// so that a dirfd on a fake directory resolves as the program believes.
 struct ProcLookup<'a> {
     policy: &'a dyn Policy,
+    nodes: &'a crate::fsnode::FsNodes,
+    /// The calling thread's root (chroot, pivot_root).
+    root: Root,
     /// A cwd or fd on a path of the policy's was mapped back: the kernel would
     /// resolve the raw path against the backing file, not the guest one.
     translated: bool,
+    /// What the walk went through, when openat2's RESOLVE_* rules are to be applied.
+    walk: Option<crate::scope::WalkFacts>,
 }
 
 impl ProcLookup<'_> {
@@ -229,13 +256,35 @@ impl ProcLookup<'_> {
 
 impl Lookup for ProcLookup<'_> {
     fn cwd(&mut self, pid: i32) -> Option<Vec<u8>> {
-        readlink_bytes(&format!("/proc/{pid}/cwd")).map(|b| self.back(b))
+        readlink_bytes(&format!("/proc/{pid}/cwd"))
+            .and_then(|b| self.root.guest_path(b))
+            .map(|b| self.back(b))
     }
     fn fd_path(&mut self, pid: i32, fd: i32) -> Option<Vec<u8>> {
-        readlink_bytes(&format!("/proc/{pid}/fd/{fd}")).map(|b| self.back(b))
+        readlink_bytes(&format!("/proc/{pid}/fd/{fd}"))
+            .and_then(|b| self.root.guest_path(b))
+            .map(|b| self.back(b))
     }
     fn kind(&mut self, path: &[u8]) -> Option<resolve::PathKind> {
         self.policy.kind(Path::new(OsStr::from_bytes(path)))
+    }
+    fn lstat(&mut self, path: &[u8]) -> resolve::Node {
+        match self.root {
+            Root::Same => self.nodes.lstat(path),
+            // Another root: looked at through /proc/TID/root, not remembered.
+            Root::Other { .. } => crate::fsnode::lstat(&self.root.tracer_path(path)),
+        }
+    }
+    fn left_served(&mut self) {
+        self.translated = true;
+    }
+    fn wants_walk(&self) -> bool {
+        self.walk.is_some()
+    }
+    fn walked(&mut self, ev: resolve::Walked<'_>) {
+        if let Some(w) = self.walk.as_mut() {
+            w.record(ev);
+        }
     }
 }
 
@@ -360,6 +409,10 @@ impl Tracer {
             next_area: 1,
             held: 0,
             fixes_logged: false,
+            no_syscall_info: false,
+            proc_mount: crate::scope::proc_sys_mount(),
+            roots: Roots::new(),
+            nodes: crate::fsnode::FsNodes::new(),
             deferred: Default::default(),
         };
         t.threads.insert(
@@ -580,6 +633,7 @@ impl Tracer {
     }
 
     fn gone(&mut self, tid: i32, st: i32, policy: &mut dyn Policy) {
+        self.roots.forget(tid);
         let Some(th) = self.threads.remove(&tid) else {
             return;
         };
@@ -752,6 +806,12 @@ impl Tracer {
         if let Some(r) = finished {
             policy.on_event(&Event::Syscall(r));
         }
+        if getregs(tid).is_some_and(|r| r.cs == crate::compat::USER32_CS) {
+            policy.on_event(&Event::Warning {
+                pid: tgid,
+                message: format!("{path} is a 32-bit (i386) program: k3shim cannot follow its paths, so its path syscalls fail with EPERM"),
+            });
+        }
         policy.on_event(&Event::Exec { pid: tgid, path });
     }
 
@@ -806,6 +866,28 @@ impl Tracer {
             });
         }
 
+        if !from_seccomp {
+            // Step mode: no filter refused i386/x32 syscalls; nr and arguments are
+            // not x86_64 ones there, so they must not be decoded as such.
+            match self.other_abi(tid, &regs) {
+                None => {}
+                Some(None) => {
+                    if let Some(r) = work.rec.as_mut() {
+                        r.name = "(i386/x32 syscall)";
+                        r.args = format!("nr {}, ...", regs.orig_rax);
+                    }
+                    return self.finish_entry(tid, work, None, policy);
+                }
+                Some(Some(errno)) => {
+                    if let Some(r) = work.rec.as_mut() {
+                        r.name = "(i386/x32 syscall)";
+                        r.args = format!("nr {}, ...", regs.orig_rax);
+                        r.action = Action::Emulated;
+                    }
+                    return self.refuse(tid, regs, work, errno, policy);
+                }
+            }
+        }
         if is_fd_call(nr) && self.on_trapped_fd(tid, tgid, nr, &regs, &mut work, policy) {
             return;
         }
@@ -820,6 +902,21 @@ impl Tracer {
             }
             return self.finish_entry(tid, work, None, policy);
         }
+        if nr == libc::SYS_getcwd {
+            return self.on_getcwd(tid, regs, work, policy);
+        }
+        if matches!(
+            nr,
+            libc::SYS_chroot | libc::SYS_pivot_root | libc::SYS_setns
+        ) {
+            // Roots change: every thread's is looked up again once this has run.
+            self.roots.forget_all();
+            work.roots_changed = true;
+            if let Some(r) = work.rec.as_mut() {
+                r.args = decode::raw_args(&args);
+            }
+            return self.finish_entry(tid, work, Some(()), policy);
+        }
         let Some(entry) = sysent::lookup(nr) else {
             if let Some(r) = work.rec.as_mut() {
                 r.args = decode::raw_args(&args);
@@ -827,16 +924,34 @@ impl Tracer {
             return self.finish_entry(tid, work, None, policy);
         };
 
+        let root = self.roots.of(tid);
         let mut decisions: [Option<(usize, Decision, PathBuf)>; 2] = [None, None];
         let mut first_ptr = (0u64, 0usize);
         let mut open_how: Option<[u8; 24]> = None;
+        // Non-zero bytes past struct open_how (E2BIG on Linux).
+        let mut how_tail = false;
         if entry.kind == OpKind::Openat2 {
-            if args[3] != 24 {
-                // The kernel checks the size before the path (EINVAL, E2BIG): let it.
-                // An extended open_how (size > 24) is not rewritten (documented).
+            // The kernel checks the size before the path: below 24 is EINVAL, above a
+            // page or with a non-zero byte past struct open_how E2BIG. Let it; a larger
+            // struct whose extra bytes are zero is the same open_how.
+            let size = args[3] as usize;
+            if !(24..=4096).contains(&size) {
                 return self.finish_entry(tid, work, None, policy);
             }
-            open_how = self.mem.read_bytes::<24>(tgid, tid, args[2]);
+            let mut how = vec![0u8; size];
+            if self.mem.read(tgid, tid, args[2], &mut how) < size {
+                return self.finish_entry(tid, work, None, policy);
+            }
+            how_tail = how[24..].iter().any(|&b| b != 0);
+            open_how = how[..24].try_into().ok();
+        }
+        let resolve_flags = open_how
+            .map(|b| u64::from_ne_bytes(b[16..24].try_into().expect("8")))
+            .unwrap_or(0);
+        if (resolve_flags != 0 || how_tail) && !self.facts.openat2_resolve {
+            // This kernel's openat2 knows no RESOLVE_* flags (this gVisor has no
+            // openat2 at all): its own answer is the one to give.
+            return self.finish_entry(tid, work, None, policy);
         }
         let how_fl = open_how.map(|b| {
             (
@@ -852,15 +967,18 @@ impl Tracer {
             }
             let Some(raw) = self.mem.read_cstr(tgid, tid, ptr) else {
                 // Unreadable or over-long: the kernel gives EFAULT or ENAMETOOLONG itself.
-                return self.finish_entry(tid, work, None, policy);
+                // (The compatibility fixes below still apply.)
+                break;
             };
             if raw.is_empty() {
-                // "" names the dirfd itself (AT_EMPTY_PATH) or fails with ENOENT: nothing to redirect.
+                // "" names the dirfd itself (AT_EMPTY_PATH) or fails with ENOENT: nothing to
+                // redirect, but the compatibility fixes below still apply (`stat -` is
+                // statx(0, "", AT_EMPTY_PATH|AT_NO_AUTOMOUNT)).
                 if let Some(r) = work.rec.as_mut() {
                     r.args = decode::path_args(nr, &args, &raw, how_fl);
                     r.path = Some(String::new());
                 }
-                return self.finish_entry(tid, work, None, policy);
+                break;
             }
             if i == 0 {
                 first_ptr = (ptr, raw.len());
@@ -869,21 +987,19 @@ impl Tracer {
                 Some(fd) if fd != libc::AT_FDCWD => Base::Fd(fd),
                 _ => Base::Cwd,
             };
-            let follow_last = !matches!(
-                op,
-                PathOp::Readlink
-                    | PathOp::Stat { nofollow: true }
-                    | PathOp::Remove
-                    | PathOp::Rename
-                    | PathOp::Link
-            ) && !matches!(op, PathOp::Open { flags, .. } if flags & libc::O_NOFOLLOW != 0);
-            let (resolved, translated) = {
+            let follow_last = sysent::follows_last(entry, i, &args, op);
+            let (resolved, translated, walk) = {
                 let mut lk = ProcLookup {
                     policy: &*policy,
+                    nodes: &self.nodes,
+                    root: root.clone(),
                     translated: false,
+                    walk: (resolve_flags != 0)
+                        .then(|| crate::scope::WalkFacts::new(&self.proc_mount)),
                 };
-                let r = resolve::resolve(&raw, base, tgid, tid, follow_last, &mut lk);
-                (r, lk.translated)
+                let in_root = resolve_flags & crate::scope::RESOLVE_IN_ROOT != 0;
+                let r = resolve::resolve_in(&raw, base, tgid, tid, follow_last, in_root, &mut lk);
+                (r, lk.translated, lk.walk)
             };
             if let Some(r) = work.rec.as_mut() {
                 if i == 0 {
@@ -904,11 +1020,55 @@ impl Tracer {
                     continue;
                 }
             };
-            if op == PathOp::Exec
-                && !policy.gate_open()
-                && policy.should_hold(&HoldRequest::Exec { path: path.clone() })
-            {
-                return self.hold(tid, tgid, format!("exec:{}", path.display()), work, policy);
+            if op == PathOp::Readlink && crate::detranslate::is_magic_link(&path) {
+                // /proc/PID/{cwd,fd/N,...} of a fake entry or directory: the program
+                // reads the path it opened, not the state directory's.
+                let target = readlink_bytes(&path.to_string_lossy());
+                if let Some(guest) =
+                    target.and_then(|t| policy.untranslate(Path::new(OsStr::from_bytes(&t))))
+                {
+                    let (buf, size) = if nr == libc::SYS_readlink {
+                        (args[1], args[2])
+                    } else {
+                        (args[2], args[3])
+                    };
+                    let bytes = guest.as_os_str().as_bytes();
+                    let ret = if size as i32 <= 0 {
+                        -(libc::EINVAL as i64)
+                    } else {
+                        let n = bytes.len().min(size as i32 as usize);
+                        if self.mem.write(tid, buf, &bytes[..n]) {
+                            n as i64
+                        } else {
+                            -(libc::EFAULT as i64)
+                        }
+                    };
+                    if let Some(r) = work.rec.as_mut() {
+                        r.action = Action::Emulated;
+                        r.backing = Some(guest.clone());
+                    }
+                    return self.emulate(tid, regs, work, ret, policy);
+                }
+            }
+            if op == PathOp::Exec && !policy.gate_open() {
+                // A rule names the program as resolved, or as written (k3s's kubectl
+                // is a symlink to k3s).
+                let written = {
+                    let mut lk = ProcLookup {
+                        policy: &*policy,
+                        nodes: &self.nodes,
+                        root: root.clone(),
+                        translated: false,
+                        walk: None,
+                    };
+                    resolve::lexical(&raw, base, tgid, tid, &mut lk)
+                };
+                let held = std::iter::once(path.clone())
+                    .chain(written)
+                    .find(|p| policy.should_hold(&HoldRequest::Exec { path: p.clone() }));
+                if let Some(p) = held {
+                    return self.hold(tid, tgid, format!("exec:{}", p.display()), work, policy);
+                }
             }
             let req = PathRequest {
                 pid: tgid,
@@ -923,6 +1083,17 @@ impl Tracer {
                 // Relative to a fake directory (a view) or through a magic link to a
                 // backing file, "pass" must still reach the real path it stands for.
                 d = Decision::Redirect(crate::policy::Redirect::to(path.clone()));
+            }
+            if d != Decision::Pass {
+                // The kernel will not see the program's open_how and path: its size
+                // and RESOLVE_* rules are applied here, as Linux would.
+                if how_tail {
+                    d = Decision::Fail(libc::E2BIG);
+                } else if let Some(errno) =
+                    walk.and_then(|w| w.verdict(resolve_flags, raw.first() == Some(&b'/')))
+                {
+                    d = Decision::Fail(errno);
+                }
             }
             decisions[i] = Some((pa.path as usize, d, path));
         }
@@ -941,6 +1112,9 @@ impl Tracer {
             return self.emulate(tid, regs, work, -(errno as i64), policy);
         }
 
+        // A name removed or renamed may be one the resolver remembers as a
+        // directory or file: it looks again once the syscall has run.
+        work.sync_nodes = matches!(op, PathOp::Remove | PathOp::Rename);
         let mut m = regs;
         let mut changed = false;
         if self.statx_fix && nr == libc::SYS_statx && args[2] & libc::AT_NO_AUTOMOUNT as u64 != 0 {
@@ -951,7 +1125,7 @@ impl Tracer {
                 policy.on_event(&Event::Fix { name: "statx-no-automount", detail: "statx with AT_NO_AUTOMOUNT fails with EINVAL here; the flag is dropped (no automount points exist in the sandbox)".into() });
             }
         }
-        let redirects: Vec<(usize, usize, crate::policy::Redirect, PathBuf)> = decisions
+        let mut redirects: Vec<(usize, usize, crate::policy::Redirect, PathBuf)> = decisions
             .iter()
             .enumerate()
             .filter_map(|(i, d)| match d {
@@ -959,6 +1133,24 @@ impl Tracer {
                 _ => None,
             })
             .collect();
+        if !redirects.is_empty() && root != Root::Same {
+            // Another root: the state directory is named through the tracer's own
+            // root where that can be seen from there; otherwise the tracer answers.
+            let named: Option<Vec<Vec<u8>>> = redirects
+                .iter()
+                .map(|(_, _, r, _)| self.roots.target_for(&root, r.to.as_os_str().as_bytes()))
+                .collect();
+            match named {
+                Some(t) => {
+                    for ((_, _, r, _), to) in redirects.iter_mut().zip(t) {
+                        r.to = PathBuf::from(OsStr::from_bytes(&to));
+                    }
+                }
+                None => {
+                    return self.elsewhere(tid, tgid, regs, work, entry, op, &redirects, policy)
+                }
+            }
+        }
         if !redirects.is_empty() {
             let Some((base_addr, area)) =
                 self.scratch_for(tid, tgid, &regs, first_ptr, skip_enter, policy)
@@ -991,7 +1183,9 @@ impl Tracer {
                 }
             }
             let r0 = &redirects[0].2;
-            if r0.add_flags != 0 || r0.clear_flags != 0 || r0.write_token.is_some() {
+            let scoped = resolve_flags & !crate::scope::RESOLVE_CACHED != 0 || args[3] != 24;
+            let how_changes = entry.kind == OpKind::Openat2 && scoped;
+            if r0.add_flags != 0 || r0.clear_flags != 0 || r0.write_token.is_some() || how_changes {
                 let fix = |f: u64| ((f as i32 | r0.add_flags) & !r0.clear_flags) as u64;
                 match entry.kind {
                     OpKind::Open { flags, mode } if flags == u8::MAX => {
@@ -1007,8 +1201,11 @@ impl Tracer {
                         if let Some(mut how) = open_how {
                             let f = u64::from_ne_bytes(how[0..8].try_into().expect("8"));
                             how[0..8].copy_from_slice(&fix(f).to_ne_bytes());
-                            // RESOLVE_* flags would refuse the absolute replacement path.
-                            how[16..24].copy_from_slice(&0u64.to_ne_bytes());
+                            // The RESOLVE_* rules were applied to the program's path;
+                            // the replacement (absolute, no symlink) keeps only
+                            // RESOLVE_CACHED, which the others would refuse.
+                            let keep = resolve_flags & crate::scope::RESOLVE_CACHED;
+                            how[16..24].copy_from_slice(&keep.to_ne_bytes());
                             let off = area.borrow_mut().put(slot, 2, &how);
                             m.rdx = base_addr + off as u64;
                             m.r10 = 24;
@@ -1036,7 +1233,8 @@ impl Tracer {
             work.pokes = changed_regs(&regs, &m);
             return self.finish_entry(tid, work, Some(()), policy);
         }
-        self.finish_entry(tid, work, None, policy)
+        let needs_exit = work.sync_nodes.then_some(());
+        self.finish_entry(tid, work, needs_exit, policy)
     }
 
     /// Resumes after entry handling; `needs_exit`: registers changed, take the exit stop.
@@ -1052,6 +1250,189 @@ impl Tracer {
             th.pending = Pending::Exit(Box::new(work));
         }
         self.resume(tid, 0);
+    }
+
+    /// Step mode: None for an x86_64 syscall at this entry stop; for an i386 or
+    /// x32 one, Some(Some(errno)) when the filter would have refused it
+    /// (compat.rs), else Some(None): it runs, and is not decoded as x86_64.
+    fn other_abi(&mut self, tid: i32, regs: &Regs) -> Option<Option<i32>> {
+        use crate::compat;
+        let args = [regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp];
+        let range = (FD_TRAP_BASE, FD_TRAP_END);
+        let i386 = if regs.cs == compat::USER32_CS {
+            true
+        } else if self.no_syscall_info {
+            false
+        } else {
+            match compat::syscall_arch(tid) {
+                Some(a) => a == compat::AUDIT_ARCH_I386,
+                None => {
+                    self.no_syscall_info = true;
+                    false
+                }
+            }
+        };
+        if i386 {
+            let refused = compat::refused(true, regs.orig_rax, &args, range);
+            return Some(refused.then_some(compat::REFUSED_I386));
+        }
+        let nr = regs.orig_rax;
+        if nr & u64::from(compat::X32_BIT) == 0 || nr >> 32 != 0 {
+            return None;
+        }
+        let refused = compat::refused(false, nr, &args_of(regs), range);
+        Some(refused.then_some(compat::REFUSED_X32))
+    }
+
+    /// Fails the syscall at this entry stop with `errno` without running it: its
+    /// number becomes -1 (no syscall, whatever the ABI), and the exit stop puts
+    /// the registers back with the result.
+    fn refuse(
+        &mut self,
+        tid: i32,
+        regs: Regs,
+        mut work: ExitWork,
+        errno: i32,
+        policy: &mut dyn Policy,
+    ) {
+        let mut m = regs;
+        m.orig_rax = u64::MAX;
+        if !setregs(tid, &m) {
+            return;
+        }
+        work.saved = Some(regs);
+        work.set_ret = Some(-(errno as i64));
+        self.finish_entry(tid, work, Some(()), policy);
+    }
+
+    /// A redirect for a thread whose root cannot name the state directory
+    /// (elsewhere.rs): an open of a fake file becomes memfd_create, filled at the
+    /// exit; stat and access are answered here; anything else fails with EACCES.
+    #[allow(clippy::too_many_arguments)]
+    fn elsewhere(
+        &mut self,
+        tid: i32,
+        tgid: i32,
+        regs: Regs,
+        mut work: ExitWork,
+        entry: &sysent::Entry,
+        op: PathOp,
+        redirects: &[(usize, usize, crate::policy::Redirect, PathBuf)],
+        policy: &mut dyn Policy,
+    ) {
+        use crate::elsewhere;
+        let args = args_of(&regs);
+        let (_, reg, r, path) = &redirects[0];
+        let backing = r.to.clone();
+        let is_file = std::fs::metadata(&backing)
+            .map(|m| m.is_file())
+            .unwrap_or(false);
+        let name_len = self
+            .mem
+            .read_cstr(tgid, tid, args[*reg])
+            .map(|n| n.len())
+            .unwrap_or(usize::MAX);
+        if let Some(rec) = work.rec.as_mut() {
+            rec.action = Action::Redirected;
+            rec.backing = Some(backing.clone());
+        }
+        let ret = match (entry.kind, op) {
+            (OpKind::Open { .. } | OpKind::Openat2, PathOp::Open { flags, .. })
+                if redirects.len() == 1
+                    && is_file
+                    && flags & libc::O_DIRECTORY == 0
+                    && name_len <= elsewhere::MAX_NAME =>
+            {
+                let mut m = regs;
+                m.orig_rax = libc::SYS_memfd_create as u64;
+                m.rdi = args[*reg];
+                m.rsi = if flags & libc::O_CLOEXEC != 0 {
+                    libc::MFD_CLOEXEC as u64
+                } else {
+                    0
+                };
+                if !setregs(tid, &m) {
+                    return;
+                }
+                policy.on_event(&Event::Redirect {
+                    pid: tgid,
+                    tid,
+                    syscall: entry.sysno.name(),
+                    path: path.clone(),
+                    backing: backing.clone(),
+                });
+                work.saved = Some(regs);
+                work.pokes = changed_regs(&regs, &m);
+                work.fill = Some(backing);
+                if let Some(tok) = r.write_token {
+                    work.write_token = Some((tok, flags & libc::O_CLOEXEC != 0));
+                }
+                return self.finish_entry(tid, work, Some(()), policy);
+            }
+            (OpKind::Stat { .. }, _)
+                if redirects.len() == 1 && entry.sysno != syscalls::Sysno::statfs =>
+            {
+                let (buf, bytes) = match entry.sysno {
+                    syscalls::Sysno::statx => {
+                        (args[4], elsewhere::statx_bytes(&backing, args[2], args[3]))
+                    }
+                    syscalls::Sysno::newfstatat => (args[2], elsewhere::stat_bytes(&backing)),
+                    _ => (args[1], elsewhere::stat_bytes(&backing)),
+                };
+                match bytes {
+                    Ok(b) if self.mem.write(tid, buf, &b) => 0,
+                    Ok(_) => -(libc::EFAULT as i64),
+                    Err(e) => -(e as i64),
+                }
+            }
+            (OpKind::Access { .. }, PathOp::Access { mode }) if redirects.len() == 1 => {
+                elsewhere::access(&backing, mode)
+            }
+            _ => {
+                policy.on_event(&Event::Warning {
+                    pid: tgid,
+                    message: format!(
+                        "{} of {} from a root (chroot/pivot_root) that cannot see k3shim's state directory: refused with EACCES",
+                        entry.sysno.name(),
+                        path.display()
+                    ),
+                });
+                -(libc::EACCES as i64)
+            }
+        };
+        if let Some(rec) = work.rec.as_mut() {
+            rec.action = Action::Emulated;
+        }
+        self.emulate(tid, regs, work, ret, policy)
+    }
+
+    /// getcwd: a cwd inside the fake tree (a chdir was redirected) is reported as
+    /// the path the program believes it is in, as PRoot does; any other passes.
+    fn on_getcwd(&mut self, tid: i32, regs: Regs, mut work: ExitWork, policy: &mut dyn Policy) {
+        let args = args_of(&regs);
+        if let Some(r) = work.rec.as_mut() {
+            r.args = format!("{:#x}, {}", args[0], args[1]);
+        }
+        let host = readlink_bytes(&format!("/proc/{tid}/cwd"));
+        let Some(guest) = host.and_then(|h| policy.untranslate(Path::new(OsStr::from_bytes(&h))))
+        else {
+            return self.finish_entry(tid, work, None, policy);
+        };
+        let mut bytes = guest.as_os_str().as_bytes().to_vec();
+        bytes.push(0);
+        // As the kernel: ERANGE when the buffer is too small, else the length with its NUL.
+        let ret = if (args[1] as usize) < bytes.len() {
+            -(libc::ERANGE as i64)
+        } else if self.mem.write(tid, args[0], &bytes) {
+            bytes.len() as i64
+        } else {
+            -(libc::EFAULT as i64)
+        };
+        if let Some(r) = work.rec.as_mut() {
+            r.action = Action::Emulated;
+            r.backing = Some(guest);
+        }
+        self.emulate(tid, regs, work, ret, policy)
     }
 
     /// Makes the syscall return `ret` without running it (it becomes getpid).
@@ -1285,6 +1666,26 @@ impl Tracer {
     }
 
     fn on_exit(&mut self, tid: i32, mut w: ExitWork, policy: &mut dyn Policy) {
+        if w.roots_changed {
+            self.roots.forget_all();
+        }
+        if let Some(backing) = w.fill.take() {
+            crate::elsewhere::fill(tid, &backing);
+        }
+        if w.sync_nodes || w.roots_changed {
+            self.nodes.sync();
+            if w.pokes.is_empty()
+                && w.saved.is_none()
+                && w.set_ret.is_none()
+                && w.write_token.is_none()
+                && w.dup_of.is_none()
+                && w.rec.is_none()
+            {
+                w.release_slot();
+                self.resume(tid, 0);
+                return;
+            }
+        }
         if !w.pokes.is_empty()
             && w.set_ret.is_none()
             && w.write_token.is_none()

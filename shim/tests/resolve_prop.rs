@@ -1,5 +1,7 @@
-//! Property tests: `shim::resolve::resolve` (lexical) agrees with the kernel's
-//! own path resolution on a real directory tree without symlinks.
+//! Property tests: `shim::resolve::resolve` agrees with the kernel's own path
+//! resolution on a real directory tree without symlinks (lexically), and on
+//! one with symlinks of every kind (with the file system looked up as the
+//! tracer does, `symlinks_on_the_way_match_the_kernel`).
 //!
 //! Paths are built from the components {".", "..", "a", "b", "", "sys"}; the
 //! tree holds directories for most of those names up to depth 3, one regular
@@ -290,5 +292,90 @@ fn dotdot_through_a_missing_directory_or_a_file_fails_as_in_the_kernel() {
             .and_then(|e| e.raw_os_error());
         assert_eq!(kernel_errno, Some(errno), "{rel}: the kernel refuses");
         assert_eq!(lexical(rel, Base::Cwd, &mut lk), Err(errno), "{rel}");
+    }
+}
+
+/// A tree with symlinks of every kind, built once: `<tmp>/links/{a/b/, f}`
+/// and links to them (relative, absolute, to a file, up, a loop, dangling, a
+/// chain through `..`).
+fn link_tree() -> &'static PathBuf {
+    static T: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &T.get_or_init(|| {
+        let td = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(td.path()).unwrap().join("links");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("f"), b"file").unwrap();
+        std::fs::write(root.join("a/b/f"), b"file").unwrap();
+        let l = |target: &str, name: &str| {
+            std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+        };
+        l("a", "la");
+        l(root.join("a/b").to_str().unwrap(), "lab");
+        l("f", "lf");
+        l("..", "lup");
+        l("lloop", "lloop");
+        l("missing", "ldang");
+        l("a/../la/b", "lchain");
+        l("../la", "a/lback");
+        (td, root)
+    })
+    .1
+}
+
+fn link_component() -> impl Strategy<Value = &'static str> {
+    prop_oneof![
+        Just("."),
+        Just(".."),
+        Just("a"),
+        Just("b"),
+        Just("f"),
+        Just("la"),
+        Just("lab"),
+        Just("lf"),
+        Just("lup"),
+        Just("lloop"),
+        Just("ldang"),
+        Just("lchain"),
+        Just("lback"),
+        Just("")
+    ]
+}
+
+/// Lookup with the real file system behind it (the tracer's lstat).
+struct RealLinks {
+    cwd: PathBuf,
+}
+
+impl Lookup for RealLinks {
+    fn cwd(&mut self, _pid: i32) -> Option<Vec<u8>> {
+        Some(self.cwd.as_os_str().as_bytes().to_vec())
+    }
+    fn fd_path(&mut self, _pid: i32, _fd: i32) -> Option<Vec<u8>> {
+        None
+    }
+    fn lstat(&mut self, path: &[u8]) -> shim::resolve::Node {
+        shim::fsnode::lstat(path)
+    }
+}
+
+proptest! {
+    #![proptest_config(config(1024))]
+
+    /// With symlinks on the way, the walk ends where the kernel's does
+    /// (realpath), or leaves the path to the kernel where the kernel fails it
+    /// (nothing is served here, so it never answers an errno itself).
+    #[test]
+    fn symlinks_on_the_way_match_the_kernel(v in prop::collection::vec(link_component(), 1..8), slash in any::<bool>()) {
+        let mut rel = v.join("/");
+        if slash && !rel.is_empty() {
+            rel.push('/');
+        }
+        let root = link_tree();
+        let mut lk = RealLinks { cwd: root.clone() };
+        let ours = resolve(rel.as_bytes(), Base::Cwd, 1, 1, true, &mut lk);
+        prop_assert!(!matches!(ours, Some(Err(_))), "{rel}: {ours:?}");
+        if let Some(k) = kernel(&root.join(&rel)) {
+            prop_assert_eq!(ours, Some(Ok(k)), "{}", rel);
+        }
     }
 }

@@ -1,0 +1,196 @@
+//! The other syscall ABIs an x86_64 process can use: i386 (`int $0x80`, or a
+//! 32-bit program exec'd by the target) and x32 (x86_64 numbers with bit 30
+//! set). The engine decodes only x86_64 syscalls, so path-taking syscalls of
+//! those ABIs, and writes/copies of the fds whose writes it emulates, are
+//! refused (by the filter, or in step mode by the tracer): i386 ones with
+//! EPERM, x32 ones with ENOSYS (as on a kernel without x32). They are never
+//! passed through, where they would reach the real /proc/sys unseen.
+
+use crate::sysent::PATH_SYSCALLS;
+use std::str::FromStr;
+
+/// AUDIT_ARCH_X86_64 and AUDIT_ARCH_I386, as seccomp reports them.
+pub const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+pub const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+/// The x32 ABI's bit in x86_64 syscall numbers.
+pub const X32_BIT: u32 = 0x4000_0000;
+/// The errno a refused i386 syscall fails with.
+pub const REFUSED_I386: i32 = libc::EPERM;
+/// The errno a refused x32 syscall fails with: what a kernel without x32
+/// support (most, this one included) answers for every x32 syscall.
+pub const REFUSED_X32: i32 = libc::ENOSYS;
+/// cs of a task in 32-bit mode (a 32-bit program), on x86_64 Linux.
+pub const USER32_CS: u64 = 0x23;
+
+/// How a refused fd syscall names the fd(s) to check (argument indexes), and
+/// for fcntl, the commands that copy it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdArgs {
+    /// Refused when argument 0 is one of the shim's fds.
+    First,
+    /// dup2/dup3: argument 0 or 1.
+    FirstOrSecond,
+    /// fcntl F_DUPFD/F_DUPFD_CLOEXEC (argument 1) of argument 0.
+    Dupfd,
+}
+
+/// i386 path syscalls that have no x86_64 twin of the same name.
+const I386_ONLY_PATHS: &[&str] = &[
+    "oldstat",
+    "oldlstat",
+    "stat64",
+    "lstat64",
+    "fstatat64",
+    "truncate64",
+    "statfs64",
+    "chown32",
+    "lchown32",
+    "uselib",
+];
+
+/// Numbers of the i386 syscalls that take a path (refused).
+pub fn i386_path_nrs() -> Vec<u32> {
+    let mut v: Vec<u32> = PATH_SYSCALLS
+        .iter()
+        .filter_map(|e| syscalls::x86::Sysno::from_str(e.sysno.name()).ok())
+        .chain(
+            I386_ONLY_PATHS
+                .iter()
+                .map(|n| syscalls::x86::Sysno::from_str(n).expect("an i386 syscall name")),
+        )
+        .map(|s| s.id() as u32)
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// The write-family and fd-copying syscalls of an ABI, by name, with how their
+/// fd is named: refused on the fds whose writes the engine emulates.
+const FD_CALLS: &[(&str, FdArgs)] = &[
+    ("write", FdArgs::First),
+    ("pwrite64", FdArgs::First),
+    ("writev", FdArgs::First),
+    ("pwritev", FdArgs::First),
+    ("pwritev2", FdArgs::First),
+    ("close", FdArgs::First),
+    ("ftruncate", FdArgs::First),
+    ("ftruncate64", FdArgs::First),
+    ("dup2", FdArgs::FirstOrSecond),
+    ("dup3", FdArgs::FirstOrSecond),
+    ("fcntl", FdArgs::Dupfd),
+    ("fcntl64", FdArgs::Dupfd),
+];
+
+/// i386 numbers of the fd syscalls (refused on the shim's fds).
+pub fn i386_fd_nrs() -> Vec<(u32, FdArgs)> {
+    FD_CALLS
+        .iter()
+        .filter_map(|(n, a)| {
+            syscalls::x86::Sysno::from_str(n)
+                .ok()
+                .map(|s| (s.id() as u32, *a))
+        })
+        .collect()
+}
+
+/// x32 numbers (bit 30 included) of the path syscalls: the x86_64 ones, plus
+/// x32's own execve (520) and execveat (545).
+pub fn x32_path_nrs() -> Vec<u32> {
+    let mut v: Vec<u32> = PATH_SYSCALLS
+        .iter()
+        .map(|e| e.sysno.id() as u32 | X32_BIT)
+        .chain([520 | X32_BIT, 545 | X32_BIT])
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// x32 numbers of the fd syscalls (x32 has its own writev (516) and pwritev
+/// (534) and pwritev2 (547)).
+pub fn x32_fd_nrs() -> Vec<(u32, FdArgs)> {
+    let mut v: Vec<(u32, FdArgs)> = FD_CALLS
+        .iter()
+        .filter_map(|(n, a)| {
+            syscalls::Sysno::from_str(n)
+                .ok()
+                .map(|s| (s.id() as u32 | X32_BIT, *a))
+        })
+        .collect();
+    for n in [516, 534, 547] {
+        v.push((n | X32_BIT, FdArgs::First));
+    }
+    v
+}
+
+/// Is syscall `nr` of an ABI (i386 when `i386`, else x32) refused with these
+/// arguments? Used in step mode, where no filter runs.
+pub fn refused(i386: bool, nr: u64, args: &[u64; 6], fd_range: (u64, u64)) -> bool {
+    let nr = nr as u32;
+    let (paths, fds) = if i386 {
+        (i386_path_nrs(), i386_fd_nrs())
+    } else {
+        (x32_path_nrs(), x32_fd_nrs())
+    };
+    if paths.contains(&nr) {
+        return true;
+    }
+    let ours = |a: u64| (fd_range.0..fd_range.1).contains(&(a & 0xffff_ffff));
+    fds.iter().any(|(n, how)| {
+        *n == nr
+            && match how {
+                FdArgs::First => ours(args[0]),
+                FdArgs::FirstOrSecond => ours(args[0]) || ours(args[1]),
+                FdArgs::Dupfd => {
+                    ours(args[0]) && matches!(args[1] as i32, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC)
+                }
+            }
+    })
+}
+
+/// PTRACE_GET_SYSCALL_INFO's arch field for `tid`, at a syscall stop: None
+/// where the request is not supported (then the stop is taken as x86_64).
+pub fn syscall_arch(tid: i32) -> Option<u32> {
+    const PTRACE_GET_SYSCALL_INFO: libc::c_uint = 0x420e;
+    let mut info = [0u8; 88];
+    // SAFETY: the kernel writes at most `info.len()` bytes (the size passed) into our buffer.
+    let n = unsafe { libc::ptrace(PTRACE_GET_SYSCALL_INFO, tid, info.len(), info.as_mut_ptr()) };
+    (n >= 8).then(|| u32::from_ne_bytes(info[4..8].try_into().expect("4")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn i386_open_and_execve_are_refused_and_getpid_is_not() {
+        let nrs = i386_path_nrs();
+        assert!(nrs.contains(&5), "open");
+        assert!(nrs.contains(&11), "execve");
+        assert!(nrs.contains(&295), "openat");
+        assert!(nrs.contains(&195), "stat64");
+        assert!(!nrs.contains(&20), "getpid");
+        assert!(
+            nrs.len() >= PATH_SYSCALLS.len(),
+            "every path syscall has an i386 twin"
+        );
+    }
+
+    #[test]
+    fn x32_numbers_carry_bit_30() {
+        assert!(x32_path_nrs().contains(&(2 | X32_BIT)));
+        assert!(x32_path_nrs().iter().all(|n| n & X32_BIT != 0));
+    }
+
+    #[test]
+    fn fd_syscalls_are_refused_only_on_the_shims_fds() {
+        let w = syscalls::x86::Sysno::write.id() as u64;
+        let mut a = [1000, 0, 0, 0, 0, 0];
+        assert!(refused(true, w, &a, (1000, 1024)));
+        a[0] = 1;
+        assert!(!refused(true, w, &a, (1000, 1024)));
+        // Only the low 32 bits name the fd.
+        a[0] = 0xffff_ffff_0000_03e8;
+        assert!(refused(true, w, &a, (1000, 1024)));
+    }
+}
