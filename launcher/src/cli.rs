@@ -249,8 +249,9 @@ pub enum ExperimentCmd {
     Run {
         /// Experiment name (experiments/NAME.toml) or a path to a .toml file
         name: String,
-        /// k3s binary to run [default: the built stand-in]
-        #[arg(long, value_name = "PATH")]
+        /// k3s binary to run, or `upstream` for the real Kubernetes parts
+        /// (tests/fixtures/k8s, built on demand) [default: the built stand-in]
+        #[arg(long, value_name = "PATH|upstream")]
         k3s: Option<PathBuf>,
         /// Repetitions
         #[arg(long, default_value_t = 1)]

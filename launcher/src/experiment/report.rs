@@ -174,7 +174,7 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let loaded = spec::parse(&stem, &text, Some(exp_path.clone()))?;
+        let loaded = spec::parse_as_run(&stem, &text, Some(exp_path.clone()))?;
         if let Ok(e) = std::fs::read_to_string(d.join("env.json")) {
             if let Ok(v) = serde_json::from_str::<Value>(&e) {
                 envs.push((stem.clone(), v));
@@ -274,6 +274,11 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
             g("started"),
             g("quick")
         );
+        // The upstream parts: each component and the module version it was built from.
+        let comps = v.pointer("/k3s/components").and_then(Value::as_array);
+        for c in comps.into_iter().flatten().filter_map(Value::as_str) {
+            let _ = writeln!(md, "  - {c}");
+        }
     }
     md.push('\n');
     if groups.is_empty() {
