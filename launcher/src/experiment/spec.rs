@@ -339,7 +339,7 @@ pub fn parse(name: &str, source: &str, path: Option<PathBuf>) -> Result<Loaded> 
 
 /// Parses a run directory's experiment.toml for the variant it was run as.
 pub fn parse_as_run(name: &str, source: &str, path: Option<PathBuf>) -> Result<Loaded> {
-    let v = if source.lines().any(|l| l.trim() == UPSTREAM_MARK) {
+    let v = if source.lines().any(|l| l.starts_with(UPSTREAM_MARK)) {
         Variant::Upstream
     } else {
         Variant::Default
