@@ -563,3 +563,114 @@ pub fn expand(s: &str, vars: &[(&str, String)]) -> Result<String> {
     out.push_str(rest);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+description = "d"
+[milestones]
+ready = 'up and running'
+failed = 'stand-in failure'
+[common]
+command = ["{k3s}", "server"]
+watch = 60
+[common.expect]
+exit = "stopped"
+milestones = ["ready"]
+[[step]]
+name = "a"
+filter = "none"
+[[step]]
+name = "b"
+[step.expect]
+exit = 1
+absent = ["ready"]
+
+[upstream.milestones]
+failed = 'real failure'
+listed = '^vm +Ready'
+[upstream.common]
+runsc_args = ["--net-raw"]
+watch = 240
+[upstream.step.b]
+title = "real parts"
+[upstream.step.b.expect]
+exit = "stopped"
+milestones = ["listed"]
+"#;
+
+    fn step<'a>(l: &'a Loaded, n: &str) -> &'a Step {
+        l.steps.iter().find(|s| s.name == n).unwrap()
+    }
+
+    #[test]
+    fn the_file_as_written_ignores_its_upstream_section() {
+        let l = parse("x", FILE, None).unwrap();
+        assert_eq!(step(&l, "a").watch, 60.0);
+        assert!(step(&l, "a").runsc_args.is_empty());
+        assert_eq!(step(&l, "b").expect.exit, Some(ExitExpect::Code(1)));
+        let failed = l.milestones.iter().find(|(n, _)| n == "failed").unwrap();
+        assert_eq!(failed.1.as_str(), "stand-in failure");
+        assert!(!l.milestones.iter().any(|(n, _)| n == "listed"));
+    }
+
+    #[test]
+    fn upstream_overlays_milestones_common_and_named_steps_key_by_key() {
+        let l = parse_variant("x", FILE, None, Variant::Upstream).unwrap();
+        let pat = |n: &str| {
+            l.milestones
+                .iter()
+                .find(|(m, _)| m == n)
+                .map(|(_, r)| r.as_str().to_string())
+        };
+        assert_eq!(pat("failed").as_deref(), Some("real failure"));
+        assert_eq!(pat("listed").as_deref(), Some("^vm +Ready"));
+        assert_eq!(pat("ready").as_deref(), Some("up and running"));
+        // [upstream.common] overlays [common]: every step gets it, keeps its own keys.
+        let a = step(&l, "a");
+        assert_eq!((a.watch, a.filter.as_str()), (240.0, "none"));
+        assert_eq!(a.runsc_args, ["--net-raw"]);
+        assert_eq!(a.expect.milestones, ["ready"]);
+        // [upstream.step.b] replaces b's title and its whole expect table.
+        let b = step(&l, "b");
+        assert_eq!(b.title, "real parts");
+        assert_eq!(b.expect.exit, Some(ExitExpect::Word("stopped".into())));
+        assert_eq!(b.expect.milestones, ["listed"]);
+        assert!(b.expect.absent.is_empty());
+    }
+
+    #[test]
+    fn an_upstream_overlay_for_a_missing_step_or_milestone_is_refused_for_either_variant() {
+        let bad_step = FILE.replace("[upstream.step.b]", "[upstream.step.c]");
+        let bad_step = bad_step.replace("[upstream.step.b.expect]", "[upstream.step.c.expect]");
+        for v in [Variant::Default, Variant::Upstream] {
+            let e = parse_variant("x", &bad_step, None, v).err().unwrap();
+            assert!(e.to_string().contains("no step named c"), "{e}");
+        }
+        let bad_ms = FILE.replace("milestones = [\"listed\"]", "milestones = [\"nope\"]");
+        let e = parse("x", &bad_ms, None).err().unwrap();
+        assert!(e.to_string().contains("\"nope\" is not defined"), "{e}");
+        let bad_key = FILE.replace("[upstream.common]", "[upstream.common]\nbogus = 1");
+        assert!(parse("x", &bad_key, None).is_err());
+    }
+
+    #[test]
+    fn a_run_directorys_file_is_read_back_as_the_variant_it_ran_as() {
+        let marked =
+            format!("# k3s: /x/k3s-like\n{UPSTREAM_MARK}: the [upstream] overlays apply\n{FILE}");
+        let l = parse_as_run("x", &marked, None).unwrap();
+        assert_eq!(step(&l, "a").watch, 240.0);
+        let l = parse_as_run("x", FILE, None).unwrap();
+        assert_eq!(step(&l, "a").watch, 60.0);
+    }
+
+    #[test]
+    fn every_shipped_experiment_parses_as_written_and_for_upstream() {
+        for (n, s) in BUILTIN {
+            parse(n, s, None).unwrap();
+            parse_variant(n, s, None, Variant::Upstream).unwrap();
+        }
+    }
+}
