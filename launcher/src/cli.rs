@@ -309,4 +309,9 @@ pub struct BenchArgs {
     /// Skip the inside-gVisor half
     #[arg(long)]
     pub native_only: bool,
+    /// Measure the real Kubernetes parts (tests/fixtures/k8s) in gVisor instead:
+    /// control plane ready (bare, k3shim, --filter none; --reps up to 3) and the
+    /// full server's steady state (tracer CPU and RSS, syscalls stopped per second)
+    #[arg(long)]
+    pub upstream: bool,
 }
