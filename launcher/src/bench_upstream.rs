@@ -108,24 +108,26 @@ pub fn run(a: &BenchArgs) -> Result<i32> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let out = std::fs::canonicalize(&a.out)?;
-    let work = out.join(format!("upstream-work-{}", std::process::id()));
+    // Run directories and data directories (sqlite, certificates) stay out of
+    // the results directory, which is committed.
+    let work = std::env::temp_dir().join(format!("k3shim-bench-upstream-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
 
     // 1. Control plane ready, through the experiment runner (run directories kept).
     let toml = work.join("upstream-control-plane.toml");
     std::fs::write(&toml, CONTROL_PLANE)?;
     eprintln!("k3shim bench --upstream: control plane ready, {runs} run(s) of bare, k3shim, k3shim --filter none");
-    let before: Vec<PathBuf> = dirs(&out);
+    let before: Vec<PathBuf> = dirs(&work);
     runner::run(&runner::Options {
         name: toml.display().to_string(),
         // The built k3s-like: the runner takes it as the upstream variant.
         k3s: Some(server.clone()),
         runs,
-        out: Some(out.clone()),
+        out: Some(work.clone()),
         dir: None,
         quick: 1.0,
     })?;
-    let run_dir = dirs(&out)
+    let run_dir = dirs(&work)
         .into_iter()
         .find(|d| !before.contains(d))
         .context("the control-plane runs left no run directory")?;
@@ -215,7 +217,7 @@ fn markdown(d: &Value) -> String {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|x| f(x))
+            .map(&f)
             .collect();
         md += &format!(
             "| {} | {} | {} | {} |\n",
