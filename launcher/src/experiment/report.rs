@@ -20,6 +20,14 @@ pub fn milestones(events: &[Value]) -> Milestones {
     let mut lines = BTreeMap::new();
     let mut end = None;
     let (mut starts, mut ends, mut all_ok, mut not_run, mut last_end) = (0, 0, true, false, 0.0);
+    // How many hooks k3shim was given (its argv in the launch event): a timeline
+    // read while it is written may hold hook 1's end but not yet hook 2's start.
+    let given = events
+        .iter()
+        .find(|e| e.get("kind").and_then(Value::as_str) == Some("launch"))
+        .and_then(|e| e.get("argv")?.as_array().cloned())
+        .map(|a| a.iter().filter(|x| x.as_str() == Some("--hook")).count())
+        .unwrap_or(0);
     for e in events {
         let t = e.get("t_ms").and_then(Value::as_u64).unwrap_or(0) as f64 / 1000.0;
         let kind = e.get("kind").and_then(Value::as_str).unwrap_or("");
@@ -55,7 +63,7 @@ pub fn milestones(events: &[Value]) -> Milestones {
             _ => {}
         }
     }
-    if ends > 0 && ends == starts && all_ok && !not_run {
+    if ends > 0 && ends == starts && ends >= given && all_ok && !not_run {
         m.insert("hooks_ok".into(), last_end);
     }
     (m, lines, end)
@@ -455,4 +463,25 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
         markdown: md,
         all_match: all,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hooks_ok_waits_for_every_hook_k3shim_was_given_not_only_those_started() {
+        let mut ev = vec![
+            json!({"t_ms": 0, "kind": "launch", "argv": ["k3shim", "run", "--hook", "a", "--hook", "b", "--", "k3s"]}),
+            json!({"t_ms": 100, "kind": "hook_start", "index": 1}),
+            json!({"t_ms": 200, "kind": "hook_end", "index": 1, "ok": true}),
+        ];
+        // Read between hook 1's end and hook 2's start: not all hooks ran yet.
+        assert!(!milestones(&ev).0.contains_key("hooks_ok"));
+        ev.push(json!({"t_ms": 210, "kind": "hook_start", "index": 2}));
+        assert!(!milestones(&ev).0.contains_key("hooks_ok"));
+        ev.push(json!({"t_ms": 300, "kind": "hook_end", "index": 2, "ok": true}));
+        assert_eq!(milestones(&ev).0.get("hooks_ok"), Some(&0.3));
+    }
 }
