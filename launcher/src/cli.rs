@@ -127,7 +127,7 @@ pub struct RunArgs {
     /// A failing hook: continue, or stop the traced tree (SIGTERM) and exit non-zero
     #[arg(long, value_enum, default_value = "continue")]
     pub hook_failure: HookFailureArg,
-    /// Mark lines of CMD's output matching REGEX as milestone NAME in the timeline (output passes through unchanged)
+    /// Mark lines of CMD's (and the hooks') output matching REGEX as milestone NAME in the timeline (output passes through unchanged)
     #[arg(long = "log-match", value_name = "NAME=REGEX")]
     pub log_matches: Vec<String>,
     /// Also copy CMD's stdout and stderr (and hook output) to FILE
