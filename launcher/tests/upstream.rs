@@ -290,12 +290,14 @@ fn the_demo_on_the_real_parts_fails_bare_and_registers_the_node_under_k3shim_in_
         )
         .unwrap()
     };
-    // Bare: the real kubelet's own message, and k3s-like exits with its status.
+    // Bare (with the /dev/kmsg k3shim's profile also gives): the real kubelet's own
+    // message about its /proc/sys tunables, and k3s-like exits with its status.
     let bare = outcome("no-shim");
     assert_eq!(bare["exit_code"], 1, "{bare}");
     let why = bare["lines"]["kubelet_failed"].as_str().unwrap_or("");
     assert!(
-        why.contains("failed to run Kubelet") || why.contains("Failed to start ContainerManager"),
+        why.contains("\"Failed to start ContainerManager\"")
+            && why.contains("/proc/sys/vm/panic_on_oom: no such file or directory"),
         "{bare}"
     );
 
