@@ -55,6 +55,9 @@ const WORKLOAD_ORDER: &[&str] = &[
 const RSS_TARGET_KIB: f64 = 16.0 * 1024.0;
 
 pub fn run(a: &BenchArgs) -> Result<i32> {
+    if a.upstream {
+        return crate::bench_upstream::run(a);
+    }
     // K3SHIM_BENCH_FROM=RESULT.json: render an earlier run's measurements again (Markdown next to it)
     if let Some(p) = std::env::var_os("K3SHIM_BENCH_FROM").map(PathBuf::from) {
         let doc: Value = serde_json::from_slice(

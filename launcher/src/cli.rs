@@ -146,7 +146,7 @@ pub struct RunArgs {
     /// A failing hook: continue, or stop the traced tree (SIGTERM) and exit non-zero
     #[arg(long, value_enum, default_value = "continue")]
     pub hook_failure: HookFailureArg,
-    /// Mark lines of CMD's output matching REGEX as milestone NAME in the timeline (output passes through unchanged)
+    /// Mark lines of CMD's (and the hooks') output matching REGEX as milestone NAME in the timeline (output passes through unchanged)
     #[arg(long = "log-match", value_name = "NAME=REGEX")]
     pub log_matches: Vec<String>,
     /// Also copy CMD's stdout and stderr (and hook output) to FILE
@@ -289,8 +289,9 @@ pub enum ExperimentCmd {
     Run {
         /// Experiment name (experiments/NAME.toml) or a path to a .toml file
         name: String,
-        /// k3s binary to run [default: the built stand-in]
-        #[arg(long, value_name = "PATH")]
+        /// k3s binary to run, or `upstream` for the real Kubernetes parts
+        /// (tests/fixtures/k8s, built on demand) [default: the built stand-in]
+        #[arg(long, value_name = "PATH|upstream")]
         k3s: Option<PathBuf>,
         /// Repetitions
         #[arg(long, default_value_t = 1)]
@@ -351,6 +352,11 @@ pub struct BenchArgs {
     /// Skip the inside-gVisor half
     #[arg(long)]
     pub native_only: bool,
+    /// Measure the real Kubernetes parts (tests/fixtures/k8s) in gVisor instead:
+    /// control plane ready (bare, k3shim, --filter none; --reps up to 3) and the
+    /// full server's steady state (tracer CPU and RSS, syscalls stopped per second)
+    #[arg(long)]
+    pub upstream: bool,
 }
 
 /// An error and its causes as the one line k3shim prints: each cause once.

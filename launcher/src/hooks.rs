@@ -47,6 +47,9 @@ pub struct HookConfig {
     pub kubeconfig: Option<PathBuf>,
     /// Hook stdout and stderr are appended here; else they go to k3shim's stderr.
     pub log: Option<PathBuf>,
+    /// Hook stdout and stderr go to this pipe instead (k3shim copies it to the log
+    /// and its stderr, and matches --log-match patterns in it).
+    pub output: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 /// Grace between SIGTERM and SIGKILL for hooks still running at shutdown.
@@ -218,7 +221,14 @@ async fn run(
         if let Some(k) = &cfg.kubeconfig {
             command.env("KUBECONFIG", k);
         }
-        if let Some(log) = &cfg.log {
+        let piped = cfg
+            .output
+            .as_ref()
+            .and_then(|fd| Some((fd.try_clone().ok()?, fd.try_clone().ok()?)));
+        if let Some((o, e)) = piped {
+            command.stdout(Stdio::from(o));
+            command.stderr(Stdio::from(e));
+        } else if let Some(log) = &cfg.log {
             match OpenOptions::new().create(true).append(true).open(log) {
                 Ok(f) => {
                     let f2 = f.try_clone();

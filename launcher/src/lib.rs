@@ -3,6 +3,7 @@
 //! syscalls are intercepted).
 
 pub mod bench;
+pub mod bench_upstream;
 pub mod cli;
 pub mod config;
 pub mod doctor;

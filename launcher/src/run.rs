@@ -326,6 +326,19 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         }
     }
 
+    // Hook output takes the same path (matched, logged, then to our stderr), so a
+    // hook's answer (`kubectl get nodes`) can be a milestone. Not joined at exit:
+    // the write end lives as long as the hook runner.
+    let hook_output = if !a.hooks.is_empty() && (!matches.is_empty() || log.is_some()) {
+        let (r, w) = pipe()?;
+        pump(r, "hook", matches.clone(), log.clone(), timeline.clone()).context(
+            "cannot start a thread to copy the hooks' output (out of memory or threads?)",
+        )?;
+        Some(Arc::new(w))
+    } else {
+        None
+    };
+
     // 4. Launch.
     let mut fixes = shim::Fixes::default();
     for f in &a.no_fix {
@@ -393,6 +406,7 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
             },
             kubeconfig: a.gate_kubeconfig.clone(),
             log: a.log.clone(),
+            output: hook_output,
         },
         hook_gate,
         timeline.clone(),

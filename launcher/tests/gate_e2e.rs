@@ -264,6 +264,40 @@ fn bad_gate_input_exits_2_before_launching_anything() {
 }
 
 #[test]
+fn a_hooks_output_is_matched_like_the_targets_and_still_reaches_stderr() {
+    // `kubectl get nodes` run as a hook must be able to prove the node is listed.
+    let st = scratch("hookmatch");
+    let tl = st.join("t.jsonl");
+    let o = std::process::Command::new(k3shim())
+        .args(["run", "--state"])
+        .arg(st.join("s"))
+        .arg("--timeline")
+        .arg(&tl)
+        .args(["--log-match", "listed=^vm +Ready "])
+        .args([
+            "--hook",
+            "echo 'NAME STATUS'; echo 'vm   Ready   <none>' >&2",
+        ])
+        .args(["--", "sh", "-c", "sleep 2"])
+        .output()
+        .unwrap();
+    assert_ok(&o, "hook output run");
+    assert!(
+        stderr(&o).contains("NAME STATUS\n") && stderr(&o).contains("vm   Ready   <none>\n"),
+        "hook output must still reach k3shim's stderr: {}",
+        stderr(&o)
+    );
+    let ev = check_timeline(&std::fs::read_to_string(&tl).unwrap());
+    let m: Vec<&Value> = ev
+        .iter()
+        .filter(|v| v["kind"] == "log_match" && v["name"] == "listed")
+        .collect();
+    assert_eq!(m.len(), 1, "one match of the hook's line: {ev:?}");
+    assert_eq!(m[0]["stream"], "hook");
+    assert_eq!(m[0]["line"], "vm   Ready   <none>");
+}
+
+#[test]
 fn log_matches_become_milestones_and_output_passes_through_unchanged() {
     let st = scratch("logmatch");
     let tl = st.join("t.jsonl");

@@ -70,6 +70,7 @@ async fn hooks_start_only_after_the_gate_opens_in_order_with_kubeconfig_set() {
         failure: HookFailure::Continue,
         kubeconfig: Some(kc.clone()),
         log: Some(log.clone()),
+        output: None,
     };
     let runner = HookRunner::start(cfg, gate.clone(), tl.clone());
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -61,7 +61,7 @@ fn uname() -> Value {
     json!({"sysname": f(&u.sysname), "nodename": f(&u.nodename), "release": f(&u.release), "version": f(&u.version), "machine": f(&u.machine)})
 }
 
-pub fn collect(k3s: &Path, standin: bool, quick: f64, runs: u32) -> Value {
+pub fn collect(k3s: &Path, standin: bool, upstream: bool, quick: f64, runs: u32) -> Value {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_default();
@@ -83,7 +83,8 @@ pub fn collect(k3s: &Path, standin: bool, quick: f64, runs: u32) -> Value {
         "euid": unsafe { libc::geteuid() },
         "runsc_version": first(capture(&["runsc", "--version"], Duration::from_secs(20))),
         "go_version": first(capture(&["go", "version"], Duration::from_secs(20))),
-        "k3s": {"path": k3s, "standin": standin, "size": meta.map(|m| m.len())},
+        "k3s": {"path": k3s, "standin": standin, "upstream": upstream, "size": meta.map(|m| m.len()),
+                "components": if upstream { json!(super::upstream::components(k3s)) } else { Value::Null }},
         "quick": quick,
         "runs": runs,
         "doctor": doctor,

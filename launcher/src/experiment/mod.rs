@@ -16,6 +16,7 @@ pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod spec;
+pub mod upstream;
 
 use crate::cli::{ExperimentArgs, ExperimentCmd};
 use anyhow::Result;
@@ -47,7 +48,7 @@ pub fn run(a: &ExperimentArgs) -> Result<i32> {
                 };
                 println!("  {:w$}  {}{seed}{steps}", l.name, l.exp.description.trim());
             }
-            println!("\nrun one: k3shim experiment run NAME [--k3s PATH] [--runs N] [--quick F]");
+            println!("\nrun one: k3shim experiment run NAME [--k3s PATH|upstream] [--runs N] [--quick F]");
             Ok(0)
         }
         ExperimentCmd::Run {

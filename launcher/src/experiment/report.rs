@@ -24,6 +24,14 @@ pub fn milestones(events: &[Value]) -> Milestones {
     let mut end = None;
     let (mut starts, mut ends, mut all_ok, mut not_run, mut last_end) = (0, 0, true, false, 0.0);
     let shift = crate::timeline::clock_offset_ms(events);
+    // How many hooks k3shim was given (its argv in the launch event): a timeline
+    // read while it is written may hold hook 1's end but not yet hook 2's start.
+    let given = events
+        .iter()
+        .find(|e| e.get("kind").and_then(Value::as_str) == Some("launch"))
+        .and_then(|e| e.get("argv")?.as_array().cloned())
+        .map(|a| a.iter().filter(|x| x.as_str() == Some("--hook")).count())
+        .unwrap_or(0);
     for e in events {
         let t = e
             .get("t_ms")
@@ -65,7 +73,7 @@ pub fn milestones(events: &[Value]) -> Milestones {
             _ => {}
         }
     }
-    if ends > 0 && ends == starts && all_ok && !not_run {
+    if ends > 0 && ends == starts && ends >= given && all_ok && !not_run {
         m.insert("hooks_ok".into(), last_end);
     }
     (m, lines, end)
@@ -283,7 +291,7 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
             .file_name()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let loaded = spec::parse(&stem, &text, Some(exp_path.clone()))?;
+        let loaded = spec::parse_as_run(&stem, &text, Some(exp_path.clone()))?;
         if let Ok(e) = std::fs::read_to_string(d.join("env.json")) {
             if let Ok(v) = serde_json::from_str::<Value>(&e) {
                 envs.push((stem.clone(), v));
@@ -383,6 +391,11 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
             g("started"),
             g("quick")
         );
+        // The upstream parts: each component and the module version it was built from.
+        let comps = v.pointer("/k3s/components").and_then(Value::as_array);
+        for c in comps.into_iter().flatten().filter_map(Value::as_str) {
+            let _ = writeln!(md, "  - {c}");
+        }
     }
     md.push('\n');
     if groups.is_empty() {
@@ -552,4 +565,25 @@ pub fn aggregate(dirs: &[PathBuf]) -> Result<Report> {
         markdown: md,
         all_match: all,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hooks_ok_waits_for_every_hook_k3shim_was_given_not_only_those_started() {
+        let mut ev = vec![
+            json!({"t_ms": 0, "kind": "launch", "argv": ["k3shim", "run", "--hook", "a", "--hook", "b", "--", "k3s"]}),
+            json!({"t_ms": 100, "kind": "hook_start", "index": 1}),
+            json!({"t_ms": 200, "kind": "hook_end", "index": 1, "ok": true}),
+        ];
+        // Read between hook 1's end and hook 2's start: not all hooks ran yet.
+        assert!(!milestones(&ev).0.contains_key("hooks_ok"));
+        ev.push(json!({"t_ms": 210, "kind": "hook_start", "index": 2}));
+        assert!(!milestones(&ev).0.contains_key("hooks_ok"));
+        ev.push(json!({"t_ms": 300, "kind": "hook_end", "index": 2, "ok": true}));
+        assert_eq!(milestones(&ev).0.get("hooks_ok"), Some(&0.3));
+    }
 }

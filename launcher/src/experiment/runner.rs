@@ -172,7 +172,17 @@ pub fn run(o: &Options) -> Result<i32> {
     if !(o.quick > 0.0 && o.quick.is_finite()) {
         bail!("--quick {}: expected a factor > 0 (e.g. 0.2)", o.quick);
     }
-    let exp = spec::load(&o.name, o.dir.as_deref())?;
+    // `--k3s upstream` (or a k3s-like binary): the real parts, with the files' [upstream] overlays.
+    let upstream = o.k3s.as_deref().is_some_and(|p| {
+        p.as_os_str() == super::upstream::KEYWORD
+            || p.file_name().is_some_and(|n| n == super::upstream::SERVER)
+    });
+    let variant = if upstream {
+        spec::Variant::Upstream
+    } else {
+        spec::Variant::Default
+    };
+    let exp = spec::load_variant(&o.name, o.dir.as_deref(), variant)?;
     if exp.steps.iter().any(|s| s.gvisor) {
         if which("runsc").is_none() {
             bail!("runsc (gVisor) is not installed: apt-get install runsc");
@@ -183,6 +193,7 @@ pub fn run(o: &Options) -> Result<i32> {
         }
     }
     let (k3s, is_standin) = match &o.k3s {
+        Some(p) if p.as_os_str() == super::upstream::KEYWORD => (super::upstream::build()?, false),
         Some(p) => {
             let p = std::fs::canonicalize(p).map_err(|e| anyhow!("--k3s {}: {e}", p.display()))?;
             let name = p
@@ -207,7 +218,7 @@ pub fn run(o: &Options) -> Result<i32> {
     }
     std::fs::create_dir_all(dir.join("bin"))?;
     let header = format!(
-        "# experiment file as used by k3shim {} ({})\n# k3s: {} ({})\n# runs: {}, quick: {}\n",
+        "# experiment file as used by k3shim {} ({})\n# k3s: {} ({})\n{}# runs: {}, quick: {}\n",
         env!("CARGO_PKG_VERSION"),
         exp.path
             .as_ref()
@@ -219,6 +230,11 @@ pub fn run(o: &Options) -> Result<i32> {
         } else {
             "not the stand-in: standin_args dropped"
         },
+        if upstream {
+            format!("{}: the [upstream] overlays apply\n", spec::UPSTREAM_MARK)
+        } else {
+            String::new()
+        },
         o.runs,
         o.quick
     );
@@ -229,8 +245,9 @@ pub fn run(o: &Options) -> Result<i32> {
     std::fs::set_permissions(&kube, std::fs::Permissions::from_mode(0o755))?;
     std::fs::write(
         dir.join("env.json"),
-        serde_json::to_string_pretty(&super::env::collect(&k3s, is_standin, o.quick, o.runs))?
-            + "\n",
+        serde_json::to_string_pretty(&super::env::collect(
+            &k3s, is_standin, upstream, o.quick, o.runs,
+        ))? + "\n",
     )?;
 
     // SAFETY: installing a handler that only stores to an atomic.
@@ -244,6 +261,11 @@ pub fn run(o: &Options) -> Result<i32> {
         k3s.display(),
         if is_standin { " (Go stand-in)" } else { "" }
     );
+    if upstream {
+        for c in super::upstream::components(&k3s) {
+            eprintln!("    {c}");
+        }
+    }
     eprintln!("  run directory: {}", dir.display());
     let mut outcomes = Vec::new();
     'runs: for k in 1..=o.runs {
@@ -395,16 +417,9 @@ fn run_step(
     let timeline = run.join("timeline.jsonl");
     let mut argv: Vec<String> = Vec::new();
     if step.gvisor {
-        argv.extend(
-            [
-                "runsc",
-                "--platform=ptrace",
-                "--network=none",
-                "do",
-                "-force-overlay=false",
-            ]
-            .map(String::from),
-        );
+        argv.extend(["runsc", "--platform=ptrace", "--network=none"].map(String::from));
+        argv.extend(step.runsc_args.iter().cloned());
+        argv.extend(["do", "-force-overlay=false"].map(String::from));
     }
     if step.shim {
         argv.push(exe.display().to_string());

@@ -53,6 +53,71 @@ pub struct Experiment {
     pub common: StepSpec,
     #[serde(rename = "step")]
     pub steps: Vec<StepSpec>,
+    /// What changes with `--k3s upstream` (the real parts of tests/fixtures/k8s).
+    pub upstream: Option<UpstreamSpec>,
+}
+
+/// `[upstream]`: overlays applied when the target is the real Kubernetes parts
+/// (`--k3s upstream`). `milestones` replace or add patterns by name, `common`
+/// overlays `[common]` key by key, `step.NAME` overlays the step NAME.
+#[derive(Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSpec {
+    #[serde(default)]
+    pub milestones: BTreeMap<String, String>,
+    #[serde(default)]
+    pub common: StepSpec,
+    #[serde(default)]
+    pub step: BTreeMap<String, StepSpec>,
+}
+
+/// Which kind of target an experiment runs on: its expectations can differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// The Go stand-in or a real k3s binary: the file as written.
+    Default,
+    /// The real Kubernetes parts: the file with its `[upstream]` overlays.
+    Upstream,
+}
+
+/// The header line that marks a run directory's experiment.toml as run on the upstream parts.
+pub const UPSTREAM_MARK: &str = "# variant: upstream";
+
+/// Each key set in `top` replaces the one in `base`.
+fn overlay(top: &StepSpec, base: &StepSpec) -> StepSpec {
+    macro_rules! pick {
+        ($($f:ident),*) => { StepSpec { $($f: top.$f.clone().or_else(|| base.$f.clone()),)* } };
+    }
+    pick!(
+        name,
+        title,
+        shim,
+        gvisor,
+        runsc_args,
+        command,
+        standin_args,
+        profile,
+        mode,
+        filter,
+        holds,
+        hooks,
+        hook_failure,
+        gate,
+        watch,
+        until,
+        linger,
+        expect
+    )
+}
+
+fn step_name(s: &StepSpec, i: usize) -> String {
+    s.name.clone().unwrap_or_else(|| {
+        if i == 0 {
+            "main".into()
+        } else {
+            format!("step{}", i + 1)
+        }
+    })
 }
 
 #[derive(Deserialize, Debug, Clone, Default)]
@@ -65,6 +130,8 @@ pub struct StepSpec {
     pub shim: Option<bool>,
     /// Run inside gVisor (default) or natively.
     pub gvisor: Option<bool>,
+    /// Extra runsc flags (before `do`), e.g. ["--net-raw"] for iptables.
+    pub runsc_args: Option<Vec<String>>,
     /// argv; placeholders {k3s} {run} {data} {kubeconfig} {bin}.
     pub command: Option<Vec<String>>,
     /// Appended to the command only when the k3s binary is the Go stand-in.
@@ -152,6 +219,7 @@ pub struct Step {
     pub title: String,
     pub shim: bool,
     pub gvisor: bool,
+    pub runsc_args: Vec<String>,
     pub command: Vec<String>,
     pub standin_args: Vec<String>,
     pub profile: String,
@@ -177,13 +245,7 @@ pub struct Loaded {
 }
 
 fn merge(c: &StepSpec, s: &StepSpec, i: usize) -> Result<Step> {
-    let name = s.name.clone().unwrap_or_else(|| {
-        if i == 0 {
-            "main".into()
-        } else {
-            format!("step{}", i + 1)
-        }
-    });
+    let name = step_name(s, i);
     let command = s
         .command
         .clone()
@@ -228,6 +290,11 @@ fn merge(c: &StepSpec, s: &StepSpec, i: usize) -> Result<Step> {
             .unwrap_or_default(),
         shim: s.shim.or(c.shim).unwrap_or(true),
         gvisor: s.gvisor.or(c.gvisor).unwrap_or(true),
+        runsc_args: s
+            .runsc_args
+            .clone()
+            .or_else(|| c.runsc_args.clone())
+            .unwrap_or_default(),
         command,
         standin_args: s
             .standin_args
@@ -265,14 +332,63 @@ fn merge(c: &StepSpec, s: &StepSpec, i: usize) -> Result<Step> {
     })
 }
 
-/// Parses and checks an experiment file's text.
+/// Parses and checks an experiment file's text (as written, for the stand-in or k3s).
 pub fn parse(name: &str, source: &str, path: Option<PathBuf>) -> Result<Loaded> {
+    parse_variant(name, source, path, Variant::Default)
+}
+
+/// Parses a run directory's experiment.toml for the variant it was run as.
+pub fn parse_as_run(name: &str, source: &str, path: Option<PathBuf>) -> Result<Loaded> {
+    let v = if source.lines().any(|l| l.starts_with(UPSTREAM_MARK)) {
+        Variant::Upstream
+    } else {
+        Variant::Default
+    };
+    parse_variant(name, source, path, v)
+}
+
+/// Parses and checks an experiment file's text; for `Variant::Upstream` with
+/// its `[upstream]` overlays applied. Both variants are checked either way, so
+/// a bad `[upstream]` section is refused before anything runs.
+pub fn parse_variant(
+    name: &str,
+    source: &str,
+    path: Option<PathBuf>,
+    variant: Variant,
+) -> Result<Loaded> {
     let shown = path
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| format!("built-in {name}"));
-    let exp: Experiment = toml::from_str(source)
+    let mut exp: Experiment = toml::from_str(source)
         .map_err(|e| anyhow!("{shown}: {}", e.to_string().trim().replace('\n', " ")))?;
+    if variant == Variant::Default && exp.upstream.is_some() {
+        parse_variant(name, source, path.clone(), Variant::Upstream)
+            .map_err(|e| anyhow!("[upstream]: {e}"))?;
+    }
+    if let (Variant::Upstream, Some(u)) = (variant, exp.upstream.clone()) {
+        let names: Vec<String> = exp
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| step_name(s, i))
+            .collect();
+        for n in u.step.keys() {
+            if !names.contains(n) {
+                bail!(
+                    "{shown}: [upstream.step.{n}]: no step named {n} (steps: {})",
+                    names.join(", ")
+                );
+            }
+        }
+        exp.milestones.extend(u.milestones);
+        exp.common = overlay(&u.common, &exp.common);
+        for (i, s) in exp.steps.iter_mut().enumerate() {
+            if let Some(top) = u.step.get(&names[i]) {
+                *s = overlay(top, s);
+            }
+        }
+    }
     let name = exp.name.clone().unwrap_or_else(|| name.to_string());
     if exp.steps.is_empty() {
         bail!("{shown}: no [[step]]");
@@ -363,7 +479,7 @@ pub fn list(dir: Option<&Path>) -> Result<(String, Vec<Loaded>)> {
                 .collect();
             entries.sort();
             for p in entries {
-                out.push(load_path(&p)?);
+                out.push(load_path(&p, Variant::Default)?);
             }
             Ok((d.display().to_string(), out))
         }
@@ -377,25 +493,30 @@ pub fn list(dir: Option<&Path>) -> Result<(String, Vec<Loaded>)> {
     }
 }
 
-fn load_path(p: &Path) -> Result<Loaded> {
+fn load_path(p: &Path, variant: Variant) -> Result<Loaded> {
     let text =
         std::fs::read_to_string(p).with_context(|| format!("{}: cannot read", p.display()))?;
     let stem = p
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    parse(&stem, &text, Some(p.to_path_buf()))
+    parse_variant(&stem, &text, Some(p.to_path_buf()), variant)
 }
 
 /// NAME (in the experiments directory or built in) or a path to a .toml file.
 pub fn load(name: &str, dir: Option<&Path>) -> Result<Loaded> {
+    load_variant(name, dir, Variant::Default)
+}
+
+/// `load` for one variant (`Variant::Upstream`: with the `[upstream]` overlays).
+pub fn load_variant(name: &str, dir: Option<&Path>, variant: Variant) -> Result<Loaded> {
     if name.ends_with(".toml") || name.contains('/') {
-        return load_path(Path::new(name));
+        return load_path(Path::new(name), variant);
     }
     if let Some(d) = find_dir(dir) {
         let p = d.join(format!("{name}.toml"));
         if p.is_file() {
-            return load_path(&p);
+            return load_path(&p, variant);
         }
         if dir.is_some() {
             bail!(
@@ -405,7 +526,7 @@ pub fn load(name: &str, dir: Option<&Path>) -> Result<Loaded> {
         }
     }
     match BUILTIN.iter().find(|(n, _)| *n == name) {
-        Some((n, s)) => parse(n, s, None),
+        Some((n, s)) => parse_variant(n, s, None, variant),
         None => bail!("no experiment {name:?} (see `k3shim experiment list`)"),
     }
 }
@@ -441,4 +562,115 @@ pub fn expand(s: &str, vars: &[(&str, String)]) -> Result<String> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+description = "d"
+[milestones]
+ready = 'up and running'
+failed = 'stand-in failure'
+[common]
+command = ["{k3s}", "server"]
+watch = 60
+[common.expect]
+exit = "stopped"
+milestones = ["ready"]
+[[step]]
+name = "a"
+filter = "none"
+[[step]]
+name = "b"
+[step.expect]
+exit = 1
+absent = ["ready"]
+
+[upstream.milestones]
+failed = 'real failure'
+listed = '^vm +Ready'
+[upstream.common]
+runsc_args = ["--net-raw"]
+watch = 240
+[upstream.step.b]
+title = "real parts"
+[upstream.step.b.expect]
+exit = "stopped"
+milestones = ["listed"]
+"#;
+
+    fn step<'a>(l: &'a Loaded, n: &str) -> &'a Step {
+        l.steps.iter().find(|s| s.name == n).unwrap()
+    }
+
+    #[test]
+    fn the_file_as_written_ignores_its_upstream_section() {
+        let l = parse("x", FILE, None).unwrap();
+        assert_eq!(step(&l, "a").watch, 60.0);
+        assert!(step(&l, "a").runsc_args.is_empty());
+        assert_eq!(step(&l, "b").expect.exit, Some(ExitExpect::Code(1)));
+        let failed = l.milestones.iter().find(|(n, _)| n == "failed").unwrap();
+        assert_eq!(failed.1.as_str(), "stand-in failure");
+        assert!(!l.milestones.iter().any(|(n, _)| n == "listed"));
+    }
+
+    #[test]
+    fn upstream_overlays_milestones_common_and_named_steps_key_by_key() {
+        let l = parse_variant("x", FILE, None, Variant::Upstream).unwrap();
+        let pat = |n: &str| {
+            l.milestones
+                .iter()
+                .find(|(m, _)| m == n)
+                .map(|(_, r)| r.as_str().to_string())
+        };
+        assert_eq!(pat("failed").as_deref(), Some("real failure"));
+        assert_eq!(pat("listed").as_deref(), Some("^vm +Ready"));
+        assert_eq!(pat("ready").as_deref(), Some("up and running"));
+        // [upstream.common] overlays [common]: every step gets it, keeps its own keys.
+        let a = step(&l, "a");
+        assert_eq!((a.watch, a.filter.as_str()), (240.0, "none"));
+        assert_eq!(a.runsc_args, ["--net-raw"]);
+        assert_eq!(a.expect.milestones, ["ready"]);
+        // [upstream.step.b] replaces b's title and its whole expect table.
+        let b = step(&l, "b");
+        assert_eq!(b.title, "real parts");
+        assert_eq!(b.expect.exit, Some(ExitExpect::Word("stopped".into())));
+        assert_eq!(b.expect.milestones, ["listed"]);
+        assert!(b.expect.absent.is_empty());
+    }
+
+    #[test]
+    fn an_upstream_overlay_for_a_missing_step_or_milestone_is_refused_for_either_variant() {
+        let bad_step = FILE.replace("[upstream.step.b]", "[upstream.step.c]");
+        let bad_step = bad_step.replace("[upstream.step.b.expect]", "[upstream.step.c.expect]");
+        for v in [Variant::Default, Variant::Upstream] {
+            let e = parse_variant("x", &bad_step, None, v).err().unwrap();
+            assert!(e.to_string().contains("no step named c"), "{e}");
+        }
+        let bad_ms = FILE.replace("milestones = [\"listed\"]", "milestones = [\"nope\"]");
+        let e = parse("x", &bad_ms, None).err().unwrap();
+        assert!(e.to_string().contains("\"nope\" is not defined"), "{e}");
+        let bad_key = FILE.replace("[upstream.common]", "[upstream.common]\nbogus = 1");
+        assert!(parse("x", &bad_key, None).is_err());
+    }
+
+    #[test]
+    fn a_run_directorys_file_is_read_back_as_the_variant_it_ran_as() {
+        let marked =
+            format!("# k3s: /x/k3s-like\n{UPSTREAM_MARK}: the [upstream] overlays apply\n{FILE}");
+        let l = parse_as_run("x", &marked, None).unwrap();
+        assert_eq!(step(&l, "a").watch, 240.0);
+        let l = parse_as_run("x", FILE, None).unwrap();
+        assert_eq!(step(&l, "a").watch, 60.0);
+    }
+
+    #[test]
+    fn every_shipped_experiment_parses_as_written_and_for_upstream() {
+        for (n, s) in BUILTIN {
+            parse(n, s, None).unwrap();
+            parse_variant(n, s, None, Variant::Upstream).unwrap();
+        }
+    }
 }
