@@ -6,19 +6,6 @@ use launcher::cli::{Cli, Cmd};
 use launcher::run::Fail;
 use std::process::ExitCode;
 
-fn init_logging(level: Option<&str>) {
-    let filter = level
-        .map(str::to_string)
-        .or_else(|| std::env::var("K3SHIM_LOG").ok())
-        .unwrap_or_else(|| "warn".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .try_init();
-}
-
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
         Cmd::Run(a) => launcher::run::run(&a, None),
@@ -33,7 +20,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_level.as_deref());
+    if let Err(e) = launcher::log::init(cli.log_level.as_deref()) {
+        eprintln!("k3shim: {e:#}");
+        return ExitCode::from(2);
+    }
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
