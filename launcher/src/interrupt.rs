@@ -143,6 +143,10 @@ impl Interrupt {
         self.inner
             .release
             .open(&format!("k3shim got {}", signal_name(sig)));
+        if let Some(w) = self.inner.waker.get() {
+            // So that gVisor does not lose the signal for a process in a ptrace stop.
+            w.kick();
+        }
         if self.inner.ending.load(Ordering::SeqCst) {
             // Asked again while the rest of the tree is being ended: at once.
             if let Some(w) = self.inner.waker.get() {

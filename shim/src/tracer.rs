@@ -429,6 +429,16 @@ impl Tracer {
             if let Some(sig) = self.waker.take_signal() {
                 self.signal_tree(sig, policy);
             }
+            if self.waker.take_kick() {
+                tracing::debug!(
+                    threads = self.threads.len(),
+                    "interrupting every tracee once"
+                );
+                for tid in self.threads.keys() {
+                    // Each stops (PTRACE_EVENT_STOP) and is resumed by dispatch.
+                    ptrace_raw(libc::PTRACE_INTERRUPT, *tid, 0, 0);
+                }
+            }
             if self.held > 0 && policy.gate_open() {
                 self.release_all(policy);
             }

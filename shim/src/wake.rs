@@ -19,6 +19,8 @@ struct Shared {
     closed: AtomicBool,
     /// A signal to send to every traced process at the tracer's next wake-up (0: none).
     signal: AtomicI32,
+    /// Interrupt every tracee once (see [`Waker::kick`]).
+    kick: AtomicBool,
 }
 
 /// A handle that wakes the tracer; clones share it. Send + Sync.
@@ -87,6 +89,22 @@ impl Waker {
     pub fn signal_tree(&self, sig: i32) {
         self.shared.signal.store(sig, Ordering::Release);
         self.wake();
+    }
+
+    /// Asks the tracer to interrupt every tracee once (PTRACE_INTERRUPT; each
+    /// stops and is resumed at once), and wakes it. For signals sent to the
+    /// tree from outside (Ctrl-C, `kill`): gVisor (runsc 20221219) loses a
+    /// signal sent to a process while its thread sits in a ptrace stop (10 of
+    /// 10 with a minimal C tracer; Linux looks at pending signals again when
+    /// a ptrace stop ends), and an interrupt makes it look again.
+    pub fn kick(&self) {
+        self.shared.kick.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// The tracer's side: whether a kick was asked for since the last call.
+    pub(crate) fn take_kick(&self) -> bool {
+        self.shared.kick.swap(false, Ordering::AcqRel)
     }
 
     /// The tracer's side: the signal asked for since the last call, if any.
