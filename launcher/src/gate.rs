@@ -895,7 +895,7 @@ pub async fn remind(h: GateHandle, waiting: impl Fn() -> Option<String>) {
 
 async fn run(mut g: PreparedGate, tl: Timeline, h: GateHandle) {
     let cfg = g.cfg.clone();
-    let t0 = Instant::now();
+    let started = Instant::now();
     let deadline = cfg.timeout.map(|d| tokio::time::Instant::now() + d);
     h.set_progress(|p| {
         p.url = g.describe_url();
@@ -982,7 +982,7 @@ async fn run(mut g: PreparedGate, tl: Timeline, h: GateHandle) {
                 tracing::info!(
                     target: crate::log::NOTICE,
                     "gate: open after {:.1} s ({} answered {} at attempt {attempt})",
-                    t0.elapsed().as_secs_f64(),
+                    started.elapsed().as_secs_f64(),
                     g.describe_url(),
                     cfg.expect_status
                 );
@@ -1020,8 +1020,8 @@ async fn run(mut g: PreparedGate, tl: Timeline, h: GateHandle) {
     let p = h.progress();
     tracing::warn!(
         target: crate::log::NOTICE,
-        "gate: timed out after {:.1} s waiting for {} ({}{completed} attempts); hooks {} (--gate-timeout-action {})",
-        t0.elapsed().as_secs_f64(),
+        "gate: timed out after {} s waiting for {} ({}{completed} attempts); hooks {} (--gate-timeout-action {})",
+        cfg.timeout.unwrap_or_default().as_secs_f64(),
         g.describe_url(),
         p.last.map(|l| format!("last probe: {l}; ")).unwrap_or_default(),
         match cfg.timeout_action {

@@ -117,6 +117,9 @@ impl Interrupt {
     }
 
     fn on_signal(&self, sig: i32, info: &libc::siginfo_t) {
+        // Whether the tree was being ended before this signal came (CMD may
+        // die of it, and start that, while this runs).
+        let ending = self.inner.ending.load(Ordering::SeqCst);
         let _ = self
             .inner
             .received
@@ -147,7 +150,7 @@ impl Interrupt {
             // So that gVisor does not lose the signal for a process in a ptrace stop.
             w.kick();
         }
-        if self.inner.ending.load(Ordering::SeqCst) {
+        if ending {
             // Asked again while the rest of the tree is being ended: at once.
             if let Some(w) = self.inner.waker.get() {
                 w.signal_tree(libc::SIGKILL);

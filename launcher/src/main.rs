@@ -18,8 +18,42 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// clap's error text as one line: its message and hints, without the usage
+/// and "For more information" lines.
+fn one_line(rendered: &str) -> String {
+    let mut out = String::new();
+    for l in rendered.lines().map(str::trim) {
+        if l.is_empty() || l.starts_with("Usage:") || l.starts_with("For more information") {
+            continue;
+        }
+        let l = l.strip_prefix("error: ").unwrap_or(l);
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(l);
+    }
+    out
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::error::ErrorKind;
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            eprintln!("k3shim: {}", one_line(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = launcher::log::init(cli.log_level.as_deref()) {
         eprintln!("k3shim: {e:#}");
         return ExitCode::from(2);

@@ -302,8 +302,10 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         ))),
         None => None,
     };
-    let facts = shim::probe()
-        .map_err(|e| fail(3, format!("cannot trace here: {e}; run `k3shim doctor`")))?;
+    let facts = shim::probe().map_err(|e| match e {
+        shim::Error::AlreadyTraced(_) => fail(3, format!("cannot trace here: {e}")),
+        _ => fail(3, format!("cannot trace here: {e}; run `k3shim doctor`")),
+    })?;
 
     // 2. The timeline, then the threads (signals are blocked first so every thread inherits the mask).
     let argv: Vec<String> = std::env::args().collect();
@@ -425,11 +427,15 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         let r = runner.clone();
         let release = release.clone();
         rt.spawn(async move {
-            let why = match g.wait().await {
-                GateOutcome::Opened { .. } => "the gate opened",
-                GateOutcome::TimedOut { .. } => "the gate timed out",
+            let outcome = g.wait().await;
+            let (why, hooks_run) = match outcome {
+                GateOutcome::Opened { .. } => ("the gate opened", has_hooks),
+                GateOutcome::TimedOut { .. } => (
+                    "the gate timed out",
+                    has_hooks && g.timeout_action() == TimeoutAction::RunHooks,
+                ),
             };
-            if release_at == ReleaseAt::AfterHooks && has_hooks {
+            if release_at == ReleaseAt::AfterHooks && hooks_run {
                 r.done().await;
                 release.open(&format!(
                     "{why} and the hooks have ended (--release after-hooks)"

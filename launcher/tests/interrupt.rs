@@ -150,8 +150,8 @@ fn ctrl_c_sigterm_and_sighup_end_a_run_held_at_a_closed_gate_in_gvisor() {
 /// without k3shim does: bash ends a loop only when its child died of SIGINT.
 fn loop_script(dir: &str, mode: &str, gv: bool) -> String {
     format!(
-        "{py} {sc}/interrupt.py {how} --ready-text 'iter 1' --limit 30 -- \
-         bash -c 'for i in 1 2 3; do echo iter $i; {k} run {mode} --state {dir}/s -- sleep 20; done; echo loop went on'",
+        "{py} {sc}/interrupt.py {how} --ready-text 'started 1' --limit 30 -- \
+         bash -c 'for i in 1 2 3; do {k} run {mode} --state {dir}/s -- sh -c \"echo started $i; exec sleep 20\"; done; echo loop went on'",
         k = k3shim().display(),
         py = python(),
         sc = scripts(),
@@ -164,7 +164,7 @@ fn check_loop(o: &std::process::Output, env: &str) {
     assert_eq!(v.len(), 1, "{env}: {}", stdout(o));
     let out = v[0]["output"].as_str().unwrap();
     assert!(
-        !out.contains("iter 2") && !out.contains("loop went on"),
+        out.contains("started 1") && !out.contains("started 2") && !out.contains("loop went on"),
         "{env}: the loop stopped at Ctrl-C: {}",
         v[0]
     );
