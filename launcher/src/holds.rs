@@ -136,12 +136,10 @@ impl Release {
         r
     }
 
-    /// The tracer is running: opening wakes it from now on.
+    /// The tracer is running: opening wakes it from now on. (Nothing is held
+    /// before the tracer runs, and it asks `is_open` before every sleep.)
     pub fn set_waker(&self, w: shim::Waker) {
         let _ = self.inner.waker.set(w);
-        if self.is_open() {
-            self.wake();
-        }
     }
 
     /// One atomic load (asked by the tracer before each sleep while something is held).
