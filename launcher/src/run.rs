@@ -109,7 +109,7 @@ fn gate_config(a: &RunArgs) -> Result<Option<GateConfig>> {
         Some(t) if !(t >= 0.0 && t.is_finite() && t < 1e9) => {
             bail!("--gate-timeout {t}: expected a number of seconds (0 waits for ever)")
         }
-        Some(t) if t == 0.0 => None,
+        Some(0.0) => None,
         Some(t) => Some(Duration::from_secs_f64(t)),
         None => Some(gate::DEFAULT_TIMEOUT),
     };

@@ -7,8 +7,9 @@
 //! nobody gets a SIGCHLD). Unlike a signal sent to the tracer thread, it cannot
 //! be lost between the tracer's last look at its requests and its next
 //! `waitpid`: the exited child waits as a zombie until the tracer reaps it
-//! (and ignores it: it is no tracee). Measured: ~60 us natively, ~1 ms inside
-//! gVisor, and it happens a handful of times per run (gate open, a signal).
+//! (and ignores it: it is no tracee). Measured here (clone, exit, reap):
+//! 25-45 us natively, 130-160 us inside gVisor; it happens a handful of
+//! times per run (the gate opens, hooks end, a signal comes).
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
