@@ -286,16 +286,35 @@ def floor_and_syscall_cost(rep):
         r = measure([os.path.join(WORK, "floor"), str(n), mode], 300)
         if r["ok"]:
             emit({"workload": "floor", "tool": mode, "rep": rep, **r})
-    loops = [("open-real", "open", REAL), ("stat", "stat", "/usr/lib/os-release" if os.path.exists("/usr/lib/os-release") else "/etc/passwd"),
-             ("open-fake", "open", FAKE)]
+    stat_path = "/usr/lib/os-release" if os.path.exists("/usr/lib/os-release") else "/etc/passwd"
+    loops = [("open-real", "open", REAL), ("stat", "stat", stat_path),
+             ("open-fake", "open", FAKE), ("stat-held", "stat", stat_path)]
     for name, op, path in loops:
         for tool in ("native", "k3shim"):
             if tool == "native" and path == FAKE and not real_fake_available():
                 path_used = REAL
             else:
                 path_used = path
-            r = measure(tool_prefix(tool) + [os.path.join(WORK, "sysloop"), str(n), op, path_used], 300)
+            loop = [os.path.join(WORK, "sysloop"), str(n), op, path_used]
+            if name == "stat-held" and tool == "k3shim":
+                cmd = held_while(loop)
+            else:
+                cmd = tool_prefix(tool) + loop
+            r = measure(cmd, 300)
             emit({"workload": f"sysloop-{name}", "tool": tool, "rep": rep, **r})
+
+
+def held_while(loop):
+    """k3shim running `loop` while another process of the traced tree is held
+    (its exec of /usr/bin/true waits for a gate that never opens): what a hold
+    costs everything else. The held process is killed once the loop is done."""
+    tl = os.path.join(SCRATCH, "held.jsonl")
+    if os.path.exists(tl):
+        os.remove(tl)
+    script = ('/usr/bin/true & while ! grep -q \'"kind":"hold"\' "$1"; do sleep 0.01; done; '
+              'shift; "$@"; s=$?; kill -9 $!; exit $s')
+    return [K3SHIM, "run", "--state", STATE, "--timeline", tl, "--gate-url", "http://127.0.0.1:9/",
+            "--gate-timeout", "0", "--hold", "exec:/usr/bin/true", "--", "/bin/sh", "-c", script, "sh", tl] + loop
 
 
 def main():

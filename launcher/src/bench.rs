@@ -544,6 +544,16 @@ fn check_targets(summary: &Value, floor: &Value, _records: &[Value]) -> Value {
             "<= 1.5".into(),
         );
     }
+    // a hold elsewhere in the tree must not slow the rest (issue 11, item 7)
+    let v = per("sysloop-stat-held")
+        .zip(per("sysloop-stat"))
+        .map(|(h, u)| h / u);
+    push(
+        "per intercepted stat while another process is held / without a hold",
+        v,
+        1.5,
+        "<= 1.5".into(),
+    );
     let rss = s["sysstress"]["k3shim"]["rss_kib_max"]
         .as_f64()
         .map(|k| k / 1024.0);
@@ -729,6 +739,10 @@ fn markdown(
                 (
                     "sysloop-open-fake",
                     "open of a fake entry, redirected (entry + exit stop)",
+                ),
+                (
+                    "sysloop-stat-held",
+                    "stat, passed through, while another process is held",
                 ),
             ] {
                 let k = ws[w]["k3shim"]["median"].as_f64();

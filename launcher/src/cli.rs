@@ -15,7 +15,7 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
-    /// Log k3shim's own diagnostics to stderr (error, warn, info, debug, trace); also K3SHIM_LOG.
+    /// k3shim's own lines on stderr: error, warn, info, debug, trace or off [default: notices and warnings]; also K3SHIM_LOG (a level, or tracing directives)
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
 }
@@ -78,6 +78,14 @@ pub enum TimeoutActionArg {
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReleaseArg {
+    /// Once the gate is open (or timed out) and every hook has ended: held clients see what hooks did
+    AfterHooks,
+    /// As soon as the gate opens (or times out), while the hooks start
+    AtGate,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum HookFailureArg {
     Continue,
     Stop,
@@ -119,7 +127,7 @@ pub struct RunArgs {
     /// Do not verify the probe's server certificate
     #[arg(long)]
     pub gate_insecure: bool,
-    /// Give up waiting for readiness after SECS (held syscalls are then released)
+    /// Give up waiting for readiness after SECS; held syscalls are then released and hooks run (see --gate-timeout-action); 0 waits for ever [default: 300]
     #[arg(long, value_name = "SECS")]
     pub gate_timeout: Option<f64>,
     /// What happens to hooks when the gate times out
@@ -128,19 +136,22 @@ pub struct RunArgs {
     /// HTTP status that counts as ready
     #[arg(long, default_value_t = 200, value_name = "CODE")]
     pub gate_status: u16,
-    /// Consecutive successful probes needed
+    /// Consecutive successful probes needed (at least 1)
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub gate_successes: u32,
-    /// First probe interval in milliseconds (backs off to 2 s)
+    /// First probe interval in milliseconds, at least 10 (backs off to 2 s)
     #[arg(long, default_value_t = 250, value_name = "MS")]
     pub gate_interval_ms: u64,
-    /// Per-attempt timeout in milliseconds
+    /// Per-attempt timeout in milliseconds (more than 0)
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub gate_attempt_timeout_ms: u64,
     /// Hold matching syscalls until the gate opens: connect:HOST:PORT, connect:[V6]:PORT, connect:unix:PATH, exec:PATH
     #[arg(long = "hold", value_name = "RULE")]
     pub holds: Vec<String>,
-    /// Post-start hook: a shell command run once the gate is open (repeatable, run in order)
+    /// When held syscalls continue: after-hooks (once the gate is open and every hook has ended) or at-gate (as the hooks start)
+    #[arg(long, value_enum, default_value = "after-hooks", value_name = "WHEN")]
+    pub release: ReleaseArg,
+    /// Post-start hook: a shell command run once the gate is open (repeatable, run in order); its stdout and stderr go to k3shim's stderr, or to --log FILE
     #[arg(long = "hook", value_name = "CMD")]
     pub hooks: Vec<String>,
     /// A failing hook: continue, or stop the traced tree (SIGTERM) and exit non-zero

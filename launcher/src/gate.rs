@@ -114,6 +114,15 @@ impl Default for GateConfig {
 /// The longest wait between attempts once backoff has grown.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(2);
 
+/// `--gate-timeout` when none is given: k3s is ready in well under a minute
+/// natively and within a few minutes in gVisor; kubeadm waits 4 minutes for
+/// its control plane. `--gate-timeout 0` waits for ever.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// When the gate first says on stderr that it is still waiting, then how often.
+pub const REMIND_FIRST: Duration = Duration::from_secs(5);
+pub const REMIND_EVERY: Duration = Duration::from_secs(60);
+
 /// A validated gate, ready to [`start`].
 pub struct PreparedGate {
     cfg: GateConfig,
@@ -165,10 +174,10 @@ impl GateConfig {
             bail!("--gate-successes 0: at least one successful probe is needed");
         }
         if self.interval.is_zero() {
-            bail!("--gate-interval: must be more than 0");
+            bail!("--gate-interval-ms 0: must be more than 0");
         }
         if self.attempt_timeout.is_zero() {
-            bail!("--gate-attempt-timeout: must be more than 0");
+            bail!("--gate-attempt-timeout-ms 0: must be more than 0");
         }
         let url = if self.url.trim().is_empty() {
             if self.kubeconfig.is_none() {
@@ -342,6 +351,9 @@ fn parse_url(field: &str, s: &str) -> Result<Url, anyhow::Error> {
     }
     if u.host_str().is_none_or(str::is_empty) {
         bail!("{field} {s:?}: no host");
+    }
+    if u.port() == Some(0) {
+        bail!("{field} {s:?}: port 0 is no port a server listens on");
     }
     Ok(u)
 }
@@ -692,8 +704,20 @@ fn one_line(s: &str) -> String {
 
 type Callback = Box<dyn FnOnce(GateOutcome) + Send>;
 
+/// What the gate has seen so far (for "still waiting" lines).
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    /// The URL probed (or what it will be, from a kubeconfig not written yet).
+    pub url: String,
+    pub attempts: u64,
+    /// The last attempt's result: "status 503", "connection refused", ...
+    pub last: Option<String>,
+    pub timeout: Option<Duration>,
+}
+
 struct Shared {
     open: AtomicBool,
+    progress: Mutex<Progress>,
     tx: watch::Sender<Option<GateOutcome>>,
     callbacks: Mutex<Vec<Callback>>,
     stop: watch::Sender<bool>,
@@ -738,6 +762,23 @@ impl GateHandle {
         }
     }
 
+    /// What the gate has seen so far.
+    pub fn progress(&self) -> Progress {
+        self.shared
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_progress(&self, f: impl FnOnce(&mut Progress)) {
+        f(&mut self
+            .shared
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()));
+    }
+
     /// What hooks do if the gate times out (from the config).
     pub fn timeout_action(&self) -> TimeoutAction {
         self.shared.timeout_action
@@ -778,6 +819,7 @@ impl GateHandle {
         GateHandle {
             shared: Arc::new(Shared {
                 open: AtomicBool::new(false),
+                progress: Mutex::new(Progress::default()),
                 tx: watch::channel(None).0,
                 callbacks: Mutex::new(Vec::new()),
                 stop: watch::channel(false).0,
@@ -807,15 +849,58 @@ impl GateHandle {
 /// Emits `gate_start`, one `probe` per attempt, then `gate_open` or
 /// `gate_timeout` (or `gate_stopped`).
 pub fn start(prepared: PreparedGate, timeline: Timeline) -> GateHandle {
+    use tracing::Instrument as _;
     let handle = GateHandle::new(prepared.cfg.timeout_action);
     let h = handle.clone();
-    tokio::spawn(async move { run(prepared, timeline, h).await });
+    let span = tracing::debug_span!("gate", url = %prepared.describe_url());
+    tokio::spawn(async move { run(prepared, timeline, h).await }.instrument(span));
     handle
+}
+
+/// Says on stderr, once after [`REMIND_FIRST`] and then every
+/// [`REMIND_EVERY`], that the gate is still waiting, on what, and what waits
+/// on it (`waiting()`: e.g. the held syscalls), until it opens, times out or
+/// is stopped.
+pub async fn remind(h: GateHandle, waiting: impl Fn() -> Option<String>) {
+    let t0 = tokio::time::Instant::now();
+    let mut stop_rx = h.shared.stop.subscribe();
+    let mut next = REMIND_FIRST;
+    loop {
+        tokio::select! {
+            _ = h.wait() => return,
+            _ = stop_rx.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep_until(t0 + next) => {}
+        }
+        let p = h.progress();
+        let last = p
+            .last
+            .as_deref()
+            .map(|l| format!("last probe: {l}; "))
+            .unwrap_or_default();
+        let then = match p.timeout {
+            Some(t) => format!("gives up after {} s (--gate-timeout)", t.as_secs_f64()),
+            None => "waits for ever (--gate-timeout 0)".into(),
+        };
+        let what = waiting().map(|w| format!("; {w}")).unwrap_or_default();
+        tracing::info!(
+            target: crate::log::NOTICE,
+            "gate: still waiting for {} after {} s ({last}{} attempts){what}; {then}",
+            p.url,
+            next.as_secs(),
+            p.attempts
+        );
+        next += REMIND_EVERY;
+    }
 }
 
 async fn run(mut g: PreparedGate, tl: Timeline, h: GateHandle) {
     let cfg = g.cfg.clone();
+    let started = Instant::now();
     let deadline = cfg.timeout.map(|d| tokio::time::Instant::now() + d);
+    h.set_progress(|p| {
+        p.url = g.describe_url();
+        p.timeout = cfg.timeout;
+    });
     let mut stop_rx = h.shared.stop.subscribe();
     tl.emit(
         "gate_start",
@@ -862,7 +947,13 @@ async fn run(mut g: PreparedGate, tl: Timeline, h: GateHandle) {
                     f.as_object_mut().unwrap().extend(m);
                 }
                 tl.emit("probe", f);
+                tracing::debug!(attempt, status, latency_ms, "probe");
                 last = json!({"status": status});
+                h.set_progress(|p| {
+                    p.url = g.describe_url();
+                    p.attempts = attempt;
+                    p.last = Some(format!("status {status}"));
+                });
                 ok
             }
             Err(e) => {
@@ -870,6 +961,12 @@ async fn run(mut g: PreparedGate, tl: Timeline, h: GateHandle) {
                     "probe",
                     json!({"attempt": attempt, "error": e, "ok": false, "latency_ms": latency_ms}),
                 );
+                tracing::debug!(attempt, error = %e, latency_ms, "probe");
+                h.set_progress(|p| {
+                    p.url = g.describe_url();
+                    p.attempts = attempt;
+                    p.last = Some(e.clone());
+                });
                 last = json!({"error": e});
                 false
             }
@@ -881,6 +978,13 @@ async fn run(mut g: PreparedGate, tl: Timeline, h: GateHandle) {
                 tl.emit(
                     "gate_open",
                     json!({"attempts": attempt, "url": g.describe_url()}),
+                );
+                tracing::info!(
+                    target: crate::log::NOTICE,
+                    "gate: open after {:.1} s ({} answered {} at attempt {attempt})",
+                    started.elapsed().as_secs_f64(),
+                    g.describe_url(),
+                    cfg.expect_status
                 );
                 h.resolve(GateOutcome::Opened { at_ms });
                 return;
@@ -913,6 +1017,19 @@ async fn run(mut g: PreparedGate, tl: Timeline, h: GateHandle) {
         }
     }
     tl.emit("gate_timeout", f);
+    let p = h.progress();
+    tracing::warn!(
+        target: crate::log::NOTICE,
+        "gate: timed out after {} s waiting for {} ({}{completed} attempts); hooks {} (--gate-timeout-action {})",
+        cfg.timeout.unwrap_or_default().as_secs_f64(),
+        g.describe_url(),
+        p.last.map(|l| format!("last probe: {l}; ")).unwrap_or_default(),
+        match cfg.timeout_action {
+            TimeoutAction::RunHooks => "run now",
+            TimeoutAction::SkipHooks => "are skipped",
+        },
+        cfg.timeout_action.as_str()
+    );
     h.resolve(GateOutcome::TimedOut { at_ms });
 }
 

@@ -72,6 +72,8 @@ pub struct HookRunner {
     shutdown_tx: std::sync::Arc<watch::Sender<Option<Duration>>>,
     stop_rx: watch::Receiver<Option<HookStop>>,
     _stop_tx: std::sync::Arc<watch::Sender<Option<HookStop>>>,
+    /// True once no hook runs or will run (all ended, skipped, or not run).
+    done_rx: watch::Receiver<bool>,
 }
 
 impl HookRunner {
@@ -84,20 +86,38 @@ impl HookRunner {
     pub fn start(cfg: HookConfig, gate: GateHandle, timeline: Timeline) -> HookRunner {
         let (shutdown_tx, shutdown_rx) = watch::channel(None);
         let (stop_tx, stop_rx) = watch::channel(None);
+        let (done_tx, done_rx) = watch::channel(cfg.hooks.is_empty());
         let stop_tx = std::sync::Arc::new(stop_tx);
         let st = stop_tx.clone();
         let task = if cfg.hooks.is_empty() {
             None
         } else {
-            Some(tokio::spawn(async move {
-                run(cfg, gate, timeline, shutdown_rx, st).await
-            }))
+            use tracing::Instrument as _;
+            let span = tracing::debug_span!("hooks", count = cfg.hooks.len());
+            Some(tokio::spawn(
+                async move {
+                    run(cfg, gate, timeline, shutdown_rx, st).await;
+                    done_tx.send_replace(true);
+                }
+                .instrument(span),
+            ))
         };
         HookRunner {
             task: std::sync::Arc::new(std::sync::Mutex::new(task)),
             shutdown_tx: std::sync::Arc::new(shutdown_tx),
             stop_rx,
             _stop_tx: stop_tx,
+            done_rx,
+        }
+    }
+
+    /// Resolves once no hook runs or will run: every hook has ended, or they
+    /// were skipped or not run (at once when there are none). With
+    /// `--release after-hooks`, held syscalls continue then.
+    pub async fn done(&self) {
+        let mut rx = self.done_rx.clone();
+        if rx.wait_for(|d| *d).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -253,6 +273,10 @@ async fn run(
         let mut child = match command.spawn() {
             Ok(c) => c,
             Err(e) => {
+                tracing::warn!(
+                    target: crate::log::NOTICE,
+                    "hooks: hook {index} (`{cmd}`) failed: cannot start sh: {e}"
+                );
                 tl.emit("hook_start", json!({"index": index, "cmd": cmd}));
                 tl.emit("hook_end", json!({"index": index, "cmd": cmd, "ok": false, "error": format!("cannot start sh: {e}"), "duration_ms": 0}));
                 if cfg.failure == HookFailure::Stop {
@@ -263,6 +287,7 @@ async fn run(
             }
         };
         let pid = child.id();
+        tracing::debug!(index, cmd = %cmd, pid, "hook started");
         tl.emit(
             "hook_start",
             json!({"index": index, "cmd": cmd, "pid": pid}),
@@ -304,6 +329,15 @@ async fn run(
         if let Some(how) = killed {
             f["killed"] = json!(how);
         }
+        if !ok && killed.is_none() {
+            tracing::warn!(
+                target: crate::log::NOTICE,
+                "hooks: hook {index} (`{cmd}`) failed: {}",
+                how_it_ended(&f)
+            );
+        } else {
+            tracing::debug!(index, ok, duration_ms, "hook ended");
+        }
         tl.emit("hook_end", f);
         if killed.is_some() {
             if index < all.len() {
@@ -328,6 +362,10 @@ fn request_stop(
     cmd: &str,
     rest: &[serde_json::Value],
 ) {
+    tracing::warn!(
+        target: crate::log::NOTICE,
+        "hooks: hook {index} failed and --hook-failure stop: ending the run (SIGTERM to the command)"
+    );
     tl.emit(
         "hook_stop",
         json!({"index": index, "cmd": cmd, "reason": "hook failed and --hook-failure stop"}),
@@ -342,6 +380,17 @@ fn request_stop(
         index,
         cmd: cmd.to_string(),
     }));
+}
+
+/// "exit status 1", "killed by SIGKILL", or the error, from a hook_end record.
+fn how_it_ended(f: &serde_json::Value) -> String {
+    if let Some(sig) = f["signal"].as_i64() {
+        return format!("killed by {}", crate::interrupt::signal_name(sig as i32));
+    }
+    if let Some(c) = f["status"].as_i64() {
+        return format!("exit status {c}");
+    }
+    f["error"].as_str().unwrap_or("unknown status").to_string()
 }
 
 fn describe_status(f: &mut serde_json::Value, s: &ExitStatus) {

@@ -12,6 +12,8 @@ pub mod fakefs_cmd;
 pub mod gate;
 pub mod holds;
 pub mod hooks;
+pub mod interrupt;
+pub mod log;
 pub mod policy;
 pub mod run;
 pub mod timeline;

@@ -13,19 +13,6 @@ use std::process::ExitCode;
 #[link_section = ".init_array"]
 static RECORD_INHERITED_SIGNALS: extern "C" fn() = shim::spawn::record_inherited_signals;
 
-fn init_logging(level: Option<&str>) {
-    let filter = level
-        .map(str::to_string)
-        .or_else(|| std::env::var("K3SHIM_LOG").ok())
-        .unwrap_or_else(|| "warn".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .without_time()
-        .try_init();
-}
-
 fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
         Cmd::Run(a) => launcher::run::run(&a, None),
@@ -38,19 +25,50 @@ fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// clap's error text as one line: its message and hints, without the usage
+/// and "For more information" lines.
+fn one_line(rendered: &str) -> String {
+    let mut out = String::new();
+    for l in rendered.lines().map(str::trim) {
+        if l.is_empty() || l.starts_with("Usage:") || l.starts_with("For more information") {
+            continue;
+        }
+        let l = l.strip_prefix("error: ").unwrap_or(l);
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(l);
+    }
+    out
+}
+
 fn main() -> ExitCode {
+    use clap::error::ErrorKind;
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
-        Err(e) => match launcher::cli::usage_hint(&e, &argv) {
-            Some(h) => {
-                eprintln!("k3shim: {h}");
-                return ExitCode::from(2);
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            match launcher::cli::usage_hint(&e, &argv) {
+                Some(h) => eprintln!("k3shim: {h}"),
+                None => eprintln!("k3shim: {}", one_line(&e.render().to_string())),
             }
-            None => e.exit(),
-        },
+            return ExitCode::from(2);
+        }
     };
-    init_logging(cli.log_level.as_deref());
+    if let Err(e) = launcher::log::init(cli.log_level.as_deref()) {
+        eprintln!("k3shim: {e:#}");
+        return ExitCode::from(2);
+    }
     match dispatch(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {

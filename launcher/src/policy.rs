@@ -1,8 +1,8 @@
 //! The launcher's policy: wires fakefs decisions, hold rules and the gate into
 //! the engine, and turns engine events into timeline lines and trace output.
 
-use crate::gate::GateHandle;
-use crate::holds::HoldRule;
+use crate::holds::{HoldRule, Release};
+use crate::interrupt::Interrupt;
 use crate::timeline::Timeline;
 use crate::trace::TraceSink;
 use fakefs::{FakeFs, Op, Outcome};
@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 pub struct ShimPolicy {
     pub fs: FakeFs,
     pub holds: Vec<HoldRule>,
-    pub gate: Option<GateHandle>,
+    /// Whether held syscalls may continue (gate, hooks, a signal for k3shim).
+    pub release: Release,
+    pub interrupt: Option<Interrupt>,
     pub timeline: Timeline,
     pub trace: Option<TraceSink>,
     seen: HashSet<PathBuf>,
@@ -26,14 +28,15 @@ impl ShimPolicy {
     pub fn new(
         fs: FakeFs,
         holds: Vec<HoldRule>,
-        gate: Option<GateHandle>,
+        release: Release,
         timeline: Timeline,
         trace: Option<TraceSink>,
     ) -> Self {
         ShimPolicy {
             fs,
             holds,
-            gate,
+            release,
+            interrupt: None,
             timeline,
             trace,
             seen: HashSet::new(),
@@ -165,7 +168,7 @@ impl Policy for ShimPolicy {
     }
 
     fn gate_open(&mut self) -> bool {
-        self.gate.as_ref().map(GateHandle::is_open).unwrap_or(true)
+        self.release.is_open()
     }
 
     fn on_event(&mut self, ev: &Event) {
@@ -190,30 +193,64 @@ impl Policy for ShimPolicy {
                 tid,
                 comm,
                 what,
-            } => self.timeline.emit(
-                "hold",
-                json!({"pid": pid, "tid": tid, "comm": comm, "what": what}),
-            ),
+            } => {
+                self.release.note_held(*tid, Some(what));
+                self.timeline.emit(
+                    "hold",
+                    json!({"pid": pid, "tid": tid, "comm": comm, "what": what}),
+                )
+            }
             Event::Release {
                 pid,
                 tid,
                 comm,
                 what,
                 waited_ms,
-            } => self.timeline.emit(
-                "release",
-                json!({"pid": pid, "tid": tid, "comm": comm, "what": what, "waited_ms": waited_ms}),
-            ),
+                gone,
+            } => {
+                self.release.note_held(*tid, None);
+                let mut f = json!({"pid": pid, "tid": tid, "comm": comm, "what": what, "waited_ms": waited_ms});
+                if *gone {
+                    // The thread ended (killed, or replaced by another thread's execve).
+                    f["gone"] = json!(true);
+                } else if let Some(r) = self.release.reason() {
+                    f["reason"] = json!(r);
+                }
+                self.timeline.emit("release", f)
+            }
             Event::Signal { pid, tid, signal } if !noisy_signal(*signal) => self
                 .timeline
                 .emit("signal", json!({"pid": pid, "tid": tid, "signal": signal})),
-            Event::ProcessExit { pid, code, signal } => self.timeline.emit(
-                "process_exit",
-                json!({"pid": pid, "code": code, "signal": signal}),
-            ),
-            Event::Fix { name, detail } => self
-                .timeline
-                .emit("fix", json!({"name": name, "detail": detail})),
+            Event::ProcessExit { pid, code, signal } => {
+                self.timeline.emit(
+                    "process_exit",
+                    json!({"pid": pid, "code": code, "signal": signal}),
+                );
+                if let Some(i) = &self.interrupt {
+                    i.process_exited(*pid);
+                }
+            }
+            Event::SignalTree { signal, pids } => {
+                let n = pids.len();
+                let (s, verb) = if n == 1 { ("", "gets") } else { ("es", "get") };
+                let then = if *signal == libc::SIGKILL {
+                    String::new()
+                } else {
+                    format!(", SIGKILL in {} s", crate::interrupt::GRACE.as_secs())
+                };
+                tracing::info!(
+                    target: crate::log::NOTICE,
+                    "tree: the command has ended; {n} traced process{s} left {verb} {}{then}",
+                    crate::interrupt::signal_name(*signal)
+                );
+                self.timeline
+                    .emit("end_tree", json!({"signal": signal, "pids": pids}));
+            }
+            Event::Fix { name, detail } => {
+                tracing::info!(target: crate::log::NOTICE, "fix: {name}: {detail}");
+                self.timeline
+                    .emit("fix", json!({"name": name, "detail": detail}))
+            }
             Event::Warning { pid, message } => {
                 tracing::warn!(pid, "{message}");
                 self.timeline

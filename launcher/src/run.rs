@@ -2,10 +2,11 @@
 //! before launching anything, then launch CMD under the engine with the gate,
 //! holds, hooks, log matching and the timeline wired in.
 
-use crate::cli::{FilterArg, HookFailureArg, RunArgs, TimeoutActionArg, TraceArgs};
-use crate::gate::{self, GateConfig, GateHandle, TimeoutAction};
-use crate::holds::HoldRule;
+use crate::cli::{FilterArg, HookFailureArg, ReleaseArg, RunArgs, TimeoutActionArg, TraceArgs};
+use crate::gate::{self, GateConfig, GateHandle, GateOutcome, TimeoutAction};
+use crate::holds::{describe_held, HoldRule, Release, ReleaseAt};
 use crate::hooks::{HookConfig, HookFailure, HookRunner};
+use crate::interrupt::Interrupt;
 use crate::policy::ShimPolicy;
 use crate::timeline::Timeline;
 use crate::trace::{TraceOpts, TraceSink};
@@ -16,7 +17,7 @@ use std::io::{BufRead, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,18 +106,28 @@ fn gate_config(a: &RunArgs) -> Result<Option<GateConfig>> {
         return Ok(None);
     }
     let timeout = match a.gate_timeout {
-        Some(t) if !(t > 0.0 && t.is_finite()) => {
-            bail!("--gate-timeout {t}: expected a positive number of seconds")
+        Some(t) if !(t >= 0.0 && t.is_finite() && t < 1e9) => {
+            bail!("--gate-timeout {t}: expected a number of seconds (0 waits for ever)")
         }
+        Some(0.0) => None,
         Some(t) => Some(Duration::from_secs_f64(t)),
-        None => None,
+        None => Some(gate::DEFAULT_TIMEOUT),
     };
+    if a.gate_successes == 0 {
+        bail!("--gate-successes 0: at least 1 successful probe is needed");
+    }
+    if a.gate_interval_ms == 0 {
+        bail!("--gate-interval-ms 0: the interval between probes must be at least 10");
+    }
+    if a.gate_attempt_timeout_ms == 0 {
+        bail!("--gate-attempt-timeout-ms 0: an attempt needs more than 0 ms");
+    }
     Ok(Some(GateConfig {
         url: a.gate_url.clone().unwrap_or_default(),
         kubeconfig: a.gate_kubeconfig.clone(),
         insecure: a.gate_insecure,
         expect_status: a.gate_status,
-        successes: a.gate_successes.max(1),
+        successes: a.gate_successes,
         interval: Duration::from_millis(a.gate_interval_ms.max(10)),
         attempt_timeout: Duration::from_millis(a.gate_attempt_timeout_ms.max(10)),
         timeout,
@@ -125,6 +136,44 @@ fn gate_config(a: &RunArgs) -> Result<Option<GateConfig>> {
             TimeoutActionArg::SkipHooks => TimeoutAction::SkipHooks,
         },
     }))
+}
+
+/// Where `path` really is: symlinks (and magic links such as /dev/fd/N) of
+/// its longest existing prefix resolved, the rest appended as given.
+fn real_location(path: &Path) -> PathBuf {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .unwrap_or_else(|_| PathBuf::from("/"))
+            .join(path)
+    };
+    if let Ok(p) = std::fs::canonicalize(&abs) {
+        return p;
+    }
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) if dir != abs => real_location(dir).join(name),
+        // "..", "/" or a name that is no file (pipe:[123]): as it is.
+        _ => abs,
+    }
+}
+
+/// k3shim opens its own output files itself, untraced: one under /proc/sys
+/// would write the machine's real entry. Refused before anything is launched.
+fn refuse_proc_sys(flag: &str, path: &Path) -> Result<()> {
+    let real = real_location(path);
+    if real.starts_with("/proc/sys") {
+        let via = if real.as_path() != path {
+            format!(" (it is {})", real.display())
+        } else {
+            String::new()
+        };
+        bail!(
+            "{flag} {}{via}: k3shim does not write its own output under /proc/sys (that would change the machine); choose another file",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -189,49 +238,6 @@ fn pump(
     })
 }
 
-static ROOT_PID: AtomicI32 = AtomicI32::new(0);
-
-/// Blocks SIGINT/SIGTERM/SIGHUP in every thread (call before creating any) and
-/// forwards those sent to k3shim by another process to CMD. Signals from the
-/// terminal already reach CMD, which shares our process group, so they are not
-/// sent twice.
-fn forward_signals(timeline: Timeline) {
-    // SAFETY: building and installing a signal mask for this thread; threads created
-    // later inherit it, and the child resets it before exec.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        // A small stack: this thread only waits for signals (the default 2 MiB
-        // counts in full toward RSS under gVisor).
-        let waiter = std::thread::Builder::new()
-            .name("k3shim-signals".into())
-            .stack_size(64 * 1024);
-        let _ = waiter.spawn(move || loop {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            let sig = libc::sigwaitinfo(&set, &mut info);
-            if sig < 0 {
-                continue;
-            }
-            let from_process = matches!(
-                info.si_code,
-                libc::SI_USER | libc::SI_QUEUE | libc::SI_TKILL
-            );
-            let pid = ROOT_PID.load(Ordering::SeqCst);
-            if pid > 0 && from_process {
-                libc::kill(pid, sig);
-                timeline.emit("signal", json!({"forwarded": sig, "to": pid}));
-            } else if pid == 0 {
-                // Nothing launched yet: behave as the default action would.
-                libc::_exit(128 + sig);
-            }
-        });
-    }
-}
-
 /// Runs `k3shim run` (trace = None) or `k3shim trace`.
 pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
     // 1. Everything that can be wrong, before anything is launched.
@@ -251,6 +257,22 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         None => None,
     };
     let matches = Arc::new(parse_log_matches(&a.log_matches)?);
+    if a.state.write_through && a.state.mode == crate::cli::ModeArg::Shadow {
+        bail!("--write-through needs --mode overlay: in shadow mode no /proc/sys access reaches the kernel");
+    }
+    for (flag, p) in [
+        ("--timeline", a.timeline.as_deref()),
+        ("--log", a.log.as_deref()),
+        ("-o", trace.and_then(|t| t.output.as_deref())),
+    ] {
+        if let Some(p) = p {
+            refuse_proc_sys(flag, p)?;
+        }
+    }
+    let release_at = match a.release {
+        ReleaseArg::AfterHooks => ReleaseAt::AfterHooks,
+        ReleaseArg::AtGate => ReleaseAt::AtGate,
+    };
     let mut fo = crate::config::fakefs_options(&a.state)?;
     fo.binds = a
         .binds
@@ -283,8 +305,10 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         ))),
         None => None,
     };
-    let facts = shim::probe()
-        .map_err(|e| fail(3, format!("cannot trace here: {e}; run `k3shim doctor`")))?;
+    let facts = shim::probe().map_err(|e| match e {
+        shim::Error::AlreadyTraced(_) => fail(3, format!("cannot trace here: {e}")),
+        _ => fail(3, format!("cannot trace here: {e}; run `k3shim doctor`")),
+    })?;
 
     // 2. The timeline, then the threads (signals are blocked first so every thread inherits the mask).
     let argv: Vec<String> = std::env::args().collect();
@@ -300,7 +324,13 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         }),
     )
     .with_context(|| format!("--timeline {}: cannot create", a.timeline.as_deref().unwrap_or(Path::new("")).display()))?;
-    forward_signals(timeline.clone());
+    // Without a gate nothing is held.
+    let release = if prepared.is_some() {
+        Release::new()
+    } else {
+        Release::already_open()
+    };
+    let interrupt = Interrupt::install(timeline.clone(), release.clone());
     // One worker is plenty for the gate's probes and the hooks; small stacks
     // keep the tracer's footprint down (gVisor counts a whole stack as resident).
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -391,7 +421,8 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         fixes,
     };
     let mut tracer = shim::Tracer::start(plan, facts).map_err(|e| fail(3, format!("{e}")))?;
-    ROOT_PID.store(tracer.pid(), Ordering::SeqCst);
+    interrupt.launched(tracer.pid(), tracer.waker());
+    release.set_waker(tracer.waker());
     timeline.emit("spawned", json!({"pid": tracer.pid(), "path": program}));
 
     let _enter = rt.enter();
@@ -416,16 +447,51 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         let r = runner.clone();
         let stopped = stopped.clone();
         let pid = tracer.pid();
+        let release = release.clone();
         rt.spawn(async move {
-            r.stop_requested().await;
+            let s = r.stop_requested().await;
             stopped.store(true, Ordering::SeqCst);
+            // A held thread would not see the SIGTERM.
+            release.open(&format!("hook {} failed (--hook-failure stop)", s.index));
             // SAFETY: sending SIGTERM to our own traced child.
             unsafe { libc::kill(pid, libc::SIGTERM) };
         })
     };
+    // Held syscalls continue once the gate has resolved and, with after-hooks, the hooks have ended.
+    let has_hooks = !a.hooks.is_empty();
+    let releaser = gate.clone().map(|g| {
+        let r = runner.clone();
+        let release = release.clone();
+        rt.spawn(async move {
+            let outcome = g.wait().await;
+            let (why, hooks_run) = match outcome {
+                GateOutcome::Opened { .. } => ("the gate opened", has_hooks),
+                GateOutcome::TimedOut { .. } => (
+                    "the gate timed out",
+                    has_hooks && g.timeout_action() == TimeoutAction::RunHooks,
+                ),
+            };
+            if release_at == ReleaseAt::AfterHooks && hooks_run {
+                r.done().await;
+                release.open(&format!(
+                    "{why} and the hooks have ended (--release after-hooks)"
+                ));
+            } else {
+                release.open(why);
+            }
+        })
+    });
+    let reminder = gate.clone().map(|g| {
+        let release = release.clone();
+        rt.spawn(gate::remind(g, move || {
+            let held = release.held();
+            (!held.is_empty()).then(|| describe_held(&held))
+        }))
+    });
 
     let trace_sink = trace_opts.map(|o| TraceSink::new(o, trace_out.expect("set with trace")));
-    let mut policy = ShimPolicy::new(fs, holds, gate.clone(), timeline.clone(), trace_sink);
+    let mut policy = ShimPolicy::new(fs, holds, release.clone(), timeline.clone(), trace_sink);
+    policy.interrupt = Some(interrupt.clone());
     let result = tracer.run(&mut policy);
     drop(tracer);
 
@@ -435,7 +501,14 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
     }
     watcher.abort();
     let _ = rt.block_on(watcher);
-    rt.block_on(runner.shutdown());
+    for t in [releaser, reminder].into_iter().flatten() {
+        t.abort();
+    }
+    // Interrupted: hooks get the same short grace as what was left of the tree.
+    match interrupt.received() {
+        Some(_) => rt.block_on(runner.shutdown_with_grace(crate::interrupt::GRACE)),
+        None => rt.block_on(runner.shutdown()),
+    }
     if let Some(g) = &gate {
         g.stop();
     }
@@ -481,6 +554,10 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
     timeline.emit("exit", ev);
     if let Some(m) = msg {
         return Err(fail(code, m));
+    }
+    if signal.is_some() && signal == interrupt.received() {
+        // CMD died of the signal k3shim got and passed on: so does k3shim.
+        crate::interrupt::die_by(signal.unwrap_or(0));
     }
     Ok(code)
 }

@@ -16,6 +16,9 @@ pub enum Error {
     Filter(#[from] seccompiler::BackendError),
     #[error("{0}")]
     Unsupported(String),
+    /// A tracer already follows the process (strace -f, gdb, another k3shim).
+    #[error("{0}")]
+    AlreadyTraced(String),
 }
 
 impl Error {

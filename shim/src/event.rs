@@ -61,16 +61,21 @@ pub enum Event {
         comm: String,
         what: String,
     },
-    /// A held syscall continued.
+    /// A held syscall continued, or (`gone`) its thread ended before it could:
+    /// killed, or replaced by another thread's execve.
     Release {
         pid: i32,
         tid: i32,
         comm: String,
         what: String,
         waited_ms: u64,
+        gone: bool,
     },
     /// A signal was delivered to a tracee.
     Signal { pid: i32, tid: i32, signal: i32 },
+    /// The engine sent `signal` to these traced processes, as asked through
+    /// [`Waker::signal_tree`](crate::wake::Waker::signal_tree).
+    SignalTree { signal: i32, pids: Vec<i32> },
     /// A process of the tree ended. `code` for exit, `signal` when killed.
     ProcessExit {
         pid: i32,

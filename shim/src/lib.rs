@@ -23,12 +23,14 @@ pub mod scratch;
 pub mod spawn;
 pub mod sysent;
 pub mod tracer;
+pub mod wake;
 
 pub use error::Error;
 pub use event::{Action, Event, SyscallRecord};
 pub use policy::{Decision, HoldRequest, PathOp, PathRequest, Policy, Redirect};
 pub use probe::{probe, Facts};
 pub use tracer::Tracer;
+pub use wake::Waker;
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;

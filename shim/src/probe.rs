@@ -61,6 +61,34 @@ fn statx_broken() -> bool {
     r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL)
 }
 
+fn tracer_of(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|t: &i32| *t != 0)
+}
+
+/// When PTRACE_SEIZE of our own child fails: is it because a tracer already
+/// follows it (k3shim under `strace -f`, gdb, or another k3shim, which
+/// attach to every child)? A process has one tracer only. Says so, naming
+/// the tracer, or None when something else refused (capabilities, yama).
+pub fn already_traced(child: i32) -> Option<String> {
+    let me = std::process::id() as i32;
+    let (whom, tracer) = match (tracer_of(me), tracer_of(child)) {
+        (Some(t), _) => ("k3shim itself is", t),
+        (None, Some(t)) if t != me => ("k3shim's children are", t),
+        _ => return None,
+    };
+    let comm = std::fs::read_to_string(format!("/proc/{tracer}/comm"))
+        .map(|c| format!(" ({})", c.trim()))
+        .unwrap_or_default();
+    Some(format!(
+        "{whom} already being traced, by pid {tracer}{comm}, and a process can have only one tracer: run k3shim outside strace -f, gdb or another k3shim"
+    ))
+}
+
 /// Forks a child that makes one traced getppid, and watches the stop order.
 pub fn probe() -> Result<Facts, crate::Error> {
     use seccompiler::{SeccompAction, SeccompFilter, TargetArch};
@@ -126,6 +154,9 @@ fn watch(pid: i32) -> Result<(bool, ReadMode), crate::Error> {
         let opts =
             libc::PTRACE_O_TRACESECCOMP | libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL;
         if libc::ptrace(libc::PTRACE_SEIZE, pid, 0, opts) != 0 {
+            if let Some(why) = already_traced(pid) {
+                return Err(crate::Error::AlreadyTraced(why));
+            }
             return Err(crate::Error::os("ptrace(PTRACE_SEIZE)", "probing: ptrace is not allowed here (needs CAP_SYS_PTRACE or a permissive yama ptrace_scope)"));
         }
         libc::kill(pid, libc::SIGCONT);

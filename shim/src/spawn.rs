@@ -257,7 +257,10 @@ pub fn spawn(p: &Prepared, options: i64) -> Result<Child, Error> {
     }
     // SAFETY: PTRACE_SEIZE on our stopped child with a valid options word.
     if unsafe { libc::ptrace(libc::PTRACE_SEIZE, pid, 0, options) } != 0 {
-        let e = Error::os("ptrace(PTRACE_SEIZE)", &format!("pid {pid}: is ptrace allowed here (CAP_SYS_PTRACE, yama ptrace_scope, seccomp of the container)?"));
+        let e = match crate::probe::already_traced(pid) {
+            Some(why) => Error::AlreadyTraced(why),
+            None => Error::os("ptrace(PTRACE_SEIZE)", &format!("pid {pid}: is ptrace allowed here (CAP_SYS_PTRACE, yama ptrace_scope, seccomp of the container)?")),
+        };
         // SAFETY: kill our own child so it does not linger stopped.
         unsafe { libc::kill(pid, libc::SIGKILL) };
         return Err(e);

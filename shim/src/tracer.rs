@@ -21,7 +21,7 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SYSCALL_INSN_LEN: u64 = 2;
 
@@ -171,6 +171,8 @@ pub struct Tracer {
     /// Wait statuses of other tracees collected while one was being stepped
     /// through an injection; the main loop handles them first.
     deferred: std::collections::VecDeque<(i32, i32)>,
+    /// How other threads wake `wait` (gate open, a signal for k3shim).
+    waker: crate::wake::Waker,
 }
 
 fn ptrace_raw(req: libc::c_uint, tid: i32, addr: u64, data: u64) -> i64 {
@@ -414,6 +416,7 @@ impl Tracer {
             roots: Roots::new(),
             nodes: crate::fsnode::FsNodes::new(),
             deferred: Default::default(),
+            waker: crate::wake::Waker::new(),
         };
         t.threads.insert(
             root,
@@ -434,8 +437,17 @@ impl Tracer {
         self.root
     }
 
+    /// A handle other threads use to make the tracer look at
+    /// [`Policy::gate_open`] now (held syscalls are released at once), or to
+    /// signal the whole traced tree. The tracer never polls.
+    pub fn waker(&self) -> crate::wake::Waker {
+        self.waker.clone()
+    }
+
     /// Runs until every traced process is gone. Returns the target's status.
     pub fn run(&mut self, policy: &mut dyn Policy) -> Result<ExitStatus, Error> {
+        let span = tracing::debug_span!("tracer", root = self.root);
+        let _entered = span.enter();
         loop {
             if self.threads.is_empty() {
                 break;
@@ -443,8 +455,11 @@ impl Tracer {
             let Some((tid, st)) = self.wait(policy) else {
                 break;
             };
+            tracing::trace!(tid, status = format_args!("{st:#x}"), "wait");
             self.dispatch(tid, st, policy);
         }
+        self.waker.close();
+        tracing::debug!("every traced process is gone");
         if let Some((stage, errno)) = crate::spawn::exec_error(&self.child) {
             return Ok(ExitStatus::ExecFailed {
                 stage: stage as char,
@@ -454,29 +469,33 @@ impl Tracer {
         Ok(self.root_status.clone().unwrap_or(ExitStatus::Code(0)))
     }
 
+    /// The next wait status. Before sleeping, carries out what other threads
+    /// asked for through the [`Waker`](crate::wake::Waker) (release held
+    /// syscalls once the policy says so, signal the tree); their wake-up ends
+    /// the sleep, so a hold costs the rest of the tree nothing.
     fn wait(&mut self, policy: &mut dyn Policy) -> Option<(i32, i32)> {
         if let Some(ev) = self.deferred.pop_front() {
             return Some(ev);
         }
         let mut st = 0;
         loop {
-            if self.held > 0 {
-                if policy.gate_open() {
-                    self.release_all(policy);
-                    continue;
-                }
-                // SAFETY: non-blocking wait for any tracee.
-                let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL | libc::WNOHANG) };
-                if r > 0 {
-                    return Some((r, st));
-                }
-                if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
-                    return None;
-                }
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
+            if let Some(sig) = self.waker.take_signal() {
+                self.signal_tree(sig, policy);
             }
-            // SAFETY: blocking wait for any tracee.
+            if self.waker.take_kick() {
+                tracing::debug!(
+                    threads = self.threads.len(),
+                    "interrupting every tracee once"
+                );
+                for tid in self.threads.keys() {
+                    // Each stops (PTRACE_EVENT_STOP) and is resumed by dispatch.
+                    ptrace_raw(libc::PTRACE_INTERRUPT, *tid, 0, 0);
+                }
+            }
+            if self.held > 0 && policy.gate_open() {
+                self.release_all(policy);
+            }
+            // SAFETY: blocking wait for any child: a tracee, or a wake-up (see wake.rs).
             let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL) };
             if r > 0 {
                 return Some((r, st));
@@ -485,6 +504,49 @@ impl Tracer {
                 Some(libc::EINTR) => continue,
                 _ => return None,
             }
+        }
+    }
+
+    /// Sends `sig` to every traced process (the launcher ends the tree this way).
+    fn signal_tree(&mut self, sig: i32, policy: &mut dyn Policy) {
+        let mut tgids: Vec<i32> = self.threads.values().map(|t| t.tgid).collect();
+        tgids.sort_unstable();
+        tgids.dedup();
+        if tgids.is_empty() {
+            return;
+        }
+        tracing::debug!(
+            signal = sig,
+            processes = tgids.len(),
+            "signalling the traced tree"
+        );
+        for p in &tgids {
+            // SAFETY: signalling a process we trace; ESRCH if it is already gone.
+            unsafe { libc::kill(*p, sig) };
+        }
+        policy.on_event(&Event::SignalTree {
+            signal: sig,
+            pids: tgids,
+        });
+    }
+
+    /// A held thread went away before its syscall continued (killed, or
+    /// replaced by another thread's execve): the hold ends with it.
+    fn hold_ended(&mut self, tid: i32, tgid: i32, pending: &Pending, policy: &mut dyn Policy) {
+        if let Pending::Held {
+            since, what, comm, ..
+        } = pending
+        {
+            self.held = self.held.saturating_sub(1);
+            tracing::debug!(tid, what = %what, "held thread gone");
+            policy.on_event(&Event::Release {
+                pid: tgid,
+                tid,
+                comm: comm.clone(),
+                what: what.clone(),
+                waited_ms: since.elapsed().as_millis() as u64,
+                gone: true,
+            });
         }
     }
 
@@ -512,12 +574,14 @@ impl Tracer {
                     }
                     th.pending = Pending::Exit(w);
                 }
+                tracing::debug!(tid, what = %what, "released");
                 policy.on_event(&Event::Release {
                     pid: tgid,
                     tid,
                     comm,
                     what,
                     waited_ms: since.elapsed().as_millis() as u64,
+                    gone: false,
                 });
             }
             if self.mode == FilterMode::Everything {
@@ -639,8 +703,8 @@ impl Tracer {
         };
         if let Pending::Exit(mut w) = th.pending {
             w.release_slot();
-        } else if let Pending::Held { .. } = th.pending {
-            self.held = self.held.saturating_sub(1);
+        } else {
+            self.hold_ended(tid, th.tgid, &th.pending, policy);
         }
         if tid == th.tgid {
             let (code, signal) = if libc::WIFEXITED(st) {
@@ -748,6 +812,9 @@ impl Tracer {
                     execer = Some(t.pending);
                 } else if let Pending::Exit(mut w) = t.pending {
                     w.release_slot();
+                } else {
+                    // Its exit is not reported once it is forgotten here.
+                    self.hold_ended(k, tgid, &t.pending, policy);
                 }
             }
         }
@@ -760,12 +827,17 @@ impl Tracer {
         });
         th.started = true;
         th.comm = None;
+        // The exec event comes from inside execve: in step mode its exit stop is next.
+        th.in_syscall = self.mode == FilterMode::Everything;
         let leader = std::mem::replace(&mut th.pending, Pending::None);
         let pending = match execer {
             Some(p) => {
-                // The leader was elsewhere (e.g. in a syscall) when it was replaced.
+                // The leader was elsewhere (e.g. in a syscall, or held) when it was
+                // replaced: its death is never reported.
                 if let Pending::Exit(mut w) = leader {
                     w.release_slot();
+                } else {
+                    self.hold_ended(tgid, tgid, &leader, policy);
                 }
                 p
             }
@@ -784,8 +856,6 @@ impl Tracer {
             }
             _ => None,
         };
-        // The exec event comes from inside execve: in step mode its exit stop is next.
-        th.in_syscall = self.mode == FilterMode::Everything;
         let p = self.procs.entry(tgid).or_insert_with(Proc::new);
         p.scratch = None;
         p.scratch_failed = false;
@@ -1456,6 +1526,7 @@ impl Tracer {
 
     fn hold(&mut self, tid: i32, tgid: i32, what: String, work: ExitWork, policy: &mut dyn Policy) {
         let comm = self.comm(tid);
+        tracing::debug!(tid, what = %what, "held until the policy releases it");
         policy.on_event(&Event::Hold {
             pid: tgid,
             tid,

@@ -454,6 +454,9 @@ fn run_step(
         for h in &step.holds {
             argv.extend(["--hold".into(), spec::expand(h, &vars)?]);
         }
+        if !step.holds.is_empty() {
+            argv.extend(["--release".into(), step.release.clone()]);
+        }
         for h in &step.hooks {
             argv.extend(["--hook".into(), spec::expand(h, &vars)?]);
         }
@@ -570,7 +573,9 @@ fn run_step(
             Ok((stream, line)) => {
                 pg.line();
                 if let Some(rest) = line.strip_prefix("k3shim: ") {
-                    k3shim_error = Some(rest.to_string());
+                    if !crate::log::is_notice(rest) {
+                        k3shim_error = Some(rest.to_string());
+                    }
                 }
                 if let Some(tl) = &own {
                     for (n, re) in &exp.milestones {

@@ -102,6 +102,7 @@ fn overlay(top: &StepSpec, base: &StepSpec) -> StepSpec {
         holds,
         hooks,
         hook_failure,
+        release,
         gate,
         watch,
         until,
@@ -144,6 +145,8 @@ pub struct StepSpec {
     pub hooks: Option<Vec<String>>,
     /// continue (default) or stop.
     pub hook_failure: Option<String>,
+    /// When held syscalls continue: after-hooks (default) or at-gate (`--release`).
+    pub release: Option<String>,
     pub gate: Option<GateSpec>,
     /// Seconds to watch at most (scaled by --quick).
     pub watch: Option<f64>,
@@ -228,6 +231,7 @@ pub struct Step {
     pub holds: Vec<String>,
     pub hooks: Vec<String>,
     pub hook_failure: String,
+    pub release: String,
     pub gate: Option<GateSpec>,
     pub watch: f64,
     pub until: Option<String>,
@@ -278,6 +282,14 @@ fn merge(c: &StepSpec, s: &StepSpec, i: usize) -> Result<Step> {
     if !["continue", "stop"].contains(&hook_failure.as_str()) {
         bail!("step {name}: hook_failure {hook_failure:?}: expected continue or stop");
     }
+    let release = s
+        .release
+        .clone()
+        .or_else(|| c.release.clone())
+        .unwrap_or_else(|| "after-hooks".into());
+    if !["after-hooks", "at-gate"].contains(&release.as_str()) {
+        bail!("step {name}: release {release:?}: expected after-hooks or at-gate");
+    }
     let watch = s.watch.or(c.watch).unwrap_or(60.0);
     if !(watch > 0.0 && watch.is_finite()) {
         bail!("step {name}: watch {watch}: expected seconds > 0");
@@ -319,6 +331,7 @@ fn merge(c: &StepSpec, s: &StepSpec, i: usize) -> Result<Step> {
             .or_else(|| c.hooks.clone())
             .unwrap_or_default(),
         hook_failure,
+        release,
         gate: s.gate.clone().or_else(|| c.gate.clone()),
         watch,
         until: s.until.clone().or_else(|| c.until.clone()),
