@@ -5,6 +5,7 @@
 //! /proc/sys or k3s: the launcher supplies the policy.
 
 pub mod decode;
+pub mod dirents;
 pub mod error;
 pub mod event;
 pub mod filter;
