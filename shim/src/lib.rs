@@ -8,6 +8,7 @@ pub mod decode;
 pub mod dirents;
 pub mod error;
 pub mod event;
+pub mod fds;
 pub mod filter;
 pub mod inspect;
 pub mod mem;

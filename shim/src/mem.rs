@@ -100,6 +100,59 @@ impl Mem {
         None
     }
 
+    /// Writes `data` at addr of thread `tid` (a buffer the tracee handed to a
+    /// syscall the engine answers, e.g. getdents). process_vm_writev where it
+    /// works; else PTRACE_POKEDATA, a word at a time (gVisor refuses writes to
+    /// /proc/PID/mem), which needs `tid` to be in a ptrace stop. Returns false
+    /// if any byte could not be written.
+    pub fn write(&mut self, tid: i32, addr: u64, data: &[u8]) -> bool {
+        if data.is_empty() {
+            return true;
+        }
+        if self.mode == ReadMode::ProcessVmReadv {
+            let local = libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            };
+            let remote = libc::iovec {
+                iov_base: addr as *mut libc::c_void,
+                iov_len: data.len(),
+            };
+            // SAFETY: `local` points into `data`, valid for reads of data.len() bytes; the
+            // remote iovec is only interpreted by the kernel in the tracee's address space.
+            let n = unsafe { libc::process_vm_writev(tid, &local, 1, &remote, 1, 0) };
+            return n == data.len() as isize;
+        }
+        let mut at = addr & !7;
+        let end = addr + data.len() as u64;
+        while at < end {
+            let mut word = [0u8; 8];
+            let (lo, hi) = (addr.max(at), end.min(at + 8));
+            if lo > at || hi < at + 8 {
+                // A partial word: keep the bytes around it.
+                // SAFETY: PEEKDATA returns the word (errno tells errors apart from -1).
+                unsafe { *libc::__errno_location() = 0 };
+                // SAFETY: PTRACE_PEEKDATA on a stopped tracee takes an address and no buffer.
+                let v = unsafe { libc::ptrace(libc::PTRACE_PEEKDATA, tid, at, 0) };
+                // SAFETY: reading our own errno.
+                if v == -1 && unsafe { *libc::__errno_location() } != 0 {
+                    return false;
+                }
+                word = v.to_ne_bytes();
+            }
+            word[(lo - at) as usize..(hi - at) as usize]
+                .copy_from_slice(&data[(lo - addr) as usize..(hi - addr) as usize]);
+            // SAFETY: PTRACE_POKEDATA on a stopped tracee takes the word by value.
+            if unsafe { libc::ptrace(libc::PTRACE_POKEDATA, tid, at, i64::from_ne_bytes(word)) }
+                != 0
+            {
+                return false;
+            }
+            at += 8;
+        }
+        true
+    }
+
     /// Reads a plain value (e.g. struct open_how) at addr.
     pub fn read_bytes<const N: usize>(
         &mut self,

@@ -13,6 +13,16 @@ pub const SLOT_SIZE: usize = 3 * 4096;
 pub const SLOTS: usize = 512;
 pub const AREA_SIZE: usize = SLOT_SIZE * SLOTS;
 
+/// What the tracer knows of one address space (shared by processes made with
+/// CLONE_VM: vfork and posix_spawn children map into their parent's memory).
+#[derive(Default, Clone)]
+pub struct AddrSpace {
+    /// Where the scratch area is mapped here, if it is (as far as the tracer
+    /// knows: the program may have unmapped or replaced it; every use reads
+    /// back what it placed).
+    pub scratch: Option<(u64, std::rc::Rc<std::cell::RefCell<Area>>)>,
+}
+
 /// The tracer's side of one memfd, shared by every process that inherited the mapping.
 pub struct Area {
     ptr: *mut u8,
@@ -73,6 +83,18 @@ impl Area {
             *self.ptr.add(off + n) = 0;
         }
         off
+    }
+}
+
+impl Area {
+    /// Writes `bytes` as they are at `offset` within `slot` (cut at the slot's end).
+    pub fn put_raw(&mut self, slot: u32, offset: usize, bytes: &[u8]) {
+        assert!((slot as usize) < SLOTS && offset < SLOT_SIZE);
+        let n = bytes.len().min(SLOT_SIZE - offset);
+        let off = slot as usize * SLOT_SIZE + offset;
+        // SAFETY: off + n <= (slot + 1) * SLOT_SIZE <= AREA_SIZE, and the mapping
+        // lives as long as self; the tracee only reads this memory.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(off), n) };
     }
 }
 

@@ -192,3 +192,21 @@ pub fn python() -> String {
     })
     .clone()
 }
+
+/// Builds tests/fixtures/c/NAME.c once per test run into target/fixtures/c
+/// (a lock keeps parallel test binaries from racing) and returns the binary.
+pub fn c_fixture(name: &str) -> PathBuf {
+    let out = workspace().join("target/fixtures/c");
+    std::fs::create_dir_all(&out).expect("create target/fixtures/c");
+    let src = workspace().join(format!("tests/fixtures/c/{name}.c"));
+    let bin = out.join(name);
+    let o = Command::new("flock")
+        .arg(out.join(".lock"))
+        .args(["cc", "-O2", "-Wall", "-fno-stack-protector", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("run flock cc (are util-linux and a C compiler installed?)");
+    assert_ok(&o, &format!("cc {}", src.display()));
+    bin
+}
