@@ -227,7 +227,7 @@ fn in_gvisor(case: &str) -> String {
 }
 
 #[test]
-fn emulated_fds_end_are_kept_and_numbered_as_the_kernel_does_in_gvisor() {
+fn emulated_fds_end_are_kept_copied_and_numbered_as_the_kernel_does_in_gvisor() {
     if !have_gvisor() {
         return;
     }
@@ -258,6 +258,22 @@ fn emulated_fds_end_are_kept_and_numbered_as_the_kernel_does_in_gvisor() {
     assert_eq!(
         lowest,
         "lowest after-close(1): fd=1\nlowest after-close(1): write=EINVAL\nlowest 40-open: first=1 consecutive=1 einval=40\nlowest rlimit-200: fd=1 write=EINVAL\n"
+    );
+    // What Linux's procfs answers (the native reference of the test above).
+    assert_eq!(
+        in_gvisor("copies"),
+        "copies copy_file_range: EXDEV pos=0\ncopies sendfile: EINVAL pos=0\ncopies sendfile-offset: EINVAL off=0\ncopies splice: EINVAL pipe_left=4\ncopies splice-waiting: EINVAL pipe_left=4\ncopies mmap-shared-write: EACCES\n"
+    );
+    let o = gvisor(&format!(
+        "{} run --state /tmp/fdt/s -- sh -c '{f} copies-valid {ENTRY} /tmp 17; cat {ENTRY}'",
+        k(),
+        f = c_fixture("fds").display()
+    ));
+    assert_eq!(
+        stdout(&o),
+        "copies-valid sendfile: 2 pos=2\ncopies-valid splice: 2\n17\n",
+        "{}",
+        stderr(&o)
     );
     let o = gvisor(&format!(
         "{} run --state /tmp/fdt/s -- sh -c '{} forks {ENTRY} 1000; true'",

@@ -93,6 +93,9 @@ struct ExitWork {
     /// The call was made to wait for a pipe (see emulated_splice): run the
     /// original again when it reports EFAULT (data came).
     rerun_on_efault: bool,
+    /// sendfile into an emulated fd, made to ask in's position first (lseek):
+    /// (out's description, its token, in, count) for the copy at the exit.
+    sendfile: Option<(Rc<Ofd>, u64, i32, usize)>,
     /// dup2/dup3 onto this emulated fd: it ends if the call succeeds.
     replaces: Option<i32>,
     /// close_range(first, last, flags) that meets emulated fds.
@@ -120,6 +123,7 @@ impl ExitWork {
             replaces: None,
             close_range: None,
             rerun_on_efault: false,
+            sendfile: None,
             rec: None,
             t0,
             pokes: Vec::new(),
@@ -140,6 +144,7 @@ impl ExitWork {
             || self.replaces.is_some()
             || self.close_range.is_some()
             || self.rerun_on_efault
+            || self.sendfile.is_some()
     }
 }
 

@@ -546,15 +546,29 @@ impl Tracer {
         } else {
             match fd_pos(tgid, infd) {
                 Some(p) => p,
-                None => return Some(-(libc::EBADF as i64)),
+                None => {
+                    // No position in fdinfo (gVisor): the call becomes
+                    // lseek(in, 0, SEEK_CUR), and the copy is made at its exit.
+                    let mut m = *regs;
+                    m.orig_rax = libc::SYS_lseek as u64;
+                    m.rdi = infd as u64;
+                    m.rsi = 0;
+                    m.rdx = libc::SEEK_CUR as u64;
+                    if setregs(tid, &m) {
+                        let mut w = std::mem::replace(work, ExitWork::new(false, None));
+                        w.saved = Some(*regs);
+                        let ofd = self.emulated(tgid, args[0]).expect("checked by the caller");
+                        w.sendfile = Some((ofd, token, infd, count));
+                        if let Some(rec) = w.rec.as_mut() {
+                            rec.action = Action::Emulated;
+                        }
+                        self.finish_entry(tid, w, Some(()), policy);
+                    }
+                    return None;
+                }
             }
         };
-        let mut buf = vec![0u8; count];
-        let n = f.read_at(&mut buf, pos).unwrap_or(0);
-        if n == 0 {
-            return Some(0);
-        }
-        let r = self.fake_write(o, token, tgid, o.pos.get(), &buf[..n], true, policy);
+        let r = self.copy_from_file(&f, pos, count, o, token, tgid, policy);
         if r <= 0 {
             return Some(r);
         }
@@ -580,6 +594,27 @@ impl Tracer {
             self.finish_entry(tid, w, Some(()), policy);
         }
         None
+    }
+
+    /// Reads up to `count` bytes of `f` at `pos` and writes them as write(2)
+    /// on `o` would; returns what the write returns (0 at the end of `f`).
+    #[allow(clippy::too_many_arguments)]
+    fn copy_from_file(
+        &mut self,
+        f: &std::fs::File,
+        pos: u64,
+        count: usize,
+        o: &Ofd,
+        token: u64,
+        tgid: i32,
+        policy: &mut dyn Policy,
+    ) -> i64 {
+        let mut buf = vec![0u8; count];
+        let n = f.read_at(&mut buf, pos).unwrap_or(0);
+        if n == 0 {
+            return 0;
+        }
+        self.fake_write(o, token, tgid, o.pos.get(), &buf[..n], true, policy)
     }
 
     /// splice(in, off_in, out, off_out, len, flags) into a writable entry:
@@ -694,6 +729,27 @@ impl Tracer {
                 }
             }
             return Ok(ret);
+        }
+        if let Some((o, token, infd, count)) = w.sendfile.take() {
+            // ret is in's position (the call was lseek(in, 0, SEEK_CUR)).
+            if ret < 0 {
+                return Ok(ret);
+            }
+            let Ok(f) = std::fs::File::open(format!("/proc/{tgid}/fd/{infd}")) else {
+                return Ok(-(libc::EBADF as i64));
+            };
+            let r = self.copy_from_file(&f, ret as u64, count, &o, token, tgid, policy);
+            if r > 0 {
+                self.inject(
+                    tid,
+                    cur,
+                    libc::SYS_lseek,
+                    &[infd as u64, r as u64, libc::SEEK_CUR as u64],
+                    &mut sigs,
+                )?;
+            }
+            self.requeue(tid, &sigs);
+            return Ok(r);
         }
         if let Some(n) = w.replaces {
             if ret >= 0 {
