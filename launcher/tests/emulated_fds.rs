@@ -69,6 +69,11 @@ fn open_of_a_fake_entry_returns_the_lowest_free_fd_as_the_kernel_does_natively()
 }
 
 #[test]
+fn a_multi_threaded_process_opens_many_fake_entries_at_once_and_under_a_low_fd_limit_natively() {
+    same_as_native("threaded", "");
+}
+
+#[test]
 fn sendfile_splice_and_copy_file_range_into_a_fake_entry_answer_as_procfs_natively() {
     same_as_native("copies", "");
     // Valid values go through (procfs files take sendfile and splice).
@@ -254,6 +259,10 @@ fn emulated_fds_end_are_kept_copied_and_numbered_as_the_kernel_does_in_gvisor() 
         };
         assert!(l.ends_with(&format!("write={want}")), "{kept}");
     }
+    assert_eq!(
+        in_gvisor("threaded"),
+        "threaded 40-open: opened=40 einval=40\nthreaded rlimit-200: opened=40 einval=40\n"
+    );
     let lowest = in_gvisor("lowest");
     assert_eq!(
         lowest,

@@ -265,8 +265,9 @@ mod tests {
             plain.len() < 4096,
             "BPF programs are limited to 4096 instructions"
         );
+        // A block of eight fds must fit the two pages the engine gives it.
         let eight = build_for_fds(&[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
-        assert!(eight.len() < 1500, "{} instructions", eight.len());
+        assert!(eight.len() * 8 <= 2 * 4096, "{} instructions", eight.len());
     }
 
     #[test]

@@ -51,6 +51,8 @@ struct Proc {
     convert: bool,
     /// Converting failed (no room for a filter): stay stepped.
     step_only: bool,
+    /// An fd could not be covered here, and a warning said so.
+    warned: bool,
 }
 
 impl Proc {
@@ -63,6 +65,7 @@ impl Proc {
             step_left: STEP_BUDGET,
             convert: false,
             step_only: false,
+            warned: false,
         }
     }
 }

@@ -33,6 +33,9 @@ use std::time::Instant;
 const MAX_WRITE: usize = 1 << 20;
 /// The kernel's UIO_MAXIOV.
 const MAX_IOV: u64 = 1024;
+/// fd numbers one per-fd filter covers when a multi-threaded process has no
+/// room left in the fd range.
+const FILTER_BLOCK: i32 = 8;
 
 fn is_restart(rax: u64) -> bool {
     (-516..=-512).contains(&(rax as i64))
@@ -821,10 +824,14 @@ impl Tracer {
             }
         }
         self.requeue(tid, &sigs);
-        if let Some(pid) = self.uncoverable.take() {
+        let first = self
+            .uncoverable
+            .and_then(|pid| self.procs.get_mut(&pid))
+            .is_some_and(|p| !std::mem::replace(&mut p.warned, true));
+        if let (Some(pid), true) = (self.uncoverable.take(), first) {
             policy.on_event(&crate::event::Event::Warning {
                 pid,
-                message: "an fd of an emulated entry could not be covered (no room for another per-fd filter): the call that made it failed with EMFILE".into(),
+                message: "an fd of an emulated entry could not be covered (no room for another per-fd filter): the call that made it failed with EMFILE (said once per process)".into(),
             });
         }
         Ok(ret)
@@ -862,7 +869,11 @@ impl Tracer {
                 return Ok(m);
             }
         }
-        if self.add_fd_filter(tid, tgid, cur, &[n as i32], sigs)? {
+        // A process that filled the range (or whose RLIMIT_NOFILE is below it)
+        // writes many entries at once: its next fds come next to this one, so
+        // one filter covers a block of numbers.
+        let block: Vec<i32> = (n as i32..n as i32 + FILTER_BLOCK).collect();
+        if self.add_fd_filter(tid, tgid, cur, &block, sigs)? {
             self.track(tgid, n as i32, o);
             return Ok(n);
         }
