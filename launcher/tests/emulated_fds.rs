@@ -174,6 +174,49 @@ fn after_a_shell_writes_a_fake_entry_its_later_writes_to_stdout_never_stop_nativ
     );
 }
 
+/// A shell that keeps a fake entry open (`exec 3>`) for longer than the step
+/// budget: it stops being stepped (fd 3 gets a per-fd filter), its writes
+/// through fd 3 stay checked, and its other writes never stop. (The refused
+/// write comes first: a write after an accepted one is at offset > 0, which
+/// procfs ignores and reports as done.)
+const KEPT_OPEN: &str = "exec 3>/proc/sys/kernel/panic; i=0; while [ $i -lt 200 ]; do i=$((i+1)); /bin/true; done; echo abc >&3 2>/dev/null; echo rc=$?; echo 9 >&3; dd bs=1 count=500 if=/dev/zero 2>/dev/null >/dev/null; exec 3>&-; cat /proc/sys/kernel/panic";
+
+fn check_kept_open(out: &str, trace: &str) {
+    assert_eq!(out, "rc=1\n9\n", "{trace}");
+    assert_eq!(
+        trapped_stdout_writes(trace),
+        2,
+        "the two echos to fd 3 (through fd 1) only:\n{trace}"
+    );
+}
+
+#[test]
+fn a_shell_that_keeps_a_fake_entry_open_stops_being_stepped_and_stays_checked_natively() {
+    let st = scratch("fds-kept-open");
+    let tf = st.join("trace.txt");
+    let o = native(&format!(
+        "{} trace --mode shadow --state {} -o {} -- sh -c '{KEPT_OPEN}'",
+        k(),
+        st.join("s").display(),
+        tf.display()
+    ));
+    assert_ok(&o, "kept open");
+    check_kept_open(&stdout(&o), &std::fs::read_to_string(&tf).unwrap());
+}
+
+#[test]
+fn a_shell_that_keeps_a_fake_entry_open_stops_being_stepped_and_stays_checked_in_gvisor() {
+    if !have_gvisor() {
+        return;
+    }
+    let o = gvisor(&format!(
+        "{} trace --state /tmp/ko -o /tmp/t.txt -- sh -c '{KEPT_OPEN}' && cat /tmp/t.txt >&2",
+        k()
+    ));
+    assert_ok(&o, "kept open in gVisor");
+    check_kept_open(&stdout(&o), &stderr(&o));
+}
+
 #[test]
 fn fake_directories_list_dot_and_dotdot_first_as_procfs_does_natively() {
     let st = scratch("fds-readdir");
