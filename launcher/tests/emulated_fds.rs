@@ -73,6 +73,14 @@ fn a_multi_threaded_process_opens_many_fake_entries_at_once_and_under_a_low_fd_l
     same_as_native("threaded", "");
 }
 
+/// The program's own filter refuses the fcntl that moves a multi-threaded
+/// process's fd (in gVisor such a refused syscall gives the tracer no stop at
+/// all: the program ran on with the tracer's registers and crashed).
+#[test]
+fn a_program_whose_filter_refuses_the_tracers_fd_move_still_has_its_writes_checked_natively() {
+    same_as_native("filtered", "");
+}
+
 #[test]
 fn sendfile_splice_and_copy_file_range_into_a_fake_entry_answer_as_procfs_natively() {
     same_as_native("copies", "");
@@ -306,6 +314,7 @@ fn emulated_fds_end_are_kept_copied_and_numbered_as_the_kernel_does_in_gvisor() 
         in_gvisor("threaded"),
         "threaded 40-open: opened=40 einval=40\nthreaded rlimit-200: opened=40 einval=40\n"
     );
+    assert_eq!(in_gvisor("filtered"), "filtered: einval=10 of 10\n");
     let lowest = in_gvisor("lowest");
     assert_eq!(
         lowest,

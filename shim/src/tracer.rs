@@ -1458,6 +1458,6 @@ impl Tracer {
         if fd < 0 {
             return Ok(Err(-fd as i32));
         }
-        self.map_memfd(tid, &cur, fd, sigs)
+        self.map_memfd(tid, r0, fd, sigs)
     }
 }

@@ -2,10 +2,19 @@
 //! scratch area, moving an fd, adding a filter), and the signals that arrive
 //! while it does: each is taken with its siginfo at its delivery stop and
 //! delivered again afterwards with that same siginfo.
+//!
+//! A program's own seccomp filter may refuse a syscall the tracer runs. On
+//! Linux the refused syscall still gives its exit stop (with the errno). In
+//! gVisor it gives no stop at all: the thread would run on in the program,
+//! past the tracer. So the area is mapped by converting the trapped syscall
+//! itself at its seccomp stop, each time it traps again (gVisor does not
+//! filter a syscall the tracer changed there; Linux does and reports the
+//! exit), and later syscalls run from the area's trampoline, `syscall; int3`:
+//! a syscall skipped without stops lands on the int3, whose SIGTRAP tells.
 
 use super::{getregs, ptrace_raw, setregs, AreaRef, Tracer, NO_STATUS, SYSCALL_INSN_LEN};
 use crate::filter::{FD_TRAP_BASE, FD_TRAP_END};
-use crate::scratch::{Area, SLOT_SIZE};
+use crate::scratch::{Area, SLOT_SIZE, TRAMPOLINE};
 use libc::user_regs_struct as Regs;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -14,6 +23,9 @@ use std::rc::Rc;
 pub(super) enum Step {
     /// Reached the next syscall stop.
     Syscall,
+    /// The injected syscall gave no stop (refused by a filter, in gVisor):
+    /// the thread is at the trampoline's int3, with this result.
+    Skipped(i64),
     /// The thread is gone; its wait status is returned for the main loop.
     Gone(i32),
 }
@@ -39,6 +51,11 @@ impl Tracer {
     /// (and remembering, with their siginfo) signals and passing over seccomp
     /// stops of injected calls.
     pub(super) fn step(&mut self, tid: i32, sigs: &mut Sigs) -> Step {
+        self.step_from(tid, sigs, None)
+    }
+
+    /// As `step`, for a syscall run from the trampoline at `tramp`.
+    fn step_from(&mut self, tid: i32, sigs: &mut Sigs, tramp: Option<u64>) -> Step {
         ptrace_raw(libc::PTRACE_SYSCALL, tid, 0, 0);
         loop {
             let mut st = 0;
@@ -65,6 +82,17 @@ impl Tracer {
             if ev == 0 && sig == (libc::SIGTRAP | 0x80) {
                 return Step::Syscall;
             }
+            if let (0, Some(t), true) = (ev, tramp, sig == libc::SIGTRAP || sig == libc::SIGSEGV) {
+                if let Some(r) = getregs(tid) {
+                    if sig == libc::SIGTRAP && (r.rip == t + 2 || r.rip == t + 3) {
+                        return Step::Skipped(r.rax as i64);
+                    }
+                    if sig == libc::SIGSEGV && r.rip == t {
+                        // The trampoline went away under us.
+                        return Step::Skipped(-(libc::EFAULT as i64));
+                    }
+                }
+            }
             if ev == 0 {
                 // A signal-delivery stop: the signal was dequeued. Keep its
                 // siginfo (a sigqueue payload, the sender) to deliver it later;
@@ -85,8 +113,9 @@ impl Tracer {
         }
     }
 
-    /// Runs syscall `nr` in `tid`, which is at a syscall-exit stop with registers
-    /// `at`: rewinds to the syscall instruction, steps through enter and exit, and
+    /// Runs syscall `nr` in `tid`, which is at a syscall-exit stop with
+    /// registers `at`, from its process's trampoline (or, with no area, from
+    /// the syscall instruction just run): steps through enter and exit and
     /// returns the result. Registers are left modified: the caller restores.
     pub(super) fn inject(
         &mut self,
@@ -96,8 +125,9 @@ impl Tracer {
         a: &[u64],
         sigs: &mut Sigs,
     ) -> Result<i64, i32> {
+        let tramp = self.trampoline(tid);
         let mut m = *at;
-        m.rip = at.rip - SYSCALL_INSN_LEN;
+        m.rip = tramp.unwrap_or(at.rip - SYSCALL_INSN_LEN);
         m.rax = nr as u64;
         m.orig_rax = nr as u64;
         for (i, v) in a.iter().enumerate() {
@@ -107,6 +137,90 @@ impl Tracer {
             return Err(NO_STATUS);
         }
         for _ in 0..2 {
+            match self.step_from(tid, sigs, tramp) {
+                Step::Gone(st) => return Err(st),
+                Step::Skipped(r) => return Ok(r),
+                Step::Syscall => {}
+            }
+        }
+        getregs(tid).map(|r| r.rax as i64).ok_or(NO_STATUS)
+    }
+
+    /// The trampoline of `tid`'s process, if its area is there (read back).
+    fn trampoline(&mut self, tid: i32) -> Option<u64> {
+        let tgid = self.threads.get(&tid).map(|t| t.tgid).unwrap_or(tid);
+        let base = self.procs.get(&tgid)?.mm.borrow().scratch.as_ref()?.0;
+        if self.reads_back_raw(tgid, tid, base, &TRAMPOLINE) {
+            return Some(base);
+        }
+        self.forget_scratch(tgid, base);
+        None
+    }
+
+    /// Runs `nr` in place of the trapped syscall `r0` (the thread is at the
+    /// exit stop of a syscall run in its place): `r0` runs again from its
+    /// instruction, traps again (the program's filters allowed it once, so
+    /// they do again) and becomes `nr` at its seccomp stop. Returns the result.
+    pub(super) fn reissue(
+        &mut self,
+        tid: i32,
+        r0: &Regs,
+        nr: i64,
+        a: &[u64],
+        sigs: &mut Sigs,
+    ) -> Result<i64, i32> {
+        let mut back = *r0;
+        back.rip = r0.rip - SYSCALL_INSN_LEN;
+        back.rax = r0.orig_rax;
+        if !setregs(tid, &back) {
+            return Err(NO_STATUS);
+        }
+        ptrace_raw(libc::PTRACE_SYSCALL, tid, 0, 0);
+        loop {
+            let mut st = 0;
+            // SAFETY: waiting for any of our tracees (see step).
+            let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL) };
+            if r < 0 {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return Err(NO_STATUS);
+            }
+            if r != tid {
+                self.deferred.push_back((r, st));
+                continue;
+            }
+            if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+                return Err(st);
+            }
+            let (ev, sig) = (st >> 16, libc::WSTOPSIG(st));
+            if ev == libc::PTRACE_EVENT_SECCOMP {
+                break;
+            }
+            if ev == 0 && sig != (libc::SIGTRAP | 0x80) {
+                // SAFETY: zeroed is a valid siginfo_t.
+                let si = siginfo(tid).unwrap_or_else(|| unsafe { std::mem::zeroed() });
+                sigs.push((sig, Some(si)));
+            }
+            // Linux's enter stop (before the seccomp stop), signals, events.
+            ptrace_raw(libc::PTRACE_SYSCALL, tid, 0, 0);
+        }
+        let Some(mut m) = getregs(tid) else {
+            return Err(NO_STATUS);
+        };
+        m.orig_rax = nr as u64;
+        for (i, v) in a.iter().enumerate() {
+            super::set_arg(&mut m, i, *v);
+        }
+        if !setregs(tid, &m) {
+            return Err(NO_STATUS);
+        }
+        let stops = if self.facts.enter_stop_after_seccomp {
+            2
+        } else {
+            1
+        };
+        for _ in 0..stops {
             if let Step::Gone(st) = self.step(tid, sigs) {
                 return Err(st);
             }
@@ -159,13 +273,14 @@ impl Tracer {
         ptrace_raw(libc::PTRACE_SETSIGINFO, tid, 0, &si as *const _ as u64);
     }
 
-    /// With memfd `fd` open in the tracee (at an exit stop, registers `cur`):
-    /// maps it here read-write and there read-only, and closes it there.
-    /// Ok(Err(ENOMEM)) if either mapping failed.
+    /// With memfd `fd` open in the tracee (at the exit stop of the syscall
+    /// that became memfd_create; `r0` the trapped syscall's registers): maps
+    /// it here read-write and there read+exec, and closes it there, each by
+    /// `reissue`. Ok(Err(ENOMEM)) if either mapping failed.
     pub(super) fn map_memfd(
         &mut self,
         tid: i32,
-        cur: &Regs,
+        r0: &Regs,
         fd: i64,
         sigs: &mut Sigs,
     ) -> Result<Result<(u64, AreaRef), i32>, i32> {
@@ -178,14 +293,14 @@ impl Tracer {
         self.next_area += 1;
         let mut addr: i64 = -1;
         if mapped.is_some() {
-            addr = self.inject(
+            addr = self.reissue(
                 tid,
-                cur,
+                r0,
                 libc::SYS_mmap,
                 &[
                     0,
                     crate::scratch::AREA_SIZE as u64,
-                    libc::PROT_READ as u64,
+                    (libc::PROT_READ | libc::PROT_EXEC) as u64,
                     libc::MAP_SHARED as u64,
                     fd as u64,
                     0,
@@ -193,7 +308,7 @@ impl Tracer {
                 sigs,
             )?;
         }
-        self.inject(tid, cur, libc::SYS_close, &[fd as u64], sigs)?;
+        self.reissue(tid, r0, libc::SYS_close, &[fd as u64], sigs)?;
         Ok(match mapped {
             Some(area) if addr > 0 && (addr as u64) < u64::MAX - 4096 => {
                 Ok((addr as u64, Rc::new(RefCell::new(area))))
@@ -202,46 +317,12 @@ impl Tracer {
         })
     }
 
-    /// The scratch area of `tgid`, mapped from an exit stop (registers `cur`)
-    /// if there is none: memfd_create's name is a NUL found on the stack.
-    pub(super) fn scratch_at_exit(
-        &mut self,
-        tid: i32,
-        tgid: i32,
-        cur: &Regs,
-        sigs: &mut Sigs,
-    ) -> Result<Option<(u64, AreaRef)>, i32> {
-        if let Some(s) = self
-            .procs
+    /// The scratch area of `tgid`, if it has one (an exit stop is no place to
+    /// map one: see the module comment).
+    pub(super) fn scratch_at_exit(&mut self, tgid: i32) -> Option<(u64, AreaRef)> {
+        self.procs
             .get(&tgid)
             .and_then(|p| p.mm.borrow().scratch.clone())
-        {
-            return Ok(Some(s));
-        }
-        let mut b = [0u8; 256];
-        let n = self.mem.read(tgid, tid, cur.rsp, &mut b);
-        let Some(z) = b[..n].iter().position(|&c| c == 0) else {
-            return Ok(None);
-        };
-        let fd = self.inject(
-            tid,
-            cur,
-            libc::SYS_memfd_create,
-            &[cur.rsp + z as u64, libc::MFD_CLOEXEC as u64],
-            sigs,
-        )?;
-        if fd < 0 {
-            return Ok(None);
-        }
-        match self.map_memfd(tid, cur, fd, sigs)? {
-            Ok(s) => {
-                if let Some(p) = self.procs.get(&tgid) {
-                    p.mm.borrow_mut().scratch = Some(s.clone());
-                }
-                Ok(Some(s))
-            }
-            Err(_) => Ok(None),
-        }
     }
 
     /// Adds a seccomp filter to `tid`'s process (all its threads: TSYNC) that
@@ -277,7 +358,7 @@ impl Tracer {
         if bytes.len() > 2 * 4096 {
             return Ok(false);
         }
-        let Some((base, area)) = self.scratch_at_exit(tid, tgid, at, sigs)? else {
+        let Some((base, area)) = self.scratch_at_exit(tgid) else {
             return Ok(false);
         };
         let Some(slot) = area.borrow_mut().alloc() else {
