@@ -159,8 +159,11 @@ impl Tracer {
 
     /// Runs `nr` in place of the trapped syscall `r0` (the thread is at the
     /// exit stop of a syscall run in its place): `r0` runs again from its
-    /// instruction, traps again (the program's filters allowed it once, so
-    /// they do again) and becomes `nr` at its seccomp stop. Returns the result.
+    /// instruction and becomes `nr` at its first stop. That is its seccomp
+    /// stop in gVisor with the filter (the program's filters allowed it once,
+    /// so they do again, and gVisor does not filter the changed syscall), its
+    /// enter stop on Linux (which filters the changed syscall, but then gives
+    /// its exit stop with the errno) and with no filter. Returns the result.
     pub(super) fn reissue(
         &mut self,
         tid: i32,
@@ -176,6 +179,8 @@ impl Tracer {
             return Err(NO_STATUS);
         }
         ptrace_raw(libc::PTRACE_SYSCALL, tid, 0, 0);
+        // Stops from the conversion to the exit: one from an enter stop.
+        let mut stops = 1;
         loop {
             let mut st = 0;
             // SAFETY: waiting for any of our tracees (see step).
@@ -195,14 +200,22 @@ impl Tracer {
             }
             let (ev, sig) = (st >> 16, libc::WSTOPSIG(st));
             if ev == libc::PTRACE_EVENT_SECCOMP {
+                // gVisor: then its enter stop, then its exit stop.
+                stops = if self.facts.enter_stop_after_seccomp {
+                    2
+                } else {
+                    1
+                };
                 break;
             }
-            if ev == 0 && sig != (libc::SIGTRAP | 0x80) {
+            if ev == 0 && sig == (libc::SIGTRAP | 0x80) {
+                break;
+            }
+            if ev == 0 {
                 // SAFETY: zeroed is a valid siginfo_t.
                 let si = siginfo(tid).unwrap_or_else(|| unsafe { std::mem::zeroed() });
                 sigs.push((sig, Some(si)));
             }
-            // Linux's enter stop (before the seccomp stop), signals, events.
             ptrace_raw(libc::PTRACE_SYSCALL, tid, 0, 0);
         }
         let Some(mut m) = getregs(tid) else {
@@ -215,11 +228,6 @@ impl Tracer {
         if !setregs(tid, &m) {
             return Err(NO_STATUS);
         }
-        let stops = if self.facts.enter_stop_after_seccomp {
-            2
-        } else {
-            1
-        };
         for _ in 0..stops {
             if let Step::Gone(st) = self.step(tid, sigs) {
                 return Err(st);
