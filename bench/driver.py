@@ -230,6 +230,14 @@ def workloads():
         return py("procsys.py", FAKE, s["procsys"]), {"timeout": 900}, None
     ws.append(("procsys-fake", TOOLS, procsys_fake))
 
+    def dd_after_write(tool):
+        # A shell writes a fake entry ("abc": refused everywhere, so natively the
+        # host is untouched), then dd writes 1-byte blocks to its stdout, the
+        # fd the write went through: under k3shim those writes must not stop.
+        script = f"echo abc 2>/dev/null >{FAKE}; dd bs=1 count={s['dd_bytes']} if=/dev/zero 2>/dev/null >/dev/null"
+        return ["/bin/sh", "-c", f"{script}; true"], {"timeout": 600}, None
+    ws.append(("dd-after-fake-write", ["native", "k3shim"], dd_after_write))
+
     if FIX:
         standin = os.path.join(FIX, "standin")
         sysstress = os.path.join(FIX, "sysstress")

@@ -148,6 +148,10 @@ pub enum Outcome {
         add_flags: i32,
         clear_flags: i32,
         write_token: Option<u64>,
+        /// `backing` is a directory of the fake tree (a view): its listing
+        /// must look like procfs's (`.` and `..` first, then the entries),
+        /// whatever order the state directory's file system keeps.
+        listing: bool,
     },
     /// Fail the syscall with this errno, as procfs would.
     Error(i32),
@@ -920,6 +924,7 @@ impl FakeFs {
             add_flags: 0,
             clear_flags: 0,
             write_token: None,
+            listing: false,
         })
     }
 
@@ -936,6 +941,7 @@ impl FakeFs {
             add_flags: add | libc::O_NOFOLLOW,
             clear_flags: clear,
             write_token: None,
+            listing: false,
         };
         match op {
             Op::Read | Op::Stat | Op::Truncate => fake(0, READ_CLEAR & !libc::O_TRUNC),
@@ -988,6 +994,7 @@ impl FakeFs {
                     add_flags: libc::O_NOFOLLOW,
                     clear_flags: READ_CLEAR,
                     write_token: None,
+                    listing: true,
                 },
                 Err(e) => Outcome::Error(e),
             },
@@ -1030,6 +1037,7 @@ impl FakeFs {
                         add_flags: libc::O_NOFOLLOW,
                         clear_flags: READ_CLEAR,
                         write_token: None,
+                        listing: false,
                     },
                     // Nothing to serve (real but unreadable): the kernel answers.
                     Err(libc::ENOENT) => Outcome::Real,
@@ -1056,6 +1064,7 @@ impl FakeFs {
                         add_flags: libc::O_NOFOLLOW,
                         clear_flags: WRITE_CLEAR,
                         write_token: Some(self.token_for(rel)),
+                        listing: false,
                     },
                     Err(e) => Outcome::Error(e),
                 }
@@ -1072,6 +1081,7 @@ impl FakeFs {
                 add_flags: libc::O_NOFOLLOW,
                 clear_flags: READ_CLEAR,
                 write_token: None,
+                listing: false,
             },
             Err(e) => Outcome::Error(e),
         }

@@ -129,11 +129,13 @@ impl Policy for ShimPolicy {
                 add_flags,
                 clear_flags,
                 write_token,
+                listing,
             } => Decision::Redirect(Redirect {
                 to: backing,
                 add_flags,
                 clear_flags,
                 write_token,
+                listing,
             }),
         }
     }
@@ -157,10 +159,6 @@ impl Policy for ShimPolicy {
         let r = self.fs.write(token, pid, &comm, offset, data);
         self.journal();
         r
-    }
-
-    fn on_write_escape(&mut self, _token: u64, pid: i32) {
-        self.timeline.emit("warning", json!({"pid": pid, "message": "a copy of an emulated entry's fd could not be trapped; writes through it fail with EBADF"}));
     }
 
     fn should_hold(&mut self, req: &HoldRequest) -> bool {

@@ -80,6 +80,13 @@ const FD_CALLS: &[(&str, FdArgs)] = &[
     ("dup3", FdArgs::FirstOrSecond),
     ("fcntl", FdArgs::Dupfd),
     ("fcntl64", FdArgs::Dupfd),
+    ("dup", FdArgs::First),
+    ("getdents", FdArgs::First),
+    ("getdents64", FdArgs::First),
+    ("lseek", FdArgs::First),
+    ("_llseek", FdArgs::First),
+    ("sendfile", FdArgs::First),
+    ("sendfile64", FdArgs::First),
 ];
 
 /// i386 numbers of the fd syscalls (refused on the shim's fds).

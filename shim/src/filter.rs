@@ -2,7 +2,7 @@
 //! for path-taking syscalls and getcwd (and connect when a hold rule needs
 //! it), ALLOW for everything else, so that untouched syscalls never stop.
 
-use crate::compat::{self, FdArgs};
+use crate::compat::{self, FdArgs as AbiFdArgs};
 use crate::sysent::PATH_SYSCALLS;
 use seccompiler::{
     sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen as Len, SeccompCmpOp as Op,
@@ -12,9 +12,150 @@ use std::collections::BTreeMap;
 use syscalls::Sysno;
 
 /// fds at or above this number (and below FD_TRAP_END) are the shim's: writes on
-/// them are trapped, so that writes to emulated entries can be checked.
+/// them are trapped, so that writes to emulated entries can be checked. Only
+/// multi-threaded processes get their emulated fds moved here (see
+/// `FdSet`); single-threaded ones keep the number the kernel gave.
 pub const FD_TRAP_BASE: u64 = 1000;
 pub const FD_TRAP_END: u64 = 1024;
+
+/// The fd numbers one filter stops fd syscalls for.
+#[derive(Debug, Clone, Copy)]
+pub enum FdSet<'a> {
+    /// FD_TRAP_BASE..FD_TRAP_END, in the filter installed before exec.
+    Range,
+    /// These numbers, in a filter added at run time.
+    List(&'a [i32]),
+}
+
+impl FdSet<'_> {
+    pub fn contains(&self, fd: u64) -> bool {
+        let fd = fd as u32 as u64;
+        match self {
+            FdSet::Range => (FD_TRAP_BASE..FD_TRAP_END).contains(&fd),
+            FdSet::List(l) => l.iter().any(|&f| f as u32 as u64 == fd),
+        }
+    }
+
+    /// Does [lo, hi] (close_range's bounds) meet the set?
+    pub fn meets(&self, lo: u64, hi: u64) -> bool {
+        let (lo, hi) = (lo as u32 as u64, hi as u32 as u64);
+        match self {
+            FdSet::Range => lo < FD_TRAP_END && hi >= FD_TRAP_BASE,
+            FdSet::List(l) => l.iter().any(|&f| (lo..=hi).contains(&(f as u32 as u64))),
+        }
+    }
+
+    /// Alternatives (ORed) of conditions (ANDed) for "argument `arg` is in the set".
+    fn conds(&self, arg: u8) -> Vec<Vec<Cond>> {
+        match self {
+            FdSet::Range => vec![vec![
+                c(arg, Op::Ge, FD_TRAP_BASE),
+                c(arg, Op::Lt, FD_TRAP_END),
+            ]],
+            FdSet::List(l) => l
+                .iter()
+                .map(|&f| vec![c(arg, Op::Eq, f as u32 as u64)])
+                .collect(),
+        }
+    }
+
+    /// Alternatives for "[arg0, arg1] meets the set".
+    fn range_conds(&self) -> Vec<Vec<Cond>> {
+        match self {
+            FdSet::Range => vec![vec![c(0, Op::Lt, FD_TRAP_END), c(1, Op::Ge, FD_TRAP_BASE)]],
+            FdSet::List(l) => l
+                .iter()
+                .map(|&f| vec![c(0, Op::Le, f as u32 as u64), c(1, Op::Ge, f as u32 as u64)])
+                .collect(),
+        }
+    }
+}
+
+/// Which arguments of an fd syscall name the fds a filter looks at.
+#[derive(Debug, Clone, Copy)]
+pub enum FdArgs {
+    One(u8),
+    /// Either argument (dup2/dup3: a copy from the fd, or the fd replaced).
+    Either(u8, u8),
+    /// close_range(first, last, flags).
+    Bounds,
+}
+
+/// One fd syscall the engine must see for emulated fds: writes (answered by
+/// the policy), directory listings and seeks (answered from the listing),
+/// the ways an fd is copied or ends (tracked), and the copies into an fd
+/// (sendfile, splice, copy_file_range: answered as procfs does).
+#[derive(Debug)]
+pub struct FdCall {
+    pub sysno: Sysno,
+    pub fds: FdArgs,
+    /// When not empty, argument 1 must be one of these (fcntl commands).
+    pub cmds: &'static [u64],
+}
+
+const fn one(sysno: Sysno, arg: u8) -> FdCall {
+    FdCall {
+        sysno,
+        fds: FdArgs::One(arg),
+        cmds: &[],
+    }
+}
+
+/// The fd syscalls every filter stops for its fd numbers (F_SETFD, FIOCLEX and
+/// exec are not among them: which fds survived an exec is checked at the exec).
+pub static FD_CALLS: &[FdCall] = &[
+    one(Sysno::write, 0),
+    one(Sysno::pwrite64, 0),
+    one(Sysno::writev, 0),
+    one(Sysno::pwritev, 0),
+    one(Sysno::pwritev2, 0),
+    one(Sysno::ftruncate, 0),
+    one(Sysno::close, 0),
+    one(Sysno::dup, 0),
+    one(Sysno::getdents, 0),
+    one(Sysno::getdents64, 0),
+    one(Sysno::lseek, 0),
+    one(Sysno::sendfile, 0),
+    one(Sysno::splice, 2),
+    one(Sysno::copy_file_range, 2),
+    FdCall {
+        sysno: Sysno::dup2,
+        fds: FdArgs::Either(0, 1),
+        cmds: &[],
+    },
+    FdCall {
+        sysno: Sysno::dup3,
+        fds: FdArgs::Either(0, 1),
+        cmds: &[],
+    },
+    FdCall {
+        sysno: Sysno::fcntl,
+        fds: FdArgs::One(0),
+        cmds: &[libc::F_DUPFD as u64, libc::F_DUPFD_CLOEXEC as u64],
+    },
+    FdCall {
+        sysno: Sysno::close_range,
+        fds: FdArgs::Bounds,
+        cmds: &[],
+    },
+];
+
+/// The entry of FD_CALLS for syscall `nr`.
+pub fn fd_call(nr: i64) -> Option<&'static FdCall> {
+    FD_CALLS.iter().find(|f| f.sysno.id() as i64 == nr)
+}
+
+/// Would a filter for `set` stop this call? (The same test as its BPF.)
+pub fn traps(call: &FdCall, args: &[u64; 6], set: FdSet<'_>) -> bool {
+    if !call.cmds.is_empty() && !call.cmds.contains(&(args[1] as u32 as u64)) {
+        return false;
+    }
+    match call.fds {
+        FdArgs::One(a) => set.contains(args[a as usize]),
+        FdArgs::Either(a, b) => set.contains(args[a as usize]) || set.contains(args[b as usize]),
+        FdArgs::Bounds => set.meets(args[0], args[1]),
+    }
+}
 
 /// What the filter traps besides path syscalls.
 #[derive(Debug, Clone, Default)]
@@ -28,10 +169,6 @@ pub struct FilterSpec {
 
 fn c(arg: u8, op: Op, v: u64) -> Cond {
     Cond::new(arg, Len::Dword, op, v).expect("static condition")
-}
-
-fn fd_range(arg: u8) -> Vec<Cond> {
-    vec![c(arg, Op::Ge, FD_TRAP_BASE), c(arg, Op::Lt, FD_TRAP_END)]
 }
 
 /// Builds the BPF program.
@@ -67,7 +204,7 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
         rules.insert(s.id() as i64, vec![]);
     }
     if spec.write_fds {
-        fd_rules(&mut rules, &fd_range)?;
+        fd_rules(&mut rules, FdSet::Range)?;
     }
     let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Trace(0), arch())?;
     Ok(guard_other_abis(
@@ -78,16 +215,20 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
 }
 
 /// A filter the engine adds at run time to a process (with an injected
-/// seccomp(2)) when an emulated entry's fd is copied to `fd` outside the
-/// trapped range, e.g. by a shell's `dup2(fd, 1)` for `echo 1 > /proc/sys/x`.
-/// It traps writes on `fd`, and close/dup2 that replace it.
-pub fn build_for_fd(fd: u32) -> Result<BpfProgram, seccompiler::BackendError> {
+/// seccomp(2)) for emulated fds outside the range, when stepping the process
+/// is not possible or has gone on too long: it stops the fd syscalls of
+/// `fds` only.
+pub fn build_for_fds(fds: &[i32]) -> Result<BpfProgram, seccompiler::BackendError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    let v = u64::from(fd);
-    fd_rules(&mut rules, &|arg| vec![c(arg, Op::Eq, v)])?;
+    fd_rules(&mut rules, FdSet::List(fds))?;
     let prog = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Trace(0), arch())?
         .try_into()?;
-    Ok(guard_other_abis(prog, false, (v, v + 1)))
+    // Other ABIs' fd syscalls are refused on the span of the listed numbers
+    // (i386 and x32 code in an x86_64 process is rare; a wider span only
+    // refuses their fd calls on a few more numbers).
+    let lo = fds.iter().map(|&f| f as u32 as u64).min().unwrap_or(0);
+    let hi = fds.iter().map(|&f| f as u32 as u64 + 1).max().unwrap_or(0);
+    Ok(guard_other_abis(prog, false, (lo, hi)))
 }
 
 // Classic BPF, as seccomp runs it (linux/filter.h, linux/seccomp.h).
@@ -130,7 +271,7 @@ fn guard_other_abis(x86_64: BpfProgram, paths: bool, fds: (u64, u64)) -> BpfProg
         return x86_64;
     }
     let fds = (fds.0 as u32, fds.1 as u32);
-    let section = |path_nrs: Vec<u32>, fd_nrs: Vec<(u32, FdArgs)>, errno: i32| {
+    let section = |path_nrs: Vec<u32>, fd_nrs: Vec<(u32, AbiFdArgs)>, errno: i32| {
         let refuse = stmt(RET_K, RET_ERRNO | errno as u32);
         let mut v = Vec::new();
         v.push(stmt(LD_W_ABS, OFF_NR));
@@ -151,9 +292,9 @@ fn guard_other_abis(x86_64: BpfProgram, paths: bool, fds: (u64, u64)) -> BpfProg
         };
         for (nr, how) in fd_nrs {
             let block: Vec<sock_filter> = match how {
-                FdArgs::First => check(0),
-                FdArgs::FirstOrSecond => [check(0), check(1)].concat(),
-                FdArgs::Dupfd => [
+                AbiFdArgs::First => check(0),
+                AbiFdArgs::FirstOrSecond => [check(0), check(1)].concat(),
+                AbiFdArgs::Dupfd => [
                     vec![
                         stmt(LD_W_ABS, off_arg(1)),
                         jump(JEQ_K, libc::F_DUPFD as u32, 1, 0),
@@ -202,38 +343,31 @@ fn guard_other_abis(x86_64: BpfProgram, paths: bool, fds: (u64, u64)) -> BpfProg
     out
 }
 
-/// The syscalls that write through, close, truncate or copy an fd, each trapped
-/// when `fd_is(arg)` holds for its fd argument(s): the same set for the shim's
-/// fd range and for one fd outside it.
+/// The rules of FD_CALLS for `set`.
 fn fd_rules(
     rules: &mut BTreeMap<i64, Vec<SeccompRule>>,
-    fd_is: &dyn Fn(u8) -> Vec<Cond>,
+    set: FdSet<'_>,
 ) -> Result<(), seccompiler::BackendError> {
-    for s in [
-        Sysno::write,
-        Sysno::pwrite64,
-        Sysno::writev,
-        Sysno::pwritev,
-        Sysno::pwritev2,
-        Sysno::close,
-        Sysno::ftruncate,
-    ] {
-        rules.insert(s.id() as i64, vec![SeccompRule::new(fd_is(0))?]);
+    for call in FD_CALLS {
+        let alts: Vec<Vec<Cond>> = match call.fds {
+            FdArgs::One(a) => set.conds(a),
+            FdArgs::Either(a, b) => set.conds(a).into_iter().chain(set.conds(b)).collect(),
+            FdArgs::Bounds => set.range_conds(),
+        };
+        let mut r = Vec::new();
+        for alt in alts {
+            if call.cmds.is_empty() {
+                r.push(SeccompRule::new(alt)?);
+            } else {
+                for &cmd in call.cmds {
+                    let mut conds = alt.clone();
+                    conds.push(c(1, Op::Eq, cmd));
+                    r.push(SeccompRule::new(conds)?);
+                }
+            }
+        }
+        rules.insert(call.sysno.id() as i64, r);
     }
-    // dup2/dup3 from the fd (a copy to follow) or onto it (an entry replaced).
-    for s in [Sysno::dup2, Sysno::dup3] {
-        rules.insert(
-            s.id() as i64,
-            vec![SeccompRule::new(fd_is(0))?, SeccompRule::new(fd_is(1))?],
-        );
-    }
-    let mut f = Vec::new();
-    for cmd in [libc::F_DUPFD, libc::F_DUPFD_CLOEXEC] {
-        let mut conds = fd_is(0);
-        conds.push(c(1, Op::Eq, cmd as u64));
-        f.push(SeccompRule::new(conds)?);
-    }
-    rules.insert(Sysno::fcntl.id() as i64, f);
     Ok(())
 }
 
@@ -262,5 +396,39 @@ mod tests {
             plain.len() < 4096,
             "BPF programs are limited to 4096 instructions"
         );
+        // A block of eight fds must fit the two pages the engine gives it.
+        let eight = build_for_fds(&[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+        assert!(eight.len() * 8 <= 2 * 4096, "{} instructions", eight.len());
+    }
+
+    #[test]
+    fn the_trap_test_agrees_with_the_rules_for_each_fd_call() {
+        let l = [1, 7];
+        let sets = [FdSet::Range, FdSet::List(&l)];
+        let a = |v: &[u64]| {
+            let mut x = [0u64; 6];
+            x[..v.len()].copy_from_slice(v);
+            x
+        };
+        let w = fd_call(libc::SYS_write).unwrap();
+        assert!(traps(w, &a(&[1000]), sets[0]) && !traps(w, &a(&[999]), sets[0]));
+        assert!(traps(w, &a(&[7]), sets[1]) && !traps(w, &a(&[1000]), sets[1]));
+        let d2 = fd_call(libc::SYS_dup2).unwrap();
+        assert!(traps(d2, &a(&[3, 1]), sets[1]) && traps(d2, &a(&[1, 3]), sets[1]));
+        let f = fd_call(libc::SYS_fcntl).unwrap();
+        assert!(traps(f, &a(&[7, libc::F_DUPFD as u64]), sets[1]));
+        assert!(!traps(f, &a(&[7, libc::F_GETFL as u64]), sets[1]));
+        let cr = fd_call(libc::SYS_close_range).unwrap();
+        assert!(
+            traps(cr, &a(&[3, u32::MAX as u64]), sets[0])
+                && traps(cr, &a(&[3, 5]), FdSet::List(&[4]))
+        );
+        assert!(
+            !traps(cr, &a(&[8, u32::MAX as u64]), sets[1]) && !traps(cr, &a(&[3, 999]), sets[0])
+        );
+        let sp = fd_call(libc::SYS_splice).unwrap();
+        assert!(traps(sp, &a(&[0, 0, 7]), sets[1]) && !traps(sp, &a(&[7, 0, 0]), sets[1]));
+        // A negative fd (as an int) is no member of the range.
+        assert!(!traps(w, &a(&[(-1i64) as u64]), sets[0]));
     }
 }

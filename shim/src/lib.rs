@@ -7,9 +7,11 @@
 pub mod compat;
 pub mod decode;
 pub mod detranslate;
+pub mod dirents;
 pub mod elsewhere;
 pub mod error;
 pub mod event;
+pub mod fds;
 pub mod filter;
 pub mod fsnode;
 pub mod inspect;

@@ -81,6 +81,10 @@ pub struct Redirect {
     /// Set when the open gives a writable fd onto an emulated entry: the engine
     /// then traps writes on that fd and asks [`Policy::on_write`] with this token.
     pub write_token: Option<u64>,
+    /// `to` is a directory whose listing the engine gives as procfs does:
+    /// `.` and `..` first, then the entries by name (the host file system's
+    /// own order can be anything).
+    pub listing: bool,
 }
 
 impl Redirect {
@@ -90,6 +94,7 @@ impl Redirect {
             add_flags: 0,
             clear_flags: 0,
             write_token: None,
+            listing: false,
         }
     }
 }
@@ -147,11 +152,6 @@ pub trait Policy {
     ) -> Result<usize, i32> {
         Err(libc::EBADF)
     }
-
-    /// An fd with `token` was duplicated outside the range the engine traps
-    /// (a shell's `dup2(fd, 1)` for `echo x > file`): later writes through the copy
-    /// reach the backing file directly, so the policy must check it on next use.
-    fn on_write_escape(&mut self, _token: u64, _pid: i32) {}
 
     /// Should this connect/exec wait for the gate? Only asked when the plan
     /// traps connect or exec.

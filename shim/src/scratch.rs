@@ -9,9 +9,23 @@ use std::os::fd::AsRawFd;
 
 /// One slot: two paths and a small struct (open_how), each in its own page.
 pub const SLOT_SIZE: usize = 3 * 4096;
-/// Slots per area: the most syscalls that can be in flight with a rewritten path.
+/// Slots per area. Slot 0 holds the trampoline; the others, one each, the
+/// syscalls in flight with a rewritten path (at most SLOTS - 1).
 pub const SLOTS: usize = 512;
+/// `syscall; int3`, at the start of every area: injected syscalls run from
+/// here (see tracer::inject). The tracee maps the area read+exec.
+pub const TRAMPOLINE: [u8; 3] = [0x0f, 0x05, 0xcc];
 pub const AREA_SIZE: usize = SLOT_SIZE * SLOTS;
+
+/// What the tracer knows of one address space (shared by processes made with
+/// CLONE_VM: vfork and posix_spawn children map into their parent's memory).
+#[derive(Default, Clone)]
+pub struct AddrSpace {
+    /// Where the scratch area is mapped here, if it is (as far as the tracer
+    /// knows: the program may have unmapped or replaced it; every use reads
+    /// back what it placed).
+    pub scratch: Option<(u64, std::rc::Rc<std::cell::RefCell<Area>>)>,
+}
 
 /// The tracer's side of one memfd, shared by every process that inherited the mapping.
 pub struct Area {
@@ -41,8 +55,10 @@ impl Area {
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
+        // SAFETY: offset 0 of a mapping of AREA_SIZE bytes made above.
+        unsafe { std::ptr::copy_nonoverlapping(TRAMPOLINE.as_ptr(), ptr.cast::<u8>(), 3) };
         // LIFO reuse keeps the touched pages (and so the tracer's RSS) few.
-        let free = (0..SLOTS as u32).rev().collect();
+        let free = (1..SLOTS as u32).rev().collect();
         Ok(Area {
             ptr: ptr.cast(),
             _file: file,
@@ -73,6 +89,18 @@ impl Area {
             *self.ptr.add(off + n) = 0;
         }
         off
+    }
+}
+
+impl Area {
+    /// Writes `bytes` as they are at `offset` within `slot` (cut at the slot's end).
+    pub fn put_raw(&mut self, slot: u32, offset: usize, bytes: &[u8]) {
+        assert!((slot as usize) < SLOTS && offset < SLOT_SIZE);
+        let n = bytes.len().min(SLOT_SIZE - offset);
+        let off = slot as usize * SLOT_SIZE + offset;
+        // SAFETY: off + n <= (slot + 1) * SLOT_SIZE <= AREA_SIZE, and the mapping
+        // lives as long as self; the tracee only reads this memory.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(off), n) };
     }
 }
 

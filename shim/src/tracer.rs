@@ -5,13 +5,13 @@
 //! restarted or interrupted syscall never sees a shim pointer.
 
 use crate::event::{Action, Event, SyscallRecord};
-use crate::filter::{FD_TRAP_BASE, FD_TRAP_END};
+use crate::fds::{FdFilters, FdTable, FdTableRef, Ofd};
 use crate::mem::Mem;
 use crate::policy::{Decision, HoldRequest, PathOp, PathRequest, Policy};
 use crate::probe::Facts;
 use crate::resolve::{self, Base, Lookup};
 use crate::roots::{Root, Roots};
-use crate::scratch::Area;
+use crate::scratch::{AddrSpace, Area};
 use crate::sysent::{self, OpKind};
 use crate::{decode, Error, ExitStatus, FilterMode, Plan};
 use libc::user_regs_struct as Regs;
@@ -23,44 +23,59 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
+mod fdcalls;
+mod inject;
+
 const SYSCALL_INSN_LEN: u64 = 2;
 
-/// An fd of the tracee that holds an emulated entry open for writing.
-#[derive(Debug, Clone, Copy)]
-struct WriteFd {
-    token: u64,
-    pos: u64,
-    cloexec: bool,
-}
-
-type FdMap = Rc<RefCell<HashMap<i32, WriteFd>>>;
 type AreaRef = Rc<RefCell<Area>>;
+
+/// Syscalls a stepped process may make before its emulated fds get a per-fd
+/// filter instead (stepping stops every syscall twice; a filter stops only
+/// the fd syscalls of those numbers, but for good).
+const STEP_BUDGET: u32 = 256;
 
 /// Per process (thread group).
 struct Proc {
-    /// Where the scratch area is mapped in this address space, if it is.
-    scratch: Option<(u64, AreaRef)>,
-    /// Mapping failed once here: do not try again (the syscall is then passed through).
-    scratch_failed: bool,
-    write_fds: FdMap,
-    /// fds outside the range that an added filter traps (filters outlive exec and
-    /// are inherited, so this set is too).
-    trapped_low: Rc<RefCell<std::collections::HashSet<i32>>>,
-    /// Seen before its parent's fork event: the inherited state is still to come,
-    /// unless the process execs first (then there is nothing to inherit).
+    /// The address space (shared with CLONE_VM relatives).
+    mm: Rc<RefCell<AddrSpace>>,
+    /// Emulated fds (shared with CLONE_FILES relatives: threads).
+    fds: FdTableRef,
+    /// Per-fd filters in this process's lineage (inherited, kept by exec).
+    filters: Rc<RefCell<FdFilters>>,
+    /// Seen before its parent's fork event: held at its first stop until the
+    /// event tells what it inherited.
     awaiting_parent: bool,
+    /// Stepped syscalls left before converting to a per-fd filter.
+    step_left: u32,
+    /// The budget ran out: convert at the next syscall-exit stop.
+    convert: bool,
+    /// Converting failed (no room for a filter): stay stepped.
+    step_only: bool,
+    /// An fd could not be covered here, and a warning said so.
+    warned: bool,
 }
 
 impl Proc {
     fn new() -> Proc {
         Proc {
-            scratch: None,
-            scratch_failed: false,
-            write_fds: Rc::new(RefCell::new(HashMap::new())),
-            trapped_low: Default::default(),
+            mm: Default::default(),
+            fds: Default::default(),
+            filters: Default::default(),
             awaiting_parent: false,
+            step_left: STEP_BUDGET,
+            convert: false,
+            step_only: false,
+            warned: false,
         }
     }
+}
+
+/// An emulated fd an open makes, once the open succeeds.
+#[derive(Debug, Clone)]
+enum NewFd {
+    Write { token: u64 },
+    Dir { dir: PathBuf },
 }
 
 /// Work waiting for a syscall's exit stop.
@@ -72,10 +87,23 @@ struct ExitWork {
     slot: Option<(AreaRef, u32)>,
     /// A syscall-enter stop comes first (gVisor's order); skip it.
     skip_enter: bool,
-    /// The opened fd is a writable emulated entry: move it into the trapped range.
-    write_token: Option<(u64, bool)>,
-    /// fcntl(F_DUPFD) of a trapped fd: register the copy.
-    dup_of: Option<WriteFd>,
+    /// The opened fd is an emulated entry (and was opened O_CLOEXEC).
+    new_fd: Option<(NewFd, bool)>,
+    /// A copy of this emulated fd is made (dup, dup2, dup3, F_DUPFD*).
+    dup_of: Option<Rc<Ofd>>,
+    /// dup and F_DUPFD were pointed at the fd range (multi-threaded process):
+    /// the original (fd, command, lowest fd) to fall back to.
+    dup_fallback: Option<(i32, i32, u64)>,
+    /// The call was made to wait for a pipe (see emulated_splice): run the
+    /// original again when it reports EFAULT (data came).
+    rerun_on_efault: bool,
+    /// sendfile into an emulated fd, made to ask in's position first (lseek):
+    /// (out's description, its token, in, count) for the copy at the exit.
+    sendfile: Option<(Rc<Ofd>, u64, i32, usize)>,
+    /// dup2/dup3 onto this emulated fd: it ends if the call succeeds.
+    replaces: Option<i32>,
+    /// close_range(first, last, flags) that meets emulated fds.
+    close_range: Option<(u32, u32, u32)>,
     rec: Option<SyscallRecord>,
     /// When the entry stop was seen (only when syscalls are reported: a clock
     /// read is a real syscall under gVisor's ptrace platform).
@@ -101,8 +129,13 @@ impl ExitWork {
             set_ret: None,
             slot: None,
             skip_enter,
-            write_token: None,
+            new_fd: None,
             dup_of: None,
+            dup_fallback: None,
+            replaces: None,
+            close_range: None,
+            rerun_on_efault: false,
+            sendfile: None,
             rec: None,
             t0,
             pokes: Vec::new(),
@@ -117,6 +150,16 @@ impl ExitWork {
         if let Some((a, s)) = self.slot.take() {
             a.borrow_mut().release(s);
         }
+    }
+
+    /// Something besides putting registers back is to be done at the exit.
+    fn has_fd_work(&self) -> bool {
+        self.new_fd.is_some()
+            || self.dup_of.is_some()
+            || self.replaces.is_some()
+            || self.close_range.is_some()
+            || self.rerun_on_efault
+            || self.sendfile.is_some()
     }
 }
 
@@ -140,6 +183,9 @@ struct Thread {
     in_syscall: bool,
     /// Cached /proc/TID/comm (trace lines and holds); cleared by exec.
     comm: Option<String>,
+    /// Held at its first stop until its parent's fork event (the signal to
+    /// deliver when it is resumed, and the parent it was made by).
+    held_for_parent: Option<(i32, i32)>,
 }
 
 /// The tracer. Create with [`Tracer::start`], then [`Tracer::run`] on the same thread.
@@ -173,6 +219,13 @@ pub struct Tracer {
     deferred: std::collections::VecDeque<(i32, i32)>,
     /// How other threads wake `wait` (gate open, a signal for k3shim).
     waker: crate::wake::Waker,
+    /// Signals that arrived during an injection, re-sent with tgkill: their
+    /// original siginfo, put back at their delivery stop (by thread).
+    requeued: HashMap<i32, std::collections::VecDeque<libc::siginfo_t>>,
+    /// Those signals, to send once their thread is resumed.
+    resend: HashMap<i32, Vec<i32>>,
+    /// A new emulated fd of this process could not be covered (fd_exit warns).
+    uncoverable: Option<i32>,
 }
 
 fn ptrace_raw(req: libc::c_uint, tid: i32, addr: u64, data: u64) -> i64 {
@@ -296,6 +349,17 @@ fn comm_of(tid: i32) -> String {
         .unwrap_or_default()
 }
 
+/// The parent process of `tid` (field 4 of /proc/TID/stat), 0 if unknown.
+fn ppid_of(tid: i32) -> i32 {
+    std::fs::read_to_string(format!("/proc/{tid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(") ")
+                .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn tgid_of(tid: i32) -> i32 {
     std::fs::read_to_string(format!("/proc/{tid}/status"))
         .ok()
@@ -327,36 +391,11 @@ fn changed_regs(orig: &Regs, m: &Regs) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Syscalls that can touch an fd holding an emulated entry.
-fn is_fd_call(nr: i64) -> bool {
-    matches!(
-        nr,
-        libc::SYS_write
-            | libc::SYS_pwrite64
-            | libc::SYS_writev
-            | libc::SYS_pwritev
-            | libc::SYS_pwritev2
-            | libc::SYS_close
-            | libc::SYS_dup2
-            | libc::SYS_dup3
-            | libc::SYS_fcntl
-            | libc::SYS_ftruncate
-    )
-}
-
 fn is_stop_signal(sig: i32) -> bool {
     matches!(
         sig,
         libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
     )
-}
-
-/// Outcome of waiting on one thread during an injection.
-enum Step {
-    /// Reached the next syscall stop.
-    Syscall,
-    /// The thread is gone; its wait status is returned for the main loop.
-    Gone(i32),
 }
 
 impl Tracer {
@@ -417,6 +456,9 @@ impl Tracer {
             nodes: crate::fsnode::FsNodes::new(),
             deferred: Default::default(),
             waker: crate::wake::Waker::new(),
+            requeued: HashMap::new(),
+            resend: HashMap::new(),
+            uncoverable: None,
         };
         t.threads.insert(
             root,
@@ -426,6 +468,7 @@ impl Tracer {
                 pending: Pending::None,
                 in_syscall: false,
                 comm: None,
+                held_for_parent: None,
             },
         );
         t.procs.insert(root, Proc::new());
@@ -593,12 +636,18 @@ impl Tracer {
     }
 
     fn resume(&mut self, tid: i32, sig: i32) {
-        let step = self.mode == FilterMode::Everything
-            || self
-                .threads
-                .get(&tid)
-                .map(|t| matches!(t.pending, Pending::Exit(_)))
-                .unwrap_or(false);
+        let (exit_work, tgid) = self
+            .threads
+            .get(&tid)
+            .map(|t| (matches!(t.pending, Pending::Exit(_)), t.tgid))
+            .unwrap_or((false, tid));
+        let step = self.mode == FilterMode::Everything || exit_work || self.stepped(tgid);
+        if !step {
+            // No exit stop is coming for the syscall it may be in.
+            if let Some(t) = self.threads.get_mut(&tid) {
+                t.in_syscall = false;
+            }
+        }
         let req = if step {
             libc::PTRACE_SYSCALL
         } else {
@@ -606,6 +655,9 @@ impl Tracer {
         };
         // ESRCH here means the thread was killed meanwhile: its exit status follows.
         ptrace_raw(req, tid, 0, sig as u64);
+        if !self.resend.is_empty() {
+            self.resend_signals(tid);
+        }
     }
 
     fn comm(&mut self, tid: i32) -> String {
@@ -622,6 +674,7 @@ impl Tracer {
                 pending: Pending::None,
                 in_syscall: false,
                 comm: None,
+                held_for_parent: None,
             });
             self.procs.entry(tgid).or_insert_with(|| Proc {
                 awaiting_parent: true,
@@ -671,7 +724,9 @@ impl Tracer {
                 let th = self.threads.get_mut(&tid).expect("ensured");
                 if !th.started {
                     th.started = true;
-                    self.resume(tid, 0);
+                    if !self.hold_for_parent(tid, 0) {
+                        self.resume(tid, 0);
+                    }
                 } else if is_stop_signal(sig) {
                     // Group-stop: stay stopped, but keep reporting (SIGCONT, SIGKILL).
                     ptrace_raw(libc::PTRACE_LISTEN, tid, 0, 0);
@@ -683,6 +738,7 @@ impl Tracer {
             0 => {
                 // Signal-delivery stop: deliver it, as without the shim.
                 let th = self.threads.get_mut(&tid).expect("ensured");
+                let first = !th.started;
                 th.started = true;
                 let pid = th.tgid;
                 policy.on_event(&Event::Signal {
@@ -690,14 +746,48 @@ impl Tracer {
                     tid,
                     signal: sig,
                 });
+                if first && self.hold_for_parent(tid, sig) {
+                    return;
+                }
+                self.restore_siginfo(tid, sig);
                 self.resume(tid, sig);
             }
             _ => self.resume(tid, 0),
         }
     }
 
+    /// A process's first stop came before its parent's fork event: it stays
+    /// stopped until the event says what it inherited (emulated fds, scratch
+    /// memory, stepping), or until that parent is gone. Returns true if held.
+    fn hold_for_parent(&mut self, tid: i32, sig: i32) -> bool {
+        let tgid = self.threads[&tid].tgid;
+        if !self
+            .procs
+            .get(&tgid)
+            .map(|p| p.awaiting_parent)
+            .unwrap_or(false)
+        {
+            return false;
+        }
+        let parent = ppid_of(tid);
+        if parent <= 0 || (!self.procs.contains_key(&parent) && !self.threads.contains_key(&parent))
+        {
+            // No traced parent to wait for (reparented already): nothing is inherited.
+            if let Some(p) = self.procs.get_mut(&tgid) {
+                p.awaiting_parent = false;
+            }
+            return false;
+        }
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.held_for_parent = Some((sig, parent));
+        }
+        true
+    }
+
     fn gone(&mut self, tid: i32, st: i32, policy: &mut dyn Policy) {
         self.roots.forget(tid);
+        self.requeued.remove(&tid);
+        self.resend.remove(&tid);
         let Some(th) = self.threads.remove(&tid) else {
             return;
         };
@@ -719,6 +809,7 @@ impl Tracer {
             });
             self.procs.remove(&tid);
             self.mem.forget(tid);
+            self.release_orphans(tid);
             if tid == self.root {
                 self.root_status = Some(match (code, signal) {
                     (Some(c), _) => ExitStatus::Code(c),
@@ -732,7 +823,8 @@ impl Tracer {
     fn on_new_child(&mut self, tid: i32, ev: i32, policy: &mut dyn Policy) {
         let child = eventmsg(tid) as i32;
         let parent_tgid = self.threads.get(&tid).map(|t| t.tgid).unwrap_or(tid);
-        let thread = ev == libc::PTRACE_EVENT_CLONE && self.clone_is_thread(tid, parent_tgid);
+        let flags = self.clone_flags(tid, parent_tgid, ev);
+        let thread = flags & libc::CLONE_THREAD as u64 != 0;
         let tgid = if thread { parent_tgid } else { child };
         match self.threads.get_mut(&child) {
             Some(t) => t.tgid = tgid,
@@ -745,31 +837,37 @@ impl Tracer {
                         pending: Pending::None,
                         in_syscall: false,
                         comm: None,
+                        held_for_parent: None,
                     },
                 );
             }
         }
         if !thread {
-            let (scratch, fds, low) = match self.procs.get(&parent_tgid) {
-                Some(p) => (
-                    p.scratch.clone(),
-                    p.write_fds.borrow().clone(),
-                    p.trapped_low.borrow().clone(),
-                ),
-                None => (None, HashMap::new(), Default::default()),
+            let p = self.procs.entry(parent_tgid).or_insert_with(Proc::new);
+            // CLONE_VM shares the address space (a scratch area mapped by a
+            // vfork child is its parent's too); fork copies it, with the area
+            // at the same address. CLONE_FILES shares the fd table; fork copies
+            // it, each fd still pointing to the same open file description.
+            let mm = if flags & libc::CLONE_VM as u64 != 0 {
+                p.mm.clone()
+            } else {
+                Rc::new(RefCell::new(p.mm.borrow().clone()))
             };
-            let known = self.procs.contains_key(&child);
-            let p = self.procs.entry(child).or_insert_with(Proc::new);
-            // fork and vfork children share (CLONE_VM) or copy the parent's mappings:
-            // the scratch area is at the same address; the fd table is a copy. A child
-            // that already exec'd (its events came first) inherits nothing.
-            if !known || p.awaiting_parent {
-                p.scratch = scratch;
-                *p.write_fds.borrow_mut() = fds;
-            }
-            // Seccomp filters are inherited by every child, whatever its order of events.
-            p.trapped_low = Rc::new(RefCell::new(low));
-            p.awaiting_parent = false;
+            let fds = if flags & libc::CLONE_FILES as u64 != 0 {
+                p.fds.clone()
+            } else {
+                Rc::new(RefCell::new(p.fds.borrow().clone()))
+            };
+            // Seccomp filters are inherited by every child.
+            let filters = Rc::new(RefCell::new(p.filters.borrow().clone()));
+            let (step_left, step_only) = (p.step_left, p.step_only);
+            let c = self.procs.entry(child).or_insert_with(Proc::new);
+            c.mm = mm;
+            c.fds = fds;
+            c.filters = filters;
+            c.step_left = step_left;
+            c.step_only = step_only;
+            c.awaiting_parent = false;
         } else {
             self.procs.remove(&child);
         }
@@ -778,19 +876,59 @@ impl Tracer {
             child,
             thread,
         });
+        // A child that stopped before this event waited for it: it may run now.
+        if let Some((sig, _)) = self
+            .threads
+            .get_mut(&child)
+            .and_then(|t| t.held_for_parent.take())
+        {
+            self.resume(child, sig);
+        }
     }
 
-    fn clone_is_thread(&mut self, tid: i32, tgid: i32) -> bool {
-        let Some(r) = getregs(tid) else { return false };
-        let flags = if r.orig_rax as i64 == libc::SYS_clone3 {
-            match self.mem.read_bytes::<8>(tgid, tid, r.rdi) {
+    /// The clone flags of the fork/vfork/clone/clone3 `tid` is reporting.
+    fn clone_flags(&mut self, tid: i32, tgid: i32, ev: i32) -> u64 {
+        let vfork = (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
+        let Some(r) = getregs(tid) else {
+            return if ev == libc::PTRACE_EVENT_VFORK {
+                vfork
+            } else {
+                0
+            };
+        };
+        match r.orig_rax as i64 {
+            libc::SYS_clone => r.rdi,
+            libc::SYS_clone3 => match self.mem.read_bytes::<8>(tgid, tid, r.rdi) {
                 Some(b) => u64::from_ne_bytes(b),
                 None => 0,
+            },
+            libc::SYS_vfork => vfork,
+            _ if ev == libc::PTRACE_EVENT_VFORK => vfork,
+            _ => 0,
+        }
+    }
+
+    /// Releases children held for a parent that is gone (its fork event will
+    /// never come: it was killed between the fork and the event).
+    fn release_orphans(&mut self, parent: i32) {
+        let held: Vec<(i32, i32)> = self
+            .threads
+            .iter()
+            .filter_map(|(k, t)| match t.held_for_parent {
+                Some((sig, p)) if p == parent => Some((*k, sig)),
+                _ => None,
+            })
+            .collect();
+        for (k, sig) in held {
+            if let Some(t) = self.threads.get_mut(&k) {
+                t.held_for_parent = None;
+                let tgid = t.tgid;
+                if let Some(p) = self.procs.get_mut(&tgid) {
+                    p.awaiting_parent = false;
+                }
             }
-        } else {
-            r.rdi
-        };
-        flags & libc::CLONE_THREAD as u64 != 0
+            self.resume(k, sig);
+        }
     }
 
     fn on_exec(&mut self, tid: i32, policy: &mut dyn Policy) {
@@ -824,6 +962,7 @@ impl Tracer {
             pending: Pending::None,
             in_syscall: false,
             comm: None,
+            held_for_parent: None,
         });
         th.started = true;
         th.comm = None;
@@ -857,18 +996,31 @@ impl Tracer {
             _ => None,
         };
         let p = self.procs.entry(tgid).or_insert_with(Proc::new);
-        p.scratch = None;
-        p.scratch_failed = false;
+        // A new address space; the fd table is unshared and its close-on-exec
+        // fds are gone. Which of the emulated fds survived is asked of the
+        // kernel (F_SETFD, FIOCLEX and close_range's CLOEXEC flag are not
+        // followed one by one): an fd whose number now names another file, or
+        // nothing, is dropped.
+        p.mm = Default::default();
         p.awaiting_parent = false;
-        // A fresh fd table object: CLOEXEC entries are gone, the rest stay.
-        let kept: HashMap<i32, WriteFd> = p
-            .write_fds
+        p.step_left = STEP_BUDGET;
+        p.convert = false;
+        p.step_only = false;
+        let kept: HashMap<i32, Rc<Ofd>> = p
+            .fds
             .borrow()
+            .fds
             .iter()
-            .filter(|(_, w)| !w.cloexec)
-            .map(|(k, v)| (*k, *v))
+            .filter(|(fd, o)| crate::fds::ident(tgid, **fd) == Some(o.ident))
+            .map(|(k, v)| (*k, v.clone()))
             .collect();
-        p.write_fds = Rc::new(RefCell::new(kept));
+        p.fds = Rc::new(RefCell::new(FdTable { fds: kept }));
+        // The exec event comes from inside execve: when the thread is stepped,
+        // its exit stop is next.
+        let stepped = self.mode == FilterMode::Everything || self.stepped(tgid);
+        if let Some(th) = self.threads.get_mut(&tid) {
+            th.in_syscall = stepped;
+        }
         self.mem.forget(tgid);
         let path = readlink_bytes(&format!("/proc/{tgid}/exe"))
             .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -908,7 +1060,22 @@ impl Tracer {
                     self.on_entry(tid, false, policy);
                 }
             }
-            _ => self.resume(tid, 0),
+            _ => {
+                // A stepped thread (its process holds emulated fds that no
+                // filter stops): enter and exit stops of every syscall.
+                let tgid = th.tgid;
+                if th.in_syscall {
+                    th.in_syscall = false;
+                    self.on_step_exit(tid, tgid, policy);
+                } else if self.stepped(tgid) {
+                    if let Some(t) = self.threads.get_mut(&tid) {
+                        t.in_syscall = true;
+                    }
+                    self.on_step_entry(tid, tgid, policy);
+                } else {
+                    self.resume(tid, 0);
+                }
+            }
         }
     }
 
@@ -958,8 +1125,10 @@ impl Tracer {
                 }
             }
         }
-        if is_fd_call(nr) && self.on_trapped_fd(tid, tgid, nr, &regs, &mut work, policy) {
-            return;
+        if let Some(call) = crate::filter::fd_call(nr) {
+            if self.on_fd_call(tid, tgid, call, &regs, &mut work, policy) {
+                return;
+            }
         }
         if nr == libc::SYS_connect && self.trap_connect {
             if let Some(req) = decode::connect_target(&mut self.mem, tgid, tid, args[1], args[2]) {
@@ -1222,37 +1391,37 @@ impl Tracer {
             }
         }
         if !redirects.is_empty() {
-            let Some((base_addr, area)) =
-                self.scratch_for(tid, tgid, &regs, first_ptr, skip_enter, policy)
-            else {
-                // Either the syscall was rewound to run again once the area is mapped (it
-                // will stop again), or mapping failed and it was passed through.
+            let creates_fd = matches!(op, PathOp::Open { .. });
+            let Some((base_addr, area)) = self.scratch_for(
+                tid, tgid, &regs, first_ptr, skip_enter, creates_fd, &mut work, policy,
+            ) else {
+                // Rewound to run again once the area is mapped (it will stop
+                // again), or failed with the errno of the missing resource.
                 return;
             };
             let Some(slot) = area.borrow_mut().alloc() else {
-                policy.on_event(&Event::Warning {
-                    pid: tgid,
-                    message: "all scratch slots in use; syscall passed through".into(),
-                });
-                return self.finish_entry(tid, work, None, policy);
+                // Every slot is held by a syscall in flight: this one fails
+                // (it never reaches the path it names).
+                if let Some(r) = work.rec.as_mut() {
+                    r.action = Action::Failed;
+                }
+                return self.emulate(tid, regs, work, -(libc::ENOMEM as i64), policy);
             };
-            for (region, reg, r, path) in &redirects {
+            // Place every replacement, then read each back through the
+            // tracee's memory: what the kernel will read is what was meant, or
+            // the program unmapped, moved or mapped over the area, and it is
+            // mapped again (the syscall is rewound and stops again).
+            let mut placed: Vec<(u64, Vec<u8>)> = Vec::new();
+            for (region, reg, r, _) in &redirects {
                 let bytes = r.to.as_os_str().as_bytes();
                 let off = area.borrow_mut().put(slot, *region, bytes);
                 set_arg(&mut m, *reg, base_addr + off as u64);
-                policy.on_event(&Event::Redirect {
-                    pid: tgid,
-                    tid,
-                    syscall: entry.sysno.name(),
-                    path: path.clone(),
-                    backing: r.to.clone(),
-                });
-                if let Some(rec) = work.rec.as_mut() {
-                    rec.action = Action::Redirected;
-                    rec.backing = Some(r.to.clone());
-                }
+                placed.push((
+                    base_addr + off as u64,
+                    bytes[..bytes.len().min(4095)].to_vec(),
+                ));
             }
-            let r0 = &redirects[0].2;
+            let r0 = redirects[0].2.clone();
             let scoped = resolve_flags & !crate::scope::RESOLVE_CACHED != 0 || args[3] != 24;
             let how_changes = entry.kind == OpKind::Openat2 && scoped;
             if r0.add_flags != 0 || r0.clear_flags != 0 || r0.write_token.is_some() || how_changes {
@@ -1279,16 +1448,49 @@ impl Tracer {
                             let off = area.borrow_mut().put(slot, 2, &how);
                             m.rdx = base_addr + off as u64;
                             m.r10 = 24;
+                            // put() ends it with a NUL; the kernel reads 24 bytes.
+                            placed.push((base_addr + off as u64, how[..23].to_vec()));
                         }
                     }
                     _ => {}
                 }
-                if let Some(tok) = r0.write_token {
-                    let flags = match op {
-                        PathOp::Open { flags, .. } => flags,
-                        _ => 0,
-                    };
-                    work.write_token = Some((tok, flags & libc::O_CLOEXEC != 0));
+            }
+            if !placed
+                .iter()
+                .all(|(addr, b)| self.reads_back(tgid, tid, *addr, b))
+            {
+                area.borrow_mut().release(slot);
+                self.forget_scratch(tgid, base_addr);
+                if self
+                    .scratch_for(
+                        tid, tgid, &regs, first_ptr, skip_enter, creates_fd, &mut work, policy,
+                    )
+                    .is_some()
+                {
+                    // Only a mapping already known can come back, and it was just forgotten.
+                    self.resume(tid, 0);
+                }
+                return;
+            }
+            for (_, _, r, path) in &redirects {
+                policy.on_event(&Event::Redirect {
+                    pid: tgid,
+                    tid,
+                    syscall: entry.sysno.name(),
+                    path: path.clone(),
+                    backing: r.to.clone(),
+                });
+                if let Some(rec) = work.rec.as_mut() {
+                    rec.action = Action::Redirected;
+                    rec.backing = Some(r.to.clone());
+                }
+            }
+            if let PathOp::Open { flags, .. } = op {
+                let cloexec = flags & libc::O_CLOEXEC != 0;
+                if let Some(token) = r0.write_token {
+                    work.new_fd = Some((NewFd::Write { token }, cloexec));
+                } else if r0.listing && flags & libc::O_PATH == 0 {
+                    work.new_fd = Some((NewFd::Dir { dir: r0.to.clone() }, cloexec));
                 }
             }
             work.slot = Some((area, slot));
@@ -1328,7 +1530,7 @@ impl Tracer {
     fn other_abi(&mut self, tid: i32, regs: &Regs) -> Option<Option<i32>> {
         use crate::compat;
         let args = [regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp];
-        let range = (FD_TRAP_BASE, FD_TRAP_END);
+        let range = (crate::filter::FD_TRAP_BASE, crate::filter::FD_TRAP_END);
         let i386 = if regs.cs == compat::USER32_CS {
             true
         } else if self.no_syscall_info {
@@ -1434,8 +1636,9 @@ impl Tracer {
                 work.saved = Some(regs);
                 work.pokes = changed_regs(&regs, &m);
                 work.fill = Some(backing);
-                if let Some(tok) = r.write_token {
-                    work.write_token = Some((tok, flags & libc::O_CLOEXEC != 0));
+                if let Some(token) = r.write_token {
+                    // Tracked like any emulated fd (copies, closes, writes).
+                    work.new_fd = Some((NewFd::Write { token }, flags & libc::O_CLOEXEC != 0));
                 }
                 return self.finish_entry(tid, work, Some(()), policy);
             }
@@ -1544,198 +1747,6 @@ impl Tracer {
         self.held += 1;
     }
 
-    /// write/close/dup on an fd that holds an emulated entry. Returns true when handled.
-    fn on_trapped_fd(
-        &mut self,
-        tid: i32,
-        tgid: i32,
-        nr: i64,
-        regs: &Regs,
-        work: &mut ExitWork,
-        policy: &mut dyn Policy,
-    ) -> bool {
-        let Some(p) = self.procs.get(&tgid) else {
-            return false;
-        };
-        let fds = p.write_fds.clone();
-        let args = args_of(regs);
-        let fd = args[0] as i32;
-        if matches!(nr, libc::SYS_dup2 | libc::SYS_dup3) && args[0] != args[1] {
-            // The target fd is replaced: whatever entry it held is gone.
-            fds.borrow_mut().remove(&(args[1] as i32));
-        }
-        let Some(wf) = fds.borrow().get(&fd).copied() else {
-            return false;
-        };
-        let res: Option<i64> = match nr {
-            libc::SYS_write | libc::SYS_pwrite64 => {
-                let len = (args[2] as usize).min(1 << 20);
-                let mut buf = vec![0u8; len];
-                let n = self.mem.read(tgid, tid, args[1], &mut buf);
-                if n < len {
-                    Some(-(libc::EFAULT as i64))
-                } else {
-                    let pos = if nr == libc::SYS_pwrite64 {
-                        args[3]
-                    } else {
-                        wf.pos
-                    };
-                    Some(self.fake_write(
-                        &fds,
-                        fd,
-                        wf,
-                        tgid,
-                        pos,
-                        &buf,
-                        nr == libc::SYS_write,
-                        policy,
-                    ))
-                }
-            }
-            libc::SYS_writev | libc::SYS_pwritev | libc::SYS_pwritev2 => {
-                let cnt = (args[2] as usize).min(1024);
-                let mut data = Vec::new();
-                let mut ok = true;
-                for i in 0..cnt {
-                    let Some(iov) = self
-                        .mem
-                        .read_bytes::<16>(tgid, tid, args[1] + 16 * i as u64)
-                    else {
-                        ok = false;
-                        break;
-                    };
-                    let base = u64::from_ne_bytes(iov[0..8].try_into().expect("8"));
-                    let len = (u64::from_ne_bytes(iov[8..16].try_into().expect("8")) as usize)
-                        .min(1 << 20);
-                    let mut b = vec![0u8; len];
-                    if self.mem.read(tgid, tid, base, &mut b) < len {
-                        ok = false;
-                        break;
-                    }
-                    data.extend_from_slice(&b);
-                }
-                if !ok {
-                    Some(-(libc::EFAULT as i64))
-                } else {
-                    let positional = nr != libc::SYS_writev && args[3] as i64 != -1;
-                    let pos = if positional { args[3] } else { wf.pos };
-                    Some(self.fake_write(&fds, fd, wf, tgid, pos, &data, !positional, policy))
-                }
-            }
-            // procfs ignores truncation: the next write replaces the value anyway.
-            libc::SYS_ftruncate => Some(0),
-            libc::SYS_close => {
-                fds.borrow_mut().remove(&fd);
-                None
-            }
-            libc::SYS_dup2 | libc::SYS_dup3 => {
-                let cloexec = nr == libc::SYS_dup3 && args[2] as i32 & libc::O_CLOEXEC != 0;
-                work.dup_of = Some(WriteFd { cloexec, ..wf });
-                None
-            }
-            libc::SYS_fcntl if matches!(args[1] as i32, libc::F_DUPFD | libc::F_DUPFD_CLOEXEC) => {
-                work.dup_of = Some(WriteFd {
-                    cloexec: args[1] as i32 == libc::F_DUPFD_CLOEXEC,
-                    ..wf
-                });
-                None
-            }
-            _ => None,
-        };
-        if let Some(r) = work.rec.as_mut() {
-            r.args = format!("{fd}, ...");
-            r.action = Action::Emulated;
-        }
-        let w = std::mem::replace(work, ExitWork::new(false, None));
-        match res {
-            Some(ret) => self.emulate(tid, *regs, w, ret, policy),
-            None => self.finish_entry(tid, w, None, policy),
-        }
-        true
-    }
-
-    /// Adds a seccomp filter to the tracee (all its threads) that traps writes on
-    /// `fd`, from the tracee's own exit stop `at`. The program is placed in the
-    /// scratch area. Returns false if it could not be done.
-    fn trap_low_fd(
-        &mut self,
-        tid: i32,
-        tgid: i32,
-        at: &Regs,
-        fd: i32,
-        sigs: &mut Vec<i32>,
-    ) -> Result<bool, i32> {
-        let Some((base, area)) = self.procs.get(&tgid).and_then(|p| p.scratch.clone()) else {
-            return Ok(false);
-        };
-        let Ok(prog) = crate::filter::build_for_fd(fd as u32) else {
-            return Ok(false);
-        };
-        let Some(slot) = area.borrow_mut().alloc() else {
-            return Ok(false);
-        };
-        let mut bytes = Vec::with_capacity(prog.len() * 8);
-        for i in &prog {
-            bytes.extend_from_slice(&i.code.to_ne_bytes());
-            bytes.push(i.jt);
-            bytes.push(i.jf);
-            bytes.extend_from_slice(&i.k.to_ne_bytes());
-        }
-        let ok = bytes.len() <= 4095 && {
-            let insns = base + area.borrow_mut().put(slot, 0, &bytes) as u64;
-            let mut fprog = [0u8; 16];
-            fprog[0..2].copy_from_slice(&(prog.len() as u16).to_ne_bytes());
-            fprog[8..16].copy_from_slice(&insns.to_ne_bytes());
-            let fp = base + area.borrow_mut().put(slot, 1, &fprog) as u64;
-            let set = libc::SECCOMP_SET_MODE_FILTER as u64;
-            let mut r = self.inject(
-                tid,
-                at,
-                libc::SYS_seccomp,
-                &[set, libc::SECCOMP_FILTER_FLAG_TSYNC, fp],
-                sigs,
-            );
-            if !matches!(r, Ok(0) | Err(_)) {
-                // TSYNC refused (a thread in another filter tree): this thread and its future children.
-                r = self.inject(tid, at, libc::SYS_seccomp, &[set, 0, fp], sigs);
-            }
-            area.borrow_mut().release(slot);
-            r? == 0
-        };
-        if !ok {
-            return Ok(false);
-        }
-        if let Some(p) = self.procs.get(&tgid) {
-            p.trapped_low.borrow_mut().insert(fd);
-        }
-        Ok(true)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn fake_write(
-        &mut self,
-        fds: &FdMap,
-        fd: i32,
-        wf: WriteFd,
-        pid: i32,
-        pos: u64,
-        data: &[u8],
-        advance: bool,
-        policy: &mut dyn Policy,
-    ) -> i64 {
-        match policy.on_write(wf.token, pid, pos, data) {
-            Ok(n) => {
-                if advance {
-                    if let Some(e) = fds.borrow_mut().get_mut(&fd) {
-                        e.pos += n as u64;
-                    }
-                }
-                n as i64
-            }
-            Err(e) => -(e as i64),
-        }
-    }
-
     fn on_exit(&mut self, tid: i32, mut w: ExitWork, policy: &mut dyn Policy) {
         if w.roots_changed {
             self.roots.forget_all();
@@ -1748,8 +1759,7 @@ impl Tracer {
             if w.pokes.is_empty()
                 && w.saved.is_none()
                 && w.set_ret.is_none()
-                && w.write_token.is_none()
-                && w.dup_of.is_none()
+                && !w.has_fd_work()
                 && w.rec.is_none()
             {
                 w.release_slot();
@@ -1757,12 +1767,7 @@ impl Tracer {
                 return;
             }
         }
-        if !w.pokes.is_empty()
-            && w.set_ret.is_none()
-            && w.write_token.is_none()
-            && w.dup_of.is_none()
-            && w.rec.is_none()
-        {
+        if !w.pokes.is_empty() && w.set_ret.is_none() && !w.has_fd_work() && w.rec.is_none() {
             // The common redirect: put back the changed registers, keep the result.
             for (off, v) in &w.pokes {
                 ptrace_raw(libc::PTRACE_POKEUSER, tid, *off, *v);
@@ -1777,68 +1782,17 @@ impl Tracer {
         };
         let mut ret = cur.rax as i64;
         let tgid = self.threads.get(&tid).map(|t| t.tgid).unwrap_or(tid);
-        if let (Some((token, cloexec)), true) = (w.write_token, ret >= 0) {
-            // Step mode stops every write anyway: the fd can stay where it is.
-            // Otherwise it moves into the range the filter traps.
-            let fd = if self.mode == FilterMode::Everything {
-                Ok(ret)
-            } else {
-                self.move_fd(tid, &cur, ret, cloexec)
-            };
-            match fd {
-                Ok(newfd) => {
-                    ret = newfd;
-                    let trapped = self.mode == FilterMode::Everything
-                        || (FD_TRAP_BASE..FD_TRAP_END).contains(&(newfd as u64));
-                    if let (true, Some(p)) = (trapped, self.procs.get(&tgid)) {
-                        p.write_fds.borrow_mut().insert(
-                            newfd as i32,
-                            WriteFd {
-                                token,
-                                pos: 0,
-                                cloexec,
-                            },
-                        );
-                    }
-                }
+        if w.has_fd_work() {
+            match self.fd_exit(tid, tgid, &mut w, &cur, ret, policy) {
+                Ok(r) => ret = r,
                 Err(st) => {
                     w.release_slot();
                     self.injection_failed(tid, st, policy);
                     return;
                 }
             }
-        }
-        if let (Some(wf), true) = (w.dup_of, ret >= 0) {
-            let in_range = (FD_TRAP_BASE..FD_TRAP_END).contains(&(ret as u64));
-            let known = self
-                .procs
-                .get(&tgid)
-                .map(|p| p.trapped_low.borrow().contains(&(ret as i32)))
-                .unwrap_or(false);
-            let mut sigs = Vec::new();
-            // Step mode stops every syscall already: no filter is needed (nor possible:
-            // RET_TRACE without PTRACE_O_TRACESECCOMP fails the syscall with ENOSYS).
-            let step = self.mode == FilterMode::Everything;
-            let trapped = in_range
-                || known
-                || step
-                || match self.trap_low_fd(tid, tgid, &cur, ret as i32, &mut sigs) {
-                    Ok(t) => t,
-                    Err(st) => {
-                        self.injection_failed(tid, st, policy);
-                        return;
-                    }
-                };
-            self.requeue(tid, &sigs);
-            if let Some(p) = self.procs.get(&tgid) {
-                if trapped {
-                    p.write_fds.borrow_mut().insert(ret as i32, wf);
-                } else {
-                    policy.on_write_escape(wf.token, tgid);
-                }
-            }
             if w.saved.is_none() {
-                // The injection changed registers: put the syscall's own back.
+                // Injections changed registers: put the syscall's own back.
                 w.saved = Some(cur);
             }
         }
@@ -1857,118 +1811,15 @@ impl Tracer {
         self.resume(tid, 0);
     }
 
-    /// At an open's exit stop: dup the new fd into the trapped range and close the
-    /// original, so writes on it reach the policy. Returns the fd the program gets.
-    fn move_fd(&mut self, tid: i32, cur: &Regs, fd: i64, cloexec: bool) -> Result<i64, i32> {
-        let cmd = if cloexec {
-            libc::F_DUPFD_CLOEXEC
-        } else {
-            libc::F_DUPFD
-        };
-        let mut pending_sigs = Vec::new();
-        let newfd = self.inject(
-            tid,
-            cur,
-            libc::SYS_fcntl,
-            &[fd as u64, cmd as u64, FD_TRAP_BASE],
-            &mut pending_sigs,
-        )?;
-        let result = if newfd >= FD_TRAP_BASE as i64 && newfd < FD_TRAP_END as i64 {
-            self.inject(tid, cur, libc::SYS_close, &[fd as u64], &mut pending_sigs)?;
-            newfd
-        } else {
-            if newfd >= 0 {
-                self.inject(
-                    tid,
-                    cur,
-                    libc::SYS_close,
-                    &[newfd as u64],
-                    &mut pending_sigs,
-                )?;
-            }
-            fd
-        };
-        self.requeue(tid, &pending_sigs);
-        Ok(result)
-    }
-
-    fn requeue(&self, tid: i32, sigs: &[i32]) {
-        let tgid = self.threads.get(&tid).map(|t| t.tgid).unwrap_or(tid);
-        for s in sigs {
-            // SAFETY: re-sending to our tracee a signal that arrived during an injection.
-            unsafe { libc::syscall(libc::SYS_tgkill, tgid, tid, *s) };
-        }
-    }
-
-    /// Waits for the next syscall stop of `tid` after a PTRACE_SYSCALL, swallowing
-    /// (and remembering) signals and passing over seccomp stops of injected calls.
-    fn step(&mut self, tid: i32, sigs: &mut Vec<i32>) -> Step {
-        ptrace_raw(libc::PTRACE_SYSCALL, tid, 0, 0);
-        loop {
-            let mut st = 0;
-            // Any tracee, not just `tid`: when a whole group is killed, the leader's
-            // exit is reported only after its other threads have been reaped, so
-            // waiting on the leader alone would never return.
-            // SAFETY: waiting for any of our tracees.
-            let r = unsafe { libc::waitpid(-1, &mut st, libc::__WALL) };
-            if r < 0 {
-                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
-                return Step::Gone(NO_STATUS);
-            }
-            if r != tid {
-                self.deferred.push_back((r, st));
-                continue;
-            }
-            if libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
-                return Step::Gone(st);
-            }
-            let ev = st >> 16;
-            let sig = libc::WSTOPSIG(st);
-            if ev == 0 && sig == (libc::SIGTRAP | 0x80) {
-                return Step::Syscall;
-            }
-            if ev == 0 {
-                sigs.push(sig);
-            }
-            ptrace_raw(libc::PTRACE_SYSCALL, tid, 0, 0);
-        }
-    }
-
-    /// Runs syscall `nr` in `tid`, which is at a syscall-exit stop with registers
-    /// `at`: rewinds to the syscall instruction, steps through enter and exit, and
-    /// returns the result. Registers are left modified: the caller restores.
-    fn inject(
-        &mut self,
-        tid: i32,
-        at: &Regs,
-        nr: i64,
-        a: &[u64],
-        sigs: &mut Vec<i32>,
-    ) -> Result<i64, i32> {
-        let mut m = *at;
-        m.rip = at.rip - SYSCALL_INSN_LEN;
-        m.rax = nr as u64;
-        m.orig_rax = nr as u64;
-        for (i, v) in a.iter().enumerate() {
-            set_arg(&mut m, i, *v);
-        }
-        if !setregs(tid, &m) {
-            return Err(NO_STATUS);
-        }
-        for _ in 0..2 {
-            if let Step::Gone(st) = self.step(tid, sigs) {
-                return Err(st);
-            }
-        }
-        getregs(tid).map(|r| r.rax as i64).ok_or(NO_STATUS)
-    }
-
     /// The scratch area of `tgid`, mapping it first if needed. Mapping happens
     /// inside the tracee at its current syscall entry: memfd_create (name: the NUL
     /// that ends the path), mmap, close; then the original syscall is rewound so it
-    /// runs again and stops again. Returns None in that case.
+    /// runs again and stops again. Returns None in that case, and when mapping
+    /// failed: then the syscall fails with the errno of the missing resource
+    /// (EMFILE/ENFILE for a call that makes an fd, else ENOMEM) and never
+    /// reaches the path it names. Nothing is remembered of a failure: the next
+    /// redirect tries again.
+    #[allow(clippy::too_many_arguments)]
     fn scratch_for(
         &mut self,
         tid: i32,
@@ -1976,110 +1827,111 @@ impl Tracer {
         r0: &Regs,
         first: (u64, usize),
         skip_enter: bool,
+        creates_fd: bool,
+        work: &mut ExitWork,
         policy: &mut dyn Policy,
     ) -> Option<(u64, AreaRef)> {
         let p = self.procs.entry(tgid).or_insert_with(Proc::new);
-        if let Some((a, area)) = &p.scratch {
+        if let Some((a, area)) = &p.mm.borrow().scratch {
             return Some((*a, area.clone()));
         }
-        if p.scratch_failed {
-            self.resume(tid, 0);
-            return None;
-        }
-        let mut sigs = Vec::new();
-        let result = self.map_scratch(tid, r0, first, skip_enter, &mut sigs);
-        match result {
-            Ok(Some((addr, area))) => {
-                if let Some(p) = self.procs.get_mut(&tgid) {
-                    p.scratch = Some((addr, area));
+        let mut sigs = inject::Sigs::new();
+        let errno = match self.map_scratch(tid, r0, first, skip_enter, &mut sigs) {
+            Ok(Ok((addr, area))) => {
+                if let Some(p) = self.procs.get(&tgid) {
+                    p.mm.borrow_mut().scratch = Some((addr, area));
                 }
+                None
             }
-            Ok(None) => {
-                if let Some(p) = self.procs.get_mut(&tgid) {
-                    p.scratch_failed = true;
-                }
-                policy.on_event(&Event::Warning { pid: tgid, message: "could not map the shim's scratch memory; redirects are off for this process".into() });
-            }
+            Ok(Err(e)) => Some(if creates_fd && (e == libc::EMFILE || e == libc::ENFILE) {
+                e
+            } else {
+                libc::ENOMEM
+            }),
             Err(st) => {
                 self.injection_failed(tid, st, policy);
                 return None;
             }
-        }
-        // Run the original syscall again from its instruction: it traps again and is
-        // handled with the area in place (or passed through if mapping failed).
+        };
         let mut back = *r0;
-        back.rip = r0.rip - SYSCALL_INSN_LEN;
-        back.rax = r0.orig_rax;
+        match errno {
+            // Run the original syscall again from its instruction: it traps again
+            // and is handled with the area in place.
+            None => {
+                back.rip = r0.rip - SYSCALL_INSN_LEN;
+                back.rax = r0.orig_rax;
+            }
+            // At the exit stop of the last injected call: the original returns -errno.
+            Some(e) => {
+                back.rax = -(e as i64) as u64;
+                if let Some(mut r) = work.rec.take() {
+                    r.action = Action::Failed;
+                    r.ret = -(e as i64);
+                    r.dur_us = work.t0.map(|t| t.elapsed().as_micros() as u64).unwrap_or(0);
+                    policy.on_event(&Event::Syscall(r));
+                }
+            }
+        }
         setregs(tid, &back);
         self.requeue(tid, &sigs);
-        if self.mode == FilterMode::Everything {
-            if let Some(t) = self.threads.get_mut(&tid) {
-                t.in_syscall = false;
-            }
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.in_syscall = false;
         }
         self.resume(tid, 0);
         None
     }
 
+    /// Forgets the scratch area at `base` of `tgid`'s address space (the
+    /// program unmapped or replaced it); the next redirect maps another.
+    fn forget_scratch(&mut self, tgid: i32, base: u64) {
+        if let Some(p) = self.procs.get(&tgid) {
+            let mut mm = p.mm.borrow_mut();
+            if mm.scratch.as_ref().map(|(a, _)| *a) == Some(base) {
+                mm.scratch = None;
+            }
+        }
+    }
+
+    /// Do the `bytes` (and a NUL) read back at `addr` of the tracee?
+    fn reads_back(&mut self, tgid: i32, tid: i32, addr: u64, bytes: &[u8]) -> bool {
+        let mut b = vec![0u8; bytes.len() + 1];
+        self.mem.read(tgid, tid, addr, &mut b) == b.len()
+            && &b[..bytes.len()] == bytes
+            && b[bytes.len()] == 0
+    }
+
+    /// Maps a scratch area into `tid`'s process from a syscall's entry stop:
+    /// the syscall becomes memfd_create("", MFD_CLOEXEC) (the name is the NUL
+    /// ending its first path), then mmap and close are injected. Ok(Err(errno))
+    /// when it could not be made (the thread is then at an exit stop).
     fn map_scratch(
         &mut self,
         tid: i32,
         r0: &Regs,
         first: (u64, usize),
         skip_enter: bool,
-        sigs: &mut Vec<i32>,
-    ) -> Result<Option<(u64, AreaRef)>, i32> {
-        // 1. The current syscall becomes memfd_create("", MFD_CLOEXEC).
+        sigs: &mut inject::Sigs,
+    ) -> Result<Result<(u64, AreaRef), i32>, i32> {
         let mut m = *r0;
         m.orig_rax = libc::SYS_memfd_create as u64;
         m.rdi = first.0 + first.1 as u64;
         m.rsi = libc::MFD_CLOEXEC as u64;
         if !setregs(tid, &m) {
-            return Ok(None);
+            return Err(NO_STATUS);
         }
         let stops = if skip_enter { 2 } else { 1 };
         for _ in 0..stops {
-            if let Step::Gone(st) = self.step(tid, sigs) {
+            if let inject::Step::Gone(st) = self.step(tid, sigs) {
                 return Err(st);
             }
         }
         let Some(cur) = getregs(tid) else {
-            return Ok(None);
+            return Err(NO_STATUS);
         };
         let fd = cur.rax as i64;
         if fd < 0 {
-            return Ok(None);
+            return Ok(Err(-fd as i32));
         }
-        let mapped = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(format!("/proc/{tid}/fd/{fd}"))
-            .ok()
-            .and_then(|f| Area::map(f, self.next_area).ok());
-        self.next_area += 1;
-        let mut addr: i64 = -1;
-        if mapped.is_some() {
-            addr = self.inject(
-                tid,
-                &cur,
-                libc::SYS_mmap,
-                &[
-                    0,
-                    crate::scratch::AREA_SIZE as u64,
-                    libc::PROT_READ as u64,
-                    libc::MAP_SHARED as u64,
-                    fd as u64,
-                    0,
-                ],
-                sigs,
-            )?;
-        }
-        self.inject(tid, &cur, libc::SYS_close, &[fd as u64], sigs)?;
-        match mapped {
-            Some(area) if addr > 0 && (addr as u64) < u64::MAX - 4096 => {
-                Ok(Some((addr as u64, Rc::new(RefCell::new(area)))))
-            }
-            _ => Ok(None),
-        }
+        self.map_memfd(tid, r0, fd, sigs)
     }
 }

@@ -192,3 +192,35 @@ pub fn python() -> String {
     })
     .clone()
 }
+
+/// Builds tests/fixtures/c/NAME.c once per test process into target/fixtures/c
+/// and returns the binary. The build goes to a temporary file renamed into
+/// place (under a lock shared with parallel test binaries), so a program
+/// started from the path never sees a half-written file.
+pub fn c_fixture(name: &str) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    let out = workspace().join("target/fixtures/c");
+    let bin = out.join(name);
+    let built = BUILT.get_or_init(Default::default);
+    let mut done = built.lock().unwrap_or_else(|e| e.into_inner());
+    if done.contains(name) {
+        return bin;
+    }
+    std::fs::create_dir_all(&out).expect("create target/fixtures/c");
+    let src = workspace().join(format!("tests/fixtures/c/{name}.c"));
+    let tmp = out.join(format!(".{name}.{}", std::process::id()));
+    let o = Command::new("flock")
+        .arg(out.join(".lock"))
+        .arg("sh")
+        .arg("-c")
+        .arg(r#"cc -O2 -Wall -fno-stack-protector -o "$1" "$2" && mv -f "$1" "$3""#)
+        .arg("sh")
+        .arg(&tmp)
+        .arg(&src)
+        .arg(&bin)
+        .output()
+        .expect("run flock cc (are util-linux and a C compiler installed?)");
+    assert_ok(&o, &format!("cc {}", src.display()));
+    done.insert(name.to_string());
+    bin
+}
