@@ -1094,11 +1094,14 @@ impl FakeFs {
         })
     }
 
-    /// Emulates one write(2) on an fd opened with `token`: offset > 0 is
-    /// ignored but reports success (sysctl_writes_strict); the value is
-    /// validated by the entry's rule, stored atomically and journaled.
-    /// Returns data.len(), or EINVAL/EACCES (old value kept), EBADF for an
-    /// unknown token, EIO if the state directory cannot be written.
+    /// Emulates one write(2) at file position `offset` on an fd opened with
+    /// `token`, as the kernel's handler for the entry's rule does it (see
+    /// [`rules`]: a numeric entry ignores a write at a non-zero position but
+    /// reports success, as sysctl_writes_strict=1 does); an accepted value is
+    /// stored atomically and journaled. Returns what write(2) returns (the
+    /// bytes the handler took: "1 2" to one integer takes 2), or
+    /// EINVAL/EACCES (old value kept), EBADF for an unknown token, EIO if the
+    /// state directory cannot be written.
     pub fn write(
         &mut self,
         token: u64,
@@ -1118,9 +1121,6 @@ impl FakeFs {
         if data.is_empty() {
             return Ok(0);
         }
-        if offset > 0 {
-            return Ok(data.len());
-        }
         self.refresh_index();
         if !self.index.contains_key(&rel) {
             // reset() ran since the open: seed again like a fresh open.
@@ -1135,14 +1135,22 @@ impl FakeFs {
         let res = if self.readonly(&rel) {
             Err(libc::EACCES)
         } else {
-            rule.apply(data, old.as_deref().unwrap_or(""))
+            rule.write(data, old.as_deref().unwrap_or(""), offset)
         };
-        let res = res.and_then(|new| self.store_written(&rel, &new).map(|_| new));
+        let res = res.and_then(|w| match w.value {
+            // Ignored (a numeric entry at a non-zero position): nothing to
+            // store or journal.
+            None => Ok((None, w.consumed)),
+            Some(new) => self
+                .store_written(&rel, &new)
+                .map(|_| (Some(new), w.consumed)),
+        });
         let path = format!("/proc/sys/{rel}");
         match res {
-            Ok(new) => {
+            Ok((None, n)) => Ok(n),
+            Ok((Some(new), n)) => {
                 self.journal(pid, comm, path, old, new, Ok(()));
-                Ok(data.len())
+                Ok(n)
             }
             Err(e) => {
                 let attempted = String::from_utf8_lossy(data).trim_end().to_string();
@@ -1291,7 +1299,17 @@ impl FakeFs {
         .or_else(|| self.current(&rel).ok().map(|(v, _)| v))
         .unwrap_or_default();
         let rule = self.rule(&rel, &old);
-        rule.apply(value.as_bytes(), &old)
+        // Every byte must be a value: `set kernel.panic "1 2"` is a mistake,
+        // not a 1 (which a write(2) of it would store).
+        let line = format!("{value}\n");
+        rule.write(line.as_bytes(), &old, 0)
+            .and_then(|w| {
+                if w.consumed == line.len() && w.value.is_some() {
+                    Ok(())
+                } else {
+                    Err(libc::EINVAL)
+                }
+            })
             .map(|_| ())
             .map_err(|e| Error::Rejected {
                 path,
@@ -1565,8 +1583,17 @@ impl FakeFs {
         if !reseed {
             return Ok(backing);
         }
-        let (value, source) = if prefer_real && self.real_is_readable(rel) {
-            (self.read_real(rel).unwrap_or_default(), Source::Real)
+        // A real value is stored as the entry's rule prints it (this gVisor's
+        // "16000 65535" becomes "16000\t65535"); one the rule cannot take
+        // (a kernel that differs) is not copied: the profile's value is.
+        let real_seed = (prefer_real && self.real_is_readable(rel))
+            .then(|| self.read_real(rel).unwrap_or_default())
+            .and_then(|v| match self.profile.entries.get(rel) {
+                Some(p) => p.rule.normalize(&v).ok(),
+                None => Some(v),
+            });
+        let (value, source) = if let Some(v) = real_seed {
+            (v, Source::Real)
         } else if let Some(p) = self.profile.entries.get(rel) {
             (p.value.clone(), Source::Profile)
         } else if allow_empty && matches!(real_kind, RealKind::File { .. }) {

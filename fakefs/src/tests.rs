@@ -218,7 +218,7 @@ fn a_bad_profile_fails_before_anything_is_created() {
     let err = FakeFs::open(o).err().unwrap();
     assert!(
         err.to_string().ends_with(
-            "line 2: value rule \"intt\" unknown (expected integer, range, ints, enum, text)"
+            "line 2: value rule \"intt\" unknown (expected integer, range, urange, ints, bitmap, enum, text)"
         ),
         "{err}"
     );
@@ -594,14 +594,43 @@ fn write_at_a_nonzero_offset_is_ignored_but_reports_success() {
     assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "1\n");
 }
 
+/// Linux (do_proc_dointvec) takes as many numbers as the entry holds and
+/// leaves the rest unread: write(2) returns the bytes it took, and a libc
+/// retry of the rest lands at a non-zero position, which is ignored.
+#[test]
+fn a_write_with_more_than_the_entry_holds_stores_the_first_and_returns_what_was_taken() {
+    let e = env();
+    let mut f = open(&e, Mode::Overlay);
+    let o = f.decide(p("/proc/sys/kernel/panic"), WRITE);
+    assert_eq!(f.write(token(&o), 9, "sh", 0, b"1 2"), Ok(2));
+    assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "1\n");
+    assert_eq!(f.write(token(&o), 9, "sh", 2, b"2"), Ok(1));
+    assert_eq!(f.write(token(&o), 9, "sh", 0, b"3\n4"), Ok(2));
+    assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "3\n");
+    assert_eq!(f.write(token(&o), 9, "sh", 0, b"0x10"), Ok(4));
+    assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "16\n");
+    assert_eq!(f.write(token(&o), 9, "sh", 0, b"+1"), Err(libc::EINVAL));
+    let journal = f.drain_journal();
+    let stored: Vec<&str> = journal
+        .iter()
+        .filter(|j| j.accepted)
+        .map(|j| j.new.as_str())
+        .collect();
+    assert_eq!(
+        stored,
+        ["1", "3", "16"],
+        "the ignored write is not journaled"
+    );
+}
+
 #[test]
 fn multi_integer_values_are_stored_tab_separated() {
     let e = env();
     let mut f = open(&e, Mode::Overlay);
     let o = f.decide(p("/proc/sys/net/ipv4/ping_group_range"), WRITE);
     assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "1\t0\n");
-    f.write(token(&o), 9, "runc", 0, b"0 2147483647").unwrap();
-    assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "0\t2147483647\n");
+    f.write(token(&o), 9, "runc", 0, b"0 4294967294").unwrap();
+    assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "0\t4294967294\n");
     let o = f.decide(p("/proc/sys/net/ipv4/ip_local_port_range"), WRITE);
     assert_eq!(
         f.write(token(&o), 9, "sh", 0, b"1024 70000"),
@@ -768,7 +797,12 @@ fn directory_views_merge_real_and_fake_entries_with_procfs_modes() {
     assert!(v.starts_with(f.state_dir()));
     assert_eq!(
         listing(&v),
-        vec!["max_map_count", "overcommit_memory", "panic_on_oom"]
+        vec![
+            "max_map_count",
+            "overcommit_memory",
+            "panic_on_oom",
+            "swappiness"
+        ]
     );
     assert_eq!(mode_of(&v), 0o555);
     assert_eq!(mode_of(&v.join("panic_on_oom")), 0o644);
@@ -1166,7 +1200,7 @@ fn set_get_diff_and_reset_work_like_the_commands_promise() {
     );
     assert_eq!(
         find("/proc/sys/net/ipv4/ping_group_range").rule,
-        "ints 2 0 2147483647"
+        "ints 2 0 4294967294"
     );
     assert!(find("/proc/sys/kernel/cap_last_cap").readonly);
     assert_eq!(find("/dev/kmsg").value, "");
