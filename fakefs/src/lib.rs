@@ -356,6 +356,8 @@ pub struct JournalEntry {
 pub enum Error {
     #[error("state directory {0} is not a k3shim state directory (no k3shim-state.toml) and is not empty: pick an empty or new directory")]
     ForeignDir(PathBuf),
+    #[error("state directory {0} has no k3shim-state.toml but holds index.json and values/ (a k3shim state directory whose marker was lost); nothing was changed: `k3shim fakefs init --state {0}` writes it anew and checks the rest")]
+    LostMarker(PathBuf),
     #[error("state directory {0} exists but is not a directory: pick an empty or new directory")]
     NotADir(PathBuf),
     #[error("state directory {dir}: {file} is corrupt ({reason}); nothing was changed: `k3shim fakefs init --state {dir}` moves it aside and rebuilds it (keeping the values), `k3shim fakefs reset --state {dir} --yes` starts over from the profile")]
@@ -553,6 +555,10 @@ struct StateFile {
     layout: u32,
     created_by: String,
     created_unix_ms: u64,
+    /// The mode of the last opener that could write (what `fakefs show`
+    /// shows by default); absent in older state files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<String>,
 }
 
 /// What a covered path names (FakeFs::kind).
@@ -676,7 +682,11 @@ impl FakeFs {
         // Parse everything that can be wrong before touching the disk.
         let profile = Profile::load(&opts.profiles)?;
         let write = access != Access::ReadOnly;
-        let (state, fresh) = prepare_state_dir(&opts.state, write)?;
+        let (state, found) = prepare_state_dir(&opts.state, write)?;
+        let fresh = found == Found::Fresh;
+        if found == Found::Unmarked && access != Access::Repair {
+            return Err(Error::LostMarker(state));
+        }
         let root = Root::open(&state).map_err(io_err(&state, "cannot open state directory"))?;
         let mut repairs = Vec::new();
         let mut stamp = None;
@@ -686,7 +696,12 @@ impl FakeFs {
                 .map_err(io_err(state.join(path), "cannot move aside"))
         };
         let mut write_state_file = fresh;
-        if !fresh {
+        if found == Found::Unmarked {
+            repairs.push(format!(
+                "{STATE_FILE} was missing ({INDEX_FILE} and values/ are there): written anew"
+            ));
+            write_state_file = true;
+        } else if !fresh {
             match check_state_file(&root, &state) {
                 Err(Error::Corrupt { reason, .. }) if access == Access::Repair => {
                     let to = moved(&root, STATE_FILE, &stamp(), true)?;
@@ -738,19 +753,6 @@ impl FakeFs {
                 }
             }
         }
-        if write_state_file && write {
-            let sf = StateFile {
-                layout: LAYOUT_VERSION,
-                created_by: format!("k3shim fakefs {}", env!("CARGO_PKG_VERSION")),
-                created_unix_ms: now_ms(),
-            };
-            let text = format!(
-                "# k3shim fakefs state directory (do not edit while k3shim runs)\n{}",
-                toml::to_string(&sf).unwrap_or_default()
-            );
-            root.write_atomic(STATE_FILE, text.as_bytes(), 0o644, true)
-                .map_err(io_err(state.join(STATE_FILE), "cannot write"))?;
-        }
         let mut index_file = match read_index(&root, &state) {
             Err(Error::Corrupt { reason, .. }) if access == Access::Repair => {
                 let to = moved(&root, INDEX_FILE, &stamp(), true)?;
@@ -762,6 +764,30 @@ impl FakeFs {
             }
             r => r?,
         };
+        if write && (write_state_file || recorded_mode(&state) != Some(opts.mode)) {
+            // A new marker, or the mode changed: `fakefs show` shows what the
+            // last run saw. The creation stamp of an existing file is kept.
+            let old: Option<StateFile> = (!write_state_file)
+                .then(|| root.read(STATE_FILE).ok())
+                .flatten()
+                .and_then(|b| toml::from_str(&String::from_utf8_lossy(&b)).ok());
+            let sf = StateFile {
+                layout: LAYOUT_VERSION,
+                mode: Some(mode_name(opts.mode).to_string()),
+                ..old.unwrap_or_else(|| StateFile {
+                    layout: LAYOUT_VERSION,
+                    created_by: format!("k3shim fakefs {}", env!("CARGO_PKG_VERSION")),
+                    created_unix_ms: now_ms(),
+                    mode: None,
+                })
+            };
+            let text = format!(
+                "# k3shim fakefs state directory (do not edit while k3shim runs)\n{}",
+                toml::to_string(&sf).unwrap_or_default()
+            );
+            root.write_atomic(STATE_FILE, text.as_bytes(), 0o644, true)
+                .map_err(io_err(state.join(STATE_FILE), "cannot write"))?;
+        }
         if write {
             for d in integrity::TOP_DIRS {
                 root.open_dir(d, true)
@@ -1515,7 +1541,7 @@ impl FakeFs {
 
     /// The value a traced program would read at `guest_rel` (relative to
     /// /proc/sys, a sysctl name such as `vm.panic_on_oom`, or absolute),
-    /// without the trailing newline.
+    /// without the trailing newline. A damaged entry is refused.
     pub fn get(&self, guest_rel: &str) -> Result<String, Error> {
         if guest_rel.starts_with('/') && !is_under(guest_rel.as_bytes(), b"/proc/sys") {
             if self.profile.files.contains_key(guest_rel) {
@@ -1531,6 +1557,11 @@ impl FakeFs {
             return Err(Error::NotAnEntry(guest_rel.into()));
         }
         let rel = to_rel(guest_rel)?;
+        // Refused even where an overlay read would reach the real entry: a
+        // write would fail with EIO, and `show` lists it as damaged.
+        if self.entry_damage(&rel).is_some() {
+            return Err(self.damaged_entry(format!("/proc/sys/{rel}"), Some(&rel)));
+        }
         self.current(&rel).map(|(v, _)| v)
     }
 
@@ -2322,7 +2353,8 @@ fn to_rel(guest_rel: &str) -> Result<String, Error> {
 /// net/ipv4/conf/eth0.1/forwarding.
 pub fn sysctl_name_to_path(name: &str) -> String {
     match name.find(['.', '/']) {
-        Some(i) if name.as_bytes()[i] == b'.' => name
+        // A leading '.' cannot start a dotted name (".-" is a path).
+        Some(i) if i > 0 && name.as_bytes()[i] == b'.' => name
             .chars()
             .map(|c| match c {
                 '.' => '/',
@@ -2334,10 +2366,21 @@ pub fn sysctl_name_to_path(name: &str) -> String {
     }
 }
 
+/// What a state directory is, before it is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// Marked by k3shim-state.toml.
+    Ours,
+    /// Created, or empty: to be seeded.
+    Fresh,
+    /// No k3shim-state.toml, but index.json and values/ are there: ours, with
+    /// its marker lost (a foreign directory does not hold both).
+    Unmarked,
+}
+
 /// Finds (and with `create`, makes) the state directory; returns its
-/// canonical path and whether it is new (created, or empty: to be seeded).
-/// Never modifies a directory it refuses.
-fn prepare_state_dir(path: &Path, create: bool) -> Result<(PathBuf, bool), Error> {
+/// canonical path and what it is. Never modifies a directory it refuses.
+fn prepare_state_dir(path: &Path, create: bool) -> Result<(PathBuf, Found), Error> {
     let created = match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => false,
         Ok(_) => return Err(Error::NotADir(path.to_path_buf())),
@@ -2357,16 +2400,48 @@ fn prepare_state_dir(path: &Path, create: bool) -> Result<(PathBuf, bool), Error
         std::fs::canonicalize(path).map_err(io_err(path, "cannot resolve state directory"))?;
     if std::fs::symlink_metadata(state.join(STATE_FILE)).is_ok() {
         // Ours, whatever the file holds (checked through the root next).
-        return Ok((state, false));
+        return Ok((state, Found::Ours));
     }
     let empty = std::fs::read_dir(&state)
         .map_err(io_err(&state, "cannot list state directory"))?
         .next()
         .is_none();
+    let is = |name: &str, dir: bool| {
+        std::fs::symlink_metadata(state.join(name)).is_ok_and(|m| {
+            if dir {
+                m.is_dir()
+            } else {
+                m.is_file()
+            }
+        })
+    };
     if created || empty {
-        Ok((state, true))
+        Ok((state, Found::Fresh))
+    } else if is(INDEX_FILE, false) && is("values", true) {
+        Ok((state, Found::Unmarked))
     } else {
         Err(Error::ForeignDir(state))
+    }
+}
+
+/// The mode DIR was last opened with for writing (by `run` or `fakefs
+/// init|set|reset`), as its k3shim-state.toml records it; None if it says
+/// nothing or cannot be read. The file is read without following symlinks.
+pub fn recorded_mode(dir: &Path) -> Option<Mode> {
+    let root = Root::open(dir).ok()?;
+    let text = String::from_utf8(root.read(STATE_FILE).ok()?).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    match table.get("mode")?.as_str()? {
+        "overlay" => Some(Mode::Overlay),
+        "shadow" => Some(Mode::Shadow),
+        _ => None,
+    }
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Overlay => "overlay",
+        Mode::Shadow => "shadow",
     }
 }
 

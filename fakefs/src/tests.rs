@@ -1504,3 +1504,15 @@ fn a_change_made_by_another_instance_is_seen_on_the_next_decision() {
     let o = a.decide(p("/proc/sys/kernel/panic"), Op::Read);
     assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "7\n");
 }
+
+#[test]
+fn sysctl_names_become_paths_as_procps_reads_them() {
+    assert_eq!(sysctl_name_to_path("vm.panic_on_oom"), "vm/panic_on_oom");
+    assert_eq!(
+        sysctl_name_to_path("net.ipv4.conf.eth0/1.forwarding"),
+        "net/ipv4/conf/eth0.1/forwarding"
+    );
+    assert_eq!(sysctl_name_to_path("vm/panic_on_oom"), "vm/panic_on_oom");
+    // A leading dot starts no dotted name (a proptest found ".-" turned into "/-").
+    assert_eq!(sysctl_name_to_path(".-"), ".-");
+}
