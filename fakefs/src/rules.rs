@@ -19,8 +19,8 @@
 use std::fmt;
 
 /// A value rule, written in profiles as a short string:
-/// `integer`, `range MIN MAX`, `urange MIN MAX`, `ints N [MIN MAX] [ascending]`,
-/// `bitmap N`, `enum A B ...`, `text`.
+/// `integer`, `range MIN MAX`, `urange MIN MAX`, `ulong MIN MAX`,
+/// `ints N [MIN MAX] [ascending]`, `bitmap N`, `enum A B ...`, `text`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
     /// One C `int` (proc_dointvec): -2147483648..=2147483647.
@@ -28,9 +28,14 @@ pub enum Rule {
     /// One signed integer within MIN..=MAX (proc_dointvec_minmax, the
     /// jiffies variants); "-0" is 0.
     Range { min: i64, max: i64 },
-    /// One unsigned integer within MIN..=MAX (proc_dou8vec_minmax,
-    /// proc_douintvec_minmax, proc_doulongvec_minmax): any '-' is EINVAL.
+    /// One unsigned integer within MIN..=MAX as proc_dou8vec_minmax and
+    /// proc_douintvec_minmax take it: any '-' is EINVAL, a write is taken
+    /// whole ("1 2" stores 1 and returns 3) and leaves the file position
+    /// where it was, so the next write on the fd is parsed again.
     URange { min: u64, max: u64 },
+    /// One unsigned long within MIN..=MAX (proc_doulongvec_minmax): parsed
+    /// like an integer vector, any '-' is EINVAL.
+    ULong { min: u64, max: u64 },
     /// Up to `count` integers on one line, each within MIN..=MAX (e.g.
     /// ip_local_port_range); missing trailing ones keep their old value;
     /// `ascending`: each at least the one before (else EINVAL).
@@ -50,7 +55,7 @@ pub enum Rule {
 }
 
 /// Names accepted as the first word of a rule, for error messages.
-pub const RULE_NAMES: &str = "integer, range, urange, ints, bitmap, enum, text";
+pub const RULE_NAMES: &str = "integer, range, urange, ulong, ints, bitmap, enum, text";
 
 /// What one write(2) to an entry does, as the kernel's handler decides it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,12 +305,16 @@ impl Rule {
                 }
                 Ok(Rule::Range { min, max })
             }
-            "urange" if rest.len() == 2 => {
+            "urange" | "ulong" if rest.len() == 2 => {
                 let (min, max) = (uint(rest[0])?, uint(rest[1])?);
                 if min > max {
                     return Err(above());
                 }
-                Ok(Rule::URange { min, max })
+                Ok(if kind == "urange" {
+                    Rule::URange { min, max }
+                } else {
+                    Rule::ULong { min, max }
+                })
             }
             "ints" if (1..=4).contains(&rest.len()) => {
                 let count = rest[0]
@@ -341,8 +350,8 @@ impl Rule {
             }
             "enum" if !rest.is_empty() => Ok(Rule::Enum(rest.iter().map(|w| w.to_string()).collect())),
             "text" if rest.is_empty() => Ok(Rule::Text),
-            "integer" | "int" | "range" | "urange" | "ints" | "bitmap" | "enum" | "text" => Err(format!(
-                "value rule \"{s}\" has the wrong arguments (integer | range MIN MAX | urange MIN MAX | ints N [MIN MAX] [ascending] | bitmap N | enum A B.. | text)"
+            "integer" | "int" | "range" | "urange" | "ulong" | "ints" | "bitmap" | "enum" | "text" => Err(format!(
+                "value rule \"{s}\" has the wrong arguments (integer | range MIN MAX | urange MIN MAX | ulong MIN MAX | ints N [MIN MAX] [ascending] | bitmap N | enum A B.. | text)"
             )),
             _ => Err(format!("value rule \"{kind}\" unknown (expected {RULE_NAMES})")),
         }
@@ -410,6 +419,18 @@ impl Rule {
                 let chunk = std::str::from_utf8(&data[..end]).map_err(|_| libc::EINVAL)?;
                 set(format!("{}{chunk}", &old[..pos]), data.len())
             }
+            Rule::URange { min, max } => {
+                // do_proc_douintvec_w: one number; the whole write is taken and
+                // the position is not moved (so `pos` is never non-zero here).
+                let (v, _) = int_vector(data, 1, |neg, mag| {
+                    if neg || mag < *min || mag > *max {
+                        Err(libc::EINVAL)
+                    } else {
+                        Ok(mag)
+                    }
+                })?;
+                set(v[0].to_string(), data.len())
+            }
             _ if pos > 0 && !matches!(self, Rule::Bitmap { .. }) => unchanged(data.len()),
             Rule::Enum(words) => {
                 let text = std::str::from_utf8(data).map_err(|_| libc::EINVAL)?;
@@ -430,7 +451,7 @@ impl Rule {
                 let (v, n) = int_vector(data, 1, |neg, mag| signed(neg, mag, *min, *max))?;
                 set(v[0].to_string(), n)
             }
-            Rule::URange { min, max } => {
+            Rule::ULong { min, max } => {
                 let (v, n) = int_vector(data, 1, |neg, mag| {
                     if neg || mag < *min || mag > *max {
                         Err(libc::EINVAL)
@@ -501,6 +522,7 @@ impl fmt::Display for Rule {
             Rule::Integer => write!(f, "integer"),
             Rule::Range { min, max } => write!(f, "range {min} {max}"),
             Rule::URange { min, max } => write!(f, "urange {min} {max}"),
+            Rule::ULong { min, max } => write!(f, "ulong {min} {max}"),
             Rule::Ints {
                 count,
                 min,
@@ -607,15 +629,25 @@ mod tests {
         );
     }
 
-    /// net.ipv4.ip_nonlocal_bind and tcp_keepalive_probes (proc_dou8vec_minmax):
-    /// no sign at all, not even "-0".
+    /// net.ipv4.ip_nonlocal_bind and tcp_keepalive_probes (proc_dou8vec_minmax)
+    /// on Linux: no sign at all, not even "-0"; the whole write is taken and
+    /// a second write on the fd is parsed again ("3" then "4 7" stores 4).
     #[test]
-    fn unsigned_ranges_refuse_any_minus_sign() {
+    fn unsigned_ranges_refuse_any_minus_sign_and_take_the_whole_write() {
         let r = Rule::parse("urange 0 255").unwrap();
         assert_eq!(outcome(&r, b"255", "0"), (Ok(3), "255".into()));
         for bad in [&b"256"[..], b"-0", b"-1"] {
             assert_eq!(outcome(&r, bad, "0"), (Err(libc::EINVAL), "0".into()));
         }
+        assert_eq!(outcome(&r, b"1 2", "0"), (Ok(3), "1".into()));
+        assert_eq!(outcome(&r, b" 5 \n", "0"), (Ok(4), "5".into()));
+        let again = r.write(b"4 7", "3", 1).unwrap();
+        assert_eq!((again.value.as_deref(), again.consumed), (Some("4"), 3));
+        // proc_doulongvec_minmax parses like a vector.
+        let r = Rule::parse("ulong 0 9223372036854775807").unwrap();
+        assert_eq!(outcome(&r, b"1 2", "0"), (Ok(2), "1".into()));
+        assert_eq!(outcome(&r, b"-0", "0"), (Err(libc::EINVAL), "0".into()));
+        assert_eq!(r.write(b"5", "1", 2).unwrap().value, None);
     }
 
     /// net.ipv4.ip_local_port_range on Linux: a short write keeps the tail,
@@ -748,6 +780,7 @@ mod tests {
             "integer",
             "range 0 1",
             "urange 0 255",
+            "ulong 0 9223372036854775807",
             "ints 2",
             "ints 2 0 9",
             "ints 2 1 65535 ascending",
@@ -761,7 +794,7 @@ mod tests {
         let e = Rule::parse("intt").unwrap_err();
         assert_eq!(
             e,
-            "value rule \"intt\" unknown (expected integer, range, urange, ints, bitmap, enum, text)"
+            "value rule \"intt\" unknown (expected integer, range, urange, ulong, ints, bitmap, enum, text)"
         );
         assert!(Rule::parse("range 1").is_err());
         assert!(Rule::parse("range 2 1").is_err());

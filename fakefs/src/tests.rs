@@ -218,7 +218,7 @@ fn a_bad_profile_fails_before_anything_is_created() {
     let err = FakeFs::open(o).err().unwrap();
     assert!(
         err.to_string().ends_with(
-            "line 2: value rule \"intt\" unknown (expected integer, range, urange, ints, bitmap, enum, text)"
+            "line 2: value rule \"intt\" unknown (expected integer, range, urange, ulong, ints, bitmap, enum, text)"
         ),
         "{err}"
     );
