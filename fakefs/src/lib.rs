@@ -9,10 +9,11 @@
 //! State directory layout (version [`LAYOUT_VERSION`]):
 //!
 //! ```text
-//! DIR/k3shim-state.toml  layout version and creator; marks DIR as ours
-//! DIR/index.json         fake entries: source (profile|real|written), seed, rule, readonly
+//! DIR/k3shim-state.toml  layout version, creator, mode of the last writing opener; marks DIR as ours
+//! DIR/index.json         fake entries: source (profile|real|written), seed, rule, readonly, mode
 //! DIR/values/<rel>       fake /proc/sys/<rel>: value + "\n", mode 0644 or 0444
-//! DIR/views/<rel>/       directory views (names only; dirs 0555) for getdents/stat
+//! DIR/views/<rel>/       directory views (names only; dirs 0555, files with the
+//!                        kernel's mode and size 0) for getdents and stat
 //! DIR/files/<abs>        stand-ins outside /proc/sys (files/dev/kmsg)
 //! DIR/journal.jsonl      one JSON line per write(2) attempt
 //! DIR/tmp/               temp files renamed into values/ (same filesystem)
