@@ -536,7 +536,7 @@ pub(crate) fn check_value(bytes: &[u8], rule: &Rule) -> Result<String, String> {
     if text.contains(['\n', '\0']) {
         return Err(bad("which is not one line of text"));
     }
-    rule.apply(text.as_bytes(), text)
+    rule.normalize(text)
         .map_err(|_| bad(&format!("which its rule ({rule}) rejects")))?;
     Ok(text.to_string())
 }

@@ -9,10 +9,11 @@
 //! State directory layout (version [`LAYOUT_VERSION`]):
 //!
 //! ```text
-//! DIR/k3shim-state.toml  layout version and creator; marks DIR as ours
-//! DIR/index.json         fake entries: source (profile|real|written), seed, rule, readonly
+//! DIR/k3shim-state.toml  layout version, creator, mode of the last writing opener; marks DIR as ours
+//! DIR/index.json         fake entries: source (profile|real|written), seed, rule, readonly, mode
 //! DIR/values/<rel>       fake /proc/sys/<rel>: value + "\n", mode 0644 or 0444
-//! DIR/views/<rel>/       directory views (names only; dirs 0555) for getdents/stat
+//! DIR/views/<rel>/       directory views (names only; dirs 0555, files with the
+//!                        kernel's mode and size 0) for getdents and stat
 //! DIR/files/<abs>        stand-ins outside /proc/sys (files/dev/kmsg)
 //! DIR/journal.jsonl      one JSON line per write(2) attempt
 //! DIR/tmp/               temp files renamed into values/ (same filesystem)
@@ -107,9 +108,17 @@ pub enum Op {
     },
     /// open O_RDWR.
     ReadWrite,
-    /// open with O_CREAT (or symlink(2)); fakefs decides whether the target exists.
-    CreateFile,
-    /// stat family, statfs.
+    /// open with O_CREAT (`excl`: and O_EXCL); fakefs decides whether the target exists.
+    CreateFile {
+        excl: bool,
+    },
+    /// open with O_DIRECT, for reading and/or writing: procfs cannot (EINVAL,
+    /// once the lookup and the permission check pass).
+    Direct {
+        read: bool,
+        write: bool,
+    },
+    /// stat family, statfs, listxattr, inotify_add_watch.
     Stat,
     /// access family; `mode` is R_OK|W_OK|X_OK bits (F_OK = 0).
     Access {
@@ -118,15 +127,26 @@ pub enum Op {
     Readlink,
     /// open O_DIRECTORY, chdir.
     OpenDir,
+    /// A new name: mkdir, mknod, symlink.
     Mkdir,
-    /// unlink, rmdir.
-    Remove,
-    /// rename family: ask for the source first (see [`FakeFs::decide`]).
+    /// unlink (`rmdir` Some(false)), rmdir (Some(true)) or unlinkat (None:
+    /// the flag is not known); `slash`: the path ends with '/'.
+    Remove {
+        rmdir: Option<bool>,
+        slash: bool,
+    },
+    /// rename family (each of the two paths is asked about).
     Rename,
-    /// link family.
+    /// link family (each of the two paths is asked about).
     Link,
-    /// chmod, chown, utime(s).
-    Modify,
+    /// chmod, chown (procfs refuses both with EPERM).
+    Chmod,
+    /// utime, utimes, utimensat, futimesat.
+    Utime,
+    /// getxattr (`write` false), setxattr and removexattr (true).
+    Xattr {
+        write: bool,
+    },
     /// truncate(2) on a path.
     Truncate,
     Exec,
@@ -155,6 +175,118 @@ pub enum Outcome {
     },
     /// Fail the syscall with this errno, as procfs would.
     Error(i32),
+    /// Succeed without running the syscall: procfs accepts it and changes
+    /// nothing (truncate(2) or utime of an entry by its owner, access(2)).
+    Done,
+}
+
+/// Who makes a request: the credentials procfs checks. Linux's
+/// proc_sys_permission (test_perm) looks at the effective uid (root: the
+/// owner's bits), else whether root's group is the effective or a
+/// supplementary group (the group's bits), else the others' bits; no
+/// capability overrides it (root gets EACCES on a 0444 entry), except that
+/// net.* entries give CAP_NET_ADMIN holders the owner's bits
+/// (net_ctl_permissions) and user.* entries CAP_SYS_RESOURCE holders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub euid: u32,
+    pub egid: u32,
+    pub groups: Vec<u32>,
+    /// Effective capabilities (bit N = capability N).
+    pub cap_eff: u64,
+}
+
+const CAP_DAC_OVERRIDE: u32 = 1;
+const CAP_FOWNER: u32 = 3;
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_RESOURCE: u32 = 24;
+const MAY_READ: u32 = 4;
+const MAY_WRITE: u32 = 2;
+
+impl Caller {
+    /// Root with every capability (what `decide` assumes).
+    pub fn root() -> Caller {
+        Caller {
+            euid: 0,
+            egid: 0,
+            groups: Vec::new(),
+            cap_eff: u64::MAX,
+        }
+    }
+
+    /// Parses /proc/PID/status (the Uid, Gid, Groups and CapEff lines).
+    pub fn from_status(text: &str) -> Option<Caller> {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(str::trim)
+        };
+        // "Uid:\treal\teffective\tsaved\tfs"
+        let second =
+            |name: &str| -> Option<u32> { field(name)?.split_whitespace().nth(1)?.parse().ok() };
+        Some(Caller {
+            euid: second("Uid:")?,
+            egid: second("Gid:")?,
+            groups: field("Groups:")
+                .unwrap_or("")
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect(),
+            cap_eff: u64::from_str_radix(field("CapEff:")?, 16).ok()?,
+        })
+    }
+
+    fn has_cap(&self, cap: u32) -> bool {
+        self.cap_eff & (1u64 << cap) != 0
+    }
+
+    /// test_perm(): may this caller do `want` (MAY_* bits) on entry `rel` of `mode`?
+    fn permits(&self, rel: &str, mode: u32, want: u32) -> bool {
+        let mut mode = mode & 0o777;
+        let admin = (rel.starts_with("net/") && self.has_cap(CAP_NET_ADMIN))
+            || (rel.starts_with("user/") && self.has_cap(CAP_SYS_RESOURCE));
+        if admin {
+            let owner = (mode >> 6) & 7;
+            mode = owner << 6 | owner << 3 | owner;
+        }
+        let bits = if self.euid == 0 {
+            mode >> 6
+        } else if self.egid == 0 || self.groups.contains(&0) {
+            mode >> 3
+        } else {
+            mode
+        } & 7;
+        want & !bits == 0
+    }
+}
+
+/// The caller of one decision, asked for only when an answer depends on it
+/// (reading /proc/TID/status costs syscalls).
+struct Who<'a> {
+    get: &'a mut dyn FnMut() -> Option<Caller>,
+    got: Option<Caller>,
+}
+
+impl Who<'_> {
+    fn caller(&mut self) -> &Caller {
+        if self.got.is_none() {
+            // A caller that cannot be looked at (it is gone) is taken as root:
+            // nothing it does can be seen anyway.
+            self.got = Some((self.get)().unwrap_or_else(Caller::root));
+        }
+        self.got.as_ref().expect("set above")
+    }
+
+    /// test_perm for entry `rel` of `mode`; the caller is looked at only
+    /// when the others' bits do not already allow it.
+    fn permits(&mut self, rel: &str, mode: u32, want: u32) -> bool {
+        want & !(mode & 7) == 0 || self.caller().permits(rel, mode, want)
+    }
+
+    fn is_root_or(&mut self, cap: u32) -> bool {
+        let c = self.caller();
+        c.euid == 0 || c.has_cap(cap)
+    }
 }
 
 /// Where an entry's current value comes from.
@@ -229,6 +361,8 @@ pub struct JournalEntry {
 pub enum Error {
     #[error("state directory {0} is not a k3shim state directory (no k3shim-state.toml) and is not empty: pick an empty or new directory")]
     ForeignDir(PathBuf),
+    #[error("state directory {0} has no k3shim-state.toml but holds index.json and values/ (a k3shim state directory whose marker was lost); nothing was changed: `k3shim fakefs init --state {0}` writes it anew and checks the rest")]
+    LostMarker(PathBuf),
     #[error("state directory {0} exists but is not a directory: pick an empty or new directory")]
     NotADir(PathBuf),
     #[error("state directory {dir}: {file} is corrupt ({reason}); nothing was changed: `k3shim fakefs init --state {dir}` moves it aside and rebuilds it (keeping the values), `k3shim fakefs reset --state {dir} --yes` starts over from the profile")]
@@ -392,6 +526,10 @@ struct IndexEntry {
     seed: String,
     rule: String,
     readonly: bool,
+    /// The kernel's permission bits, for an entry copied from the real tree
+    /// (kernel/cad_pid is 0600, vm/drop_caches 0200); else 0644 or 0444.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<u32>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -422,6 +560,10 @@ struct StateFile {
     layout: u32,
     created_by: String,
     created_unix_ms: u64,
+    /// The mode of the last opener that could write (what `fakefs show`
+    /// shows by default); absent in older state files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<String>,
 }
 
 /// What a covered path names (FakeFs::kind).
@@ -545,7 +687,11 @@ impl FakeFs {
         // Parse everything that can be wrong before touching the disk.
         let profile = Profile::load(&opts.profiles)?;
         let write = access != Access::ReadOnly;
-        let (state, fresh) = prepare_state_dir(&opts.state, write)?;
+        let (state, found) = prepare_state_dir(&opts.state, write)?;
+        let fresh = found == Found::Fresh;
+        if found == Found::Unmarked && access != Access::Repair {
+            return Err(Error::LostMarker(state));
+        }
         let root = Root::open(&state).map_err(io_err(&state, "cannot open state directory"))?;
         let mut repairs = Vec::new();
         let mut stamp = None;
@@ -555,7 +701,12 @@ impl FakeFs {
                 .map_err(io_err(state.join(path), "cannot move aside"))
         };
         let mut write_state_file = fresh;
-        if !fresh {
+        if found == Found::Unmarked {
+            repairs.push(format!(
+                "{STATE_FILE} was missing ({INDEX_FILE} and values/ are there): written anew"
+            ));
+            write_state_file = true;
+        } else if !fresh {
             match check_state_file(&root, &state) {
                 Err(Error::Corrupt { reason, .. }) if access == Access::Repair => {
                     let to = moved(&root, STATE_FILE, &stamp(), true)?;
@@ -607,19 +758,6 @@ impl FakeFs {
                 }
             }
         }
-        if write_state_file && write {
-            let sf = StateFile {
-                layout: LAYOUT_VERSION,
-                created_by: format!("k3shim fakefs {}", env!("CARGO_PKG_VERSION")),
-                created_unix_ms: now_ms(),
-            };
-            let text = format!(
-                "# k3shim fakefs state directory (do not edit while k3shim runs)\n{}",
-                toml::to_string(&sf).unwrap_or_default()
-            );
-            root.write_atomic(STATE_FILE, text.as_bytes(), 0o644, true)
-                .map_err(io_err(state.join(STATE_FILE), "cannot write"))?;
-        }
         let mut index_file = match read_index(&root, &state) {
             Err(Error::Corrupt { reason, .. }) if access == Access::Repair => {
                 let to = moved(&root, INDEX_FILE, &stamp(), true)?;
@@ -631,6 +769,30 @@ impl FakeFs {
             }
             r => r?,
         };
+        if write && (write_state_file || recorded_mode(&state) != Some(opts.mode)) {
+            // A new marker, or the mode changed: `fakefs show` shows what the
+            // last run saw. The creation stamp of an existing file is kept.
+            let old: Option<StateFile> = (!write_state_file)
+                .then(|| root.read(STATE_FILE).ok())
+                .flatten()
+                .and_then(|b| toml::from_str(&String::from_utf8_lossy(&b)).ok());
+            let sf = StateFile {
+                layout: LAYOUT_VERSION,
+                mode: Some(mode_name(opts.mode).to_string()),
+                ..old.unwrap_or_else(|| StateFile {
+                    layout: LAYOUT_VERSION,
+                    created_by: format!("k3shim fakefs {}", env!("CARGO_PKG_VERSION")),
+                    created_unix_ms: now_ms(),
+                    mode: None,
+                })
+            };
+            let text = format!(
+                "# k3shim fakefs state directory (do not edit while k3shim runs)\n{}",
+                toml::to_string(&sf).unwrap_or_default()
+            );
+            root.write_atomic(STATE_FILE, text.as_bytes(), 0o644, true)
+                .map_err(io_err(state.join(STATE_FILE), "cannot write"))?;
+        }
         if write {
             for d in integrity::TOP_DIRS {
                 root.open_dir(d, true)
@@ -849,23 +1011,48 @@ impl FakeFs {
             .any(|(_, dst)| is_under(b, dst.as_os_str().as_bytes()))
     }
 
-    /// Decides one path syscall. `guest` is absolute and normalized.
-    ///
-    /// Errnos follow this gVisor's procfs (measured): creating anything
-    /// (O_CREAT, mkdir, symlink, link/rename target) is EPERM when the parent
-    /// directory exists and ENOENT when it does not; unlink, rmdir, rename,
-    /// link, chmod/chown/utime and truncate(2) of an existing entry are
-    /// EPERM; a missing source is ENOENT. For rename/link, ask for the source
-    /// first; if only one side is covered, the launcher should answer EXDEV
-    /// (different filesystems), as the kernel does.
+    /// Decides one path syscall of a root caller (see [`FakeFs::decide_as`]).
     pub fn decide(&mut self, guest: &Path, op: Op) -> Outcome {
+        self.decide_as(guest, op, &mut || Some(Caller::root()))
+    }
+
+    /// Decides one path syscall. `guest` is absolute and normalized;
+    /// `caller` gives the calling thread's credentials, asked for only when
+    /// the answer depends on them (permission checks as procfs makes them).
+    ///
+    /// Errnos are Linux's (fs/proc/proc_sysctl.c and the VFS above it,
+    /// measured against the kernel): a new name (O_CREAT, mkdir, mknod,
+    /// symlink) is ENOENT, as procfs's lookup refuses missing names;
+    /// unlink and rmdir are EACCES (the directories are 0555 to everyone)
+    /// except `unlink("dir/")` (EISDIR) and rmdir of /proc/sys itself (EPERM
+    /// for root); chmod and chown are EPERM; truncate(2) and utime by the
+    /// owner succeed and change nothing; getxattr and setxattr are
+    /// EOPNOTSUPP (after the permission check); O_DIRECT is EINVAL. A rename
+    /// or link that involves an entry is left to the kernel, which cannot
+    /// carry it out on procfs and answers as Linux does (EXDEV across
+    /// filesystems, after its own checks of the other path); where the
+    /// entry's directory does not exist in the real tree, EXDEV is answered
+    /// here. This gVisor differs (EPERM for new names, unlink and chmod,
+    /// EOPNOTSUPP for setxattr on a directory): Linux is what programs expect.
+    pub fn decide_as(
+        &mut self,
+        guest: &Path,
+        op: Op,
+        caller: &mut dyn FnMut() -> Option<Caller>,
+    ) -> Outcome {
         let b = guest.as_os_str().as_bytes();
         if let Some(o) = self.decide_bind(b) {
             return o;
         }
         if let Some(rest) = below(b, b"/proc/sys") {
             return match sys_name(rest) {
-                SysName::Name(rel) => self.decide_sys(rel, op),
+                SysName::Name(rel) => {
+                    let mut who = Who {
+                        get: caller,
+                        got: None,
+                    };
+                    self.decide_sys(rel, op, &mut who)
+                }
                 SysName::NoSuchEntry => Outcome::Error(libc::ENOENT),
                 SysName::KernelDecides => Outcome::Real,
             };
@@ -947,48 +1134,90 @@ impl FakeFs {
             Op::Read | Op::Stat | Op::Truncate => fake(0, READ_CLEAR & !libc::O_TRUNC),
             Op::Access { mode } if mode & libc::X_OK != 0 => Outcome::Error(libc::EACCES),
             Op::Access { .. } => fake(0, 0),
+            Op::CreateFile { excl: true } => Outcome::Error(libc::EEXIST),
             // Like /dev/kmsg: what is written shows up for readers.
-            Op::Write { .. } | Op::ReadWrite | Op::CreateFile => {
+            Op::Write { .. } | Op::ReadWrite | Op::CreateFile { .. } | Op::Direct { .. } => {
                 fake(libc::O_APPEND, libc::O_TRUNC | libc::O_EXCL | libc::O_CREAT)
             }
             Op::OpenDir => Outcome::Error(libc::ENOTDIR),
             Op::Readlink => Outcome::Error(libc::EINVAL),
             Op::Mkdir => Outcome::Error(libc::EEXIST),
             Op::Exec => Outcome::Error(libc::EACCES),
-            Op::Remove | Op::Rename | Op::Link | Op::Modify => Outcome::Error(libc::EPERM),
+            Op::Xattr { .. } => Outcome::Error(libc::EOPNOTSUPP),
+            // The stand-in stays where programs expect it.
+            Op::Remove { .. } | Op::Rename | Op::Link | Op::Chmod | Op::Utime => {
+                Outcome::Error(libc::EPERM)
+            }
         }
     }
 
-    fn decide_sys(&mut self, rel: &str, op: Op) -> Outcome {
+    fn decide_sys(&mut self, rel: &str, op: Op, who: &mut Who) -> Outcome {
         self.refresh_index();
         match self.node(rel) {
             Node::NotDir => Outcome::Error(libc::ENOTDIR),
-            Node::Missing { parent_exists } => match op {
-                Op::CreateFile | Op::Mkdir => Outcome::Error(if parent_exists {
-                    libc::EPERM
-                } else {
-                    libc::ENOENT
-                }),
-                _ => Outcome::Error(libc::ENOENT),
-            },
-            Node::Dir => self.decide_dir(rel, op),
-            Node::File => self.decide_file(rel, op),
+            // procfs's lookup refuses a missing name, also one to be created;
+            // a rename's mount check comes before it (EXDEV).
+            Node::Missing {
+                parent_exists: true,
+            } if op == Op::Rename => self.cross_mount(rel),
+            Node::Missing { .. } => Outcome::Error(libc::ENOENT),
+            Node::Dir => self.decide_dir(rel, op, who),
+            Node::File => self.decide_file(rel, op, who),
         }
     }
 
-    fn decide_dir(&mut self, rel: &str, op: Op) -> Outcome {
+    /// A rename or link of an entry with a path elsewhere: the kernel's own
+    /// answer (it cannot complete one on procfs: EXDEV across filesystems,
+    /// after checking the other path), unless the entry's directory is not
+    /// in the real tree, where that answer would be ENOENT.
+    fn cross_mount(&self, rel: &str) -> Outcome {
+        if rel.is_empty() || self.real(parent_of(rel)) == RealKind::Dir {
+            Outcome::Real
+        } else {
+            Outcome::Error(libc::EXDEV)
+        }
+    }
+
+    fn decide_dir(&mut self, rel: &str, op: Op, who: &mut Who) -> Outcome {
         let real_dir = self.mode == Mode::Overlay && self.real(rel) == RealKind::Dir;
         match op {
-            Op::Write { .. } | Op::ReadWrite | Op::CreateFile | Op::Truncate => {
-                Outcome::Error(libc::EISDIR)
+            Op::CreateFile { excl: true } | Op::Mkdir => Outcome::Error(libc::EEXIST),
+            Op::Write { .. }
+            | Op::ReadWrite
+            | Op::CreateFile { .. }
+            | Op::Truncate
+            | Op::Direct { write: true, .. } => Outcome::Error(libc::EISDIR),
+            Op::Direct { .. } => Outcome::Error(libc::EINVAL),
+            Op::Chmod => Outcome::Error(libc::EPERM),
+            // Directories are 0555 to everyone: no write permission.
+            Op::Xattr { write: true } => Outcome::Error(libc::EACCES),
+            Op::Xattr { write: false } => Outcome::Error(libc::EOPNOTSUPP),
+            Op::Utime if who.is_root_or(CAP_FOWNER) => Outcome::Done,
+            Op::Utime => Outcome::Error(libc::EACCES),
+            Op::Remove {
+                rmdir: Some(false),
+                slash: true,
+            } => Outcome::Error(libc::EISDIR),
+            // /proc/sys itself: /proc lets a CAP_DAC_OVERRIDE holder past its
+            // permission check; procfs then has no rmdir (and unlink of a
+            // directory is EISDIR).
+            Op::Remove { rmdir, .. }
+                if rel.is_empty() && who.caller().has_cap(CAP_DAC_OVERRIDE) =>
+            {
+                Outcome::Error(if rmdir == Some(false) {
+                    libc::EISDIR
+                } else {
+                    libc::EPERM
+                })
             }
-            Op::Modify | Op::Remove | Op::Rename | Op::Link => Outcome::Error(libc::EPERM),
-            Op::Mkdir => Outcome::Error(libc::EEXIST),
+            Op::Remove { .. } => Outcome::Error(libc::EACCES),
+            Op::Rename | Op::Link => self.cross_mount(rel),
             Op::Readlink => Outcome::Error(libc::EINVAL),
             Op::Exec => Outcome::Error(libc::EACCES),
             Op::Access { mode } if mode & libc::W_OK != 0 => Outcome::Error(libc::EACCES),
-            Op::Stat | Op::Access { .. } if real_dir => Outcome::Real,
-            Op::Stat | Op::Access { .. } | Op::Read | Op::OpenDir => match self.build_view(rel) {
+            Op::Access { .. } => Outcome::Done,
+            Op::Stat if real_dir => Outcome::Real,
+            Op::Stat | Op::Read | Op::OpenDir => match self.build_view(rel) {
                 Ok(backing) => Outcome::Fake {
                     backing,
                     add_flags: libc::O_NOFOLLOW,
@@ -1001,33 +1230,67 @@ impl FakeFs {
         }
     }
 
-    fn decide_file(&mut self, rel: &str, op: Op) -> Outcome {
-        let ro = self.readonly(rel);
+    fn decide_file(&mut self, rel: &str, op: Op, who: &mut Who) -> Outcome {
+        let mode = self.kmode(rel);
+        let ro = mode & 0o222 == 0;
         let pinned = self.pinned(rel);
         let overlay = self.mode == Mode::Overlay;
+        // A working real entry that is not fake (yet): the kernel answers reads.
+        let live = overlay && !pinned && self.real_is_readable(rel);
+        let may = |read: bool, write: bool| {
+            (if read { MAY_READ } else { 0 }) | (if write { MAY_WRITE } else { 0 })
+        };
         match op {
             Op::OpenDir => Outcome::Error(libc::ENOTDIR),
-            Op::Mkdir => Outcome::Error(libc::EEXIST),
+            Op::Mkdir | Op::CreateFile { excl: true } => Outcome::Error(libc::EEXIST),
             Op::Readlink => Outcome::Error(libc::EINVAL),
             Op::Exec => Outcome::Error(libc::EACCES),
-            Op::Remove | Op::Rename | Op::Link | Op::Modify | Op::Truncate => {
-                Outcome::Error(libc::EPERM)
-            }
-            Op::Access { mode } if mode & libc::X_OK != 0 || (mode & libc::W_OK != 0 && ro) => {
+            Op::Chmod => Outcome::Error(libc::EPERM),
+            // unlink and rmdir need write permission on the (0555) directory.
+            Op::Remove { .. } => Outcome::Error(libc::EACCES),
+            Op::Rename => self.cross_mount(rel),
+            // The kernel checks the other path first, then the mount: it answers
+            // where it has the entry.
+            Op::Link if matches!(self.real(rel), RealKind::File { .. }) => Outcome::Real,
+            Op::Link => Outcome::Error(libc::EXDEV),
+            Op::Xattr { write } if !who.permits(rel, mode, may(!write, write)) => {
                 Outcome::Error(libc::EACCES)
             }
-            Op::Read | Op::Stat | Op::Access { .. } => {
-                if overlay && !pinned && self.real_is_readable(rel) {
-                    // An entry k3shim takes writes for stats writable, as on
-                    // procfs, even where the real one says 0444 (this gVisor's
-                    // do, writable or not): procps checks the mode first.
-                    let real_ro =
-                        matches!(self.real(rel), RealKind::File { mode } if mode & 0o200 == 0);
-                    if op != Op::Read && !ro && real_ro {
-                        return self.view_of(rel);
-                    }
-                    return Outcome::Real;
+            Op::Xattr { .. } => Outcome::Error(libc::EOPNOTSUPP),
+            Op::Truncate if who.permits(rel, mode, MAY_WRITE) => Outcome::Done,
+            Op::Truncate => Outcome::Error(libc::EACCES),
+            Op::Utime if who.is_root_or(CAP_FOWNER) || who.permits(rel, mode, MAY_WRITE) => {
+                Outcome::Done
+            }
+            Op::Utime => Outcome::Error(libc::EACCES),
+            Op::Direct { read, write } if !who.permits(rel, mode, may(read, write)) => {
+                Outcome::Error(libc::EACCES)
+            }
+            Op::Direct { .. } => Outcome::Error(libc::EINVAL),
+            // Regular files under /proc/sys are never executable.
+            Op::Access { mode: m } if m & libc::X_OK != 0 => Outcome::Error(libc::EACCES),
+            Op::Access { .. } | Op::Stat if live => {
+                // An entry k3shim takes writes for stats writable, as on procfs,
+                // even where the real one says 0444 (this gVisor's do, writable
+                // or not): procps checks the mode first.
+                let real_ro =
+                    matches!(self.real(rel), RealKind::File { mode } if mode & 0o200 == 0);
+                match op {
+                    _ if ro || !real_ro => Outcome::Real,
+                    Op::Access { mode: m } => self.access(rel, mode, m, who),
+                    _ => self.view_of(rel),
                 }
+            }
+            Op::Access { mode: m } => self.access(rel, mode, m, who),
+            Op::Stat => match self.entry_damage(rel) {
+                Some(_) => Outcome::Error(libc::EIO),
+                // The entry's name in its directory's view: size 0 and the
+                // kernel's mode, as procfs reports them.
+                None => self.view_of(rel),
+            },
+            Op::Read if !who.permits(rel, mode, MAY_READ) => Outcome::Error(libc::EACCES),
+            Op::Read if live => Outcome::Real,
+            Op::Read => {
                 if self.entry_damage(rel).is_some() {
                     return Outcome::Error(libc::EIO);
                 }
@@ -1044,8 +1307,9 @@ impl FakeFs {
                     Err(e) => Outcome::Error(e),
                 }
             }
-            Op::Write { .. } | Op::ReadWrite | Op::CreateFile => {
-                if ro {
+            Op::Write { .. } | Op::ReadWrite | Op::CreateFile { .. } => {
+                let read = op == Op::ReadWrite;
+                if ro || !who.permits(rel, mode, may(read, true)) {
                     return Outcome::Error(libc::EACCES);
                 }
                 if overlay && self.write_through && !pinned {
@@ -1069,6 +1333,28 @@ impl FakeFs {
                     Err(e) => Outcome::Error(e),
                 }
             }
+        }
+    }
+
+    /// access(2) of an entry, answered here: procfs's permission check.
+    fn access(&self, rel: &str, mode: u32, want: i32, who: &mut Who) -> Outcome {
+        if self.entry_damage(rel).is_some() {
+            return Outcome::Error(libc::EIO);
+        }
+        let mut may = 0;
+        if want & libc::R_OK != 0 {
+            may |= MAY_READ;
+        }
+        if want & libc::W_OK != 0 {
+            may |= MAY_WRITE;
+        }
+        if may & MAY_WRITE != 0 && mode & 0o222 == 0 {
+            return Outcome::Error(libc::EACCES);
+        }
+        if who.permits(rel, mode, may) {
+            Outcome::Done
+        } else {
+            Outcome::Error(libc::EACCES)
         }
     }
 
@@ -1104,11 +1390,14 @@ impl FakeFs {
         })
     }
 
-    /// Emulates one write(2) on an fd opened with `token`: offset > 0 is
-    /// ignored but reports success (sysctl_writes_strict); the value is
-    /// validated by the entry's rule, stored atomically and journaled.
-    /// Returns data.len(), or EINVAL/EACCES (old value kept), EBADF for an
-    /// unknown token, EIO if the state directory cannot be written.
+    /// Emulates one write(2) at file position `offset` on an fd opened with
+    /// `token`, as the kernel's handler for the entry's rule does it (see
+    /// [`rules`]: a numeric entry ignores a write at a non-zero position but
+    /// reports success, as sysctl_writes_strict=1 does); an accepted value is
+    /// stored atomically and journaled. Returns what write(2) returns (the
+    /// bytes the handler took: "1 2" to one integer takes 2), or
+    /// EINVAL/EACCES (old value kept), EBADF for an unknown token, EIO if the
+    /// state directory cannot be written.
     pub fn write(
         &mut self,
         token: u64,
@@ -1128,9 +1417,6 @@ impl FakeFs {
         if data.is_empty() {
             return Ok(0);
         }
-        if offset > 0 {
-            return Ok(data.len());
-        }
         self.refresh_index();
         if !self.index.contains_key(&rel) {
             // reset() ran since the open: seed again like a fresh open.
@@ -1145,14 +1431,22 @@ impl FakeFs {
         let res = if self.readonly(&rel) {
             Err(libc::EACCES)
         } else {
-            rule.apply(data, old.as_deref().unwrap_or(""))
+            rule.write(data, old.as_deref().unwrap_or(""), offset)
         };
-        let res = res.and_then(|new| self.store_written(&rel, &new).map(|_| new));
+        let res = res.and_then(|w| match w.value {
+            // Ignored (a numeric entry at a non-zero position): nothing to
+            // store or journal.
+            None => Ok((None, w.consumed)),
+            Some(new) => self
+                .store_written(&rel, &new)
+                .map(|_| (Some(new), w.consumed)),
+        });
         let path = format!("/proc/sys/{rel}");
         match res {
-            Ok(new) => {
+            Ok((None, n)) => Ok(n),
+            Ok((Some(new), n)) => {
                 self.journal(pid, comm, path, old, new, Ok(()));
-                Ok(data.len())
+                Ok(n)
             }
             Err(e) => {
                 let attempted = String::from_utf8_lossy(data).trim_end().to_string();
@@ -1258,7 +1552,7 @@ impl FakeFs {
 
     /// The value a traced program would read at `guest_rel` (relative to
     /// /proc/sys, a sysctl name such as `vm.panic_on_oom`, or absolute),
-    /// without the trailing newline.
+    /// without the trailing newline. A damaged entry is refused.
     pub fn get(&self, guest_rel: &str) -> Result<String, Error> {
         if guest_rel.starts_with('/') && !is_under(guest_rel.as_bytes(), b"/proc/sys") {
             if self.profile.files.contains_key(guest_rel) {
@@ -1274,6 +1568,11 @@ impl FakeFs {
             return Err(Error::NotAnEntry(guest_rel.into()));
         }
         let rel = to_rel(guest_rel)?;
+        // Refused even where an overlay read would reach the real entry: a
+        // write would fail with EIO, and `show` lists it as damaged.
+        if self.entry_damage(&rel).is_some() {
+            return Err(self.damaged_entry(format!("/proc/sys/{rel}"), Some(&rel)));
+        }
         self.current(&rel).map(|(v, _)| v)
     }
 
@@ -1301,7 +1600,17 @@ impl FakeFs {
         .or_else(|| self.current(&rel).ok().map(|(v, _)| v))
         .unwrap_or_default();
         let rule = self.rule(&rel, &old);
-        rule.apply(value.as_bytes(), &old)
+        // Every byte must be a value: `set kernel.panic "1 2"` is a mistake,
+        // not a 1 (which a write(2) of it would store).
+        let line = format!("{value}\n");
+        rule.write(line.as_bytes(), &old, 0)
+            .and_then(|w| {
+                if w.consumed == line.len() && w.value.is_some() {
+                    Ok(())
+                } else {
+                    Err(libc::EINVAL)
+                }
+            })
             .map(|_| ())
             .map_err(|e| Error::Rejected {
                 path,
@@ -1466,13 +1775,23 @@ impl FakeFs {
     }
 
     fn readonly(&self, rel: &str) -> bool {
+        self.kmode(rel) & 0o222 == 0
+    }
+
+    /// The permission bits procfs shows for an entry: the profile's (0644,
+    /// or 0444 read-only), else those it was copied with, else the real ones.
+    fn kmode(&self, rel: &str) -> u32 {
+        let plain = |ro: bool| if ro { 0o444 } else { 0o644 };
         if let Some(p) = self.profile.entries.get(rel) {
-            return p.readonly;
+            return plain(p.readonly);
         }
         if let Some(e) = self.index.get(rel) {
-            return e.readonly;
+            return e.mode.unwrap_or_else(|| plain(e.readonly)) & 0o777;
         }
-        matches!(self.real(rel), RealKind::File { mode } if mode & 0o222 == 0)
+        match self.real(rel) {
+            RealKind::File { mode } => mode & 0o777,
+            _ => 0o644,
+        }
     }
 
     fn rule(&self, rel: &str, value: &str) -> Rule {
@@ -1575,8 +1894,17 @@ impl FakeFs {
         if !reseed {
             return Ok(backing);
         }
-        let (value, source) = if prefer_real && self.real_is_readable(rel) {
-            (self.read_real(rel).unwrap_or_default(), Source::Real)
+        // A real value is stored as the entry's rule prints it (this gVisor's
+        // "16000 65535" becomes "16000\t65535"); one the rule cannot take
+        // (a kernel that differs) is not copied: the profile's value is.
+        let real_seed = (prefer_real && self.real_is_readable(rel))
+            .then(|| self.read_real(rel).unwrap_or_default())
+            .and_then(|v| match self.profile.entries.get(rel) {
+                Some(p) => p.rule.normalize(&v).ok(),
+                None => Some(v),
+            });
+        let (value, source) = if let Some(v) = real_seed {
+            (v, Source::Real)
         } else if let Some(p) = self.profile.entries.get(rel) {
             (p.value.clone(), Source::Profile)
         } else if allow_empty && matches!(real_kind, RealKind::File { .. }) {
@@ -1584,18 +1912,23 @@ impl FakeFs {
         } else {
             return Err(libc::ENOENT);
         };
-        let (rule, readonly) = match self.profile.entries.get(rel) {
-            Some(p) => (p.rule.to_string(), p.readonly),
-            None => (
-                Rule::infer(&value).to_string(),
-                matches!(real_kind, RealKind::File { mode } if mode & 0o222 == 0),
-            ),
+        let (rule, readonly, kmode) = match self.profile.entries.get(rel) {
+            Some(p) => (p.rule.to_string(), p.readonly, None),
+            None => match real_kind {
+                RealKind::File { mode } => (
+                    Rule::infer(&value).to_string(),
+                    mode & 0o222 == 0,
+                    Some(mode & 0o777),
+                ),
+                _ => (Rule::infer(&value).to_string(), false, None),
+            },
         };
         let entry = IndexEntry {
             source,
             seed: value.clone(),
             rule,
             readonly,
+            mode: kmode,
         };
         let mode = if readonly { 0o444 } else { 0o644 };
         let _g = self.lock().map_err(|_| libc::EIO)?;
@@ -1639,11 +1972,13 @@ impl FakeFs {
             let seed = value.to_string();
             let rule = self.rule(rel, value).to_string();
             let readonly = self.readonly(rel);
+            let mode = (!self.profile.entries.contains_key(rel)).then(|| self.kmode(rel));
             let e = self.index.entry(rel.to_string()).or_insert(IndexEntry {
                 source: Source::Written,
                 seed,
                 rule,
                 readonly,
+                mode,
             });
             e.source = Source::Written;
             self.save_index().map_err(|_| libc::EIO)?;
@@ -1865,6 +2200,7 @@ impl FakeFs {
                 seed: want.clone(),
                 rule: pe.rule.to_string(),
                 readonly: pe.readonly,
+                mode: None,
             };
             if self.read_only {
                 if cur.as_deref() != Some(want.as_str()) {
@@ -1962,8 +2298,7 @@ impl FakeFs {
                 }
                 None => {
                     if children.get(rest) != Some(&None) {
-                        let mode = if self.readonly(&p) { 0o444 } else { 0o644 };
-                        children.insert(rest.to_string(), Some(mode));
+                        children.insert(rest.to_string(), Some(self.kmode(&p)));
                     }
                 }
             }
@@ -2029,7 +2364,8 @@ fn to_rel(guest_rel: &str) -> Result<String, Error> {
 /// net/ipv4/conf/eth0.1/forwarding.
 pub fn sysctl_name_to_path(name: &str) -> String {
     match name.find(['.', '/']) {
-        Some(i) if name.as_bytes()[i] == b'.' => name
+        // A leading '.' cannot start a dotted name (".-" is a path).
+        Some(i) if i > 0 && name.as_bytes()[i] == b'.' => name
             .chars()
             .map(|c| match c {
                 '.' => '/',
@@ -2041,10 +2377,21 @@ pub fn sysctl_name_to_path(name: &str) -> String {
     }
 }
 
+/// What a state directory is, before it is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// Marked by k3shim-state.toml.
+    Ours,
+    /// Created, or empty: to be seeded.
+    Fresh,
+    /// No k3shim-state.toml, but index.json and values/ are there: ours, with
+    /// its marker lost (a foreign directory does not hold both).
+    Unmarked,
+}
+
 /// Finds (and with `create`, makes) the state directory; returns its
-/// canonical path and whether it is new (created, or empty: to be seeded).
-/// Never modifies a directory it refuses.
-fn prepare_state_dir(path: &Path, create: bool) -> Result<(PathBuf, bool), Error> {
+/// canonical path and what it is. Never modifies a directory it refuses.
+fn prepare_state_dir(path: &Path, create: bool) -> Result<(PathBuf, Found), Error> {
     let created = match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => false,
         Ok(_) => return Err(Error::NotADir(path.to_path_buf())),
@@ -2064,16 +2411,48 @@ fn prepare_state_dir(path: &Path, create: bool) -> Result<(PathBuf, bool), Error
         std::fs::canonicalize(path).map_err(io_err(path, "cannot resolve state directory"))?;
     if std::fs::symlink_metadata(state.join(STATE_FILE)).is_ok() {
         // Ours, whatever the file holds (checked through the root next).
-        return Ok((state, false));
+        return Ok((state, Found::Ours));
     }
     let empty = std::fs::read_dir(&state)
         .map_err(io_err(&state, "cannot list state directory"))?
         .next()
         .is_none();
+    let is = |name: &str, dir: bool| {
+        std::fs::symlink_metadata(state.join(name)).is_ok_and(|m| {
+            if dir {
+                m.is_dir()
+            } else {
+                m.is_file()
+            }
+        })
+    };
     if created || empty {
-        Ok((state, true))
+        Ok((state, Found::Fresh))
+    } else if is(INDEX_FILE, false) && is("values", true) {
+        Ok((state, Found::Unmarked))
     } else {
         Err(Error::ForeignDir(state))
+    }
+}
+
+/// The mode DIR was last opened with for writing (by `run` or `fakefs
+/// init|set|reset`), as its k3shim-state.toml records it; None if it says
+/// nothing or cannot be read. The file is read without following symlinks.
+pub fn recorded_mode(dir: &Path) -> Option<Mode> {
+    let root = Root::open(dir).ok()?;
+    let text = String::from_utf8(root.read(STATE_FILE).ok()?).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    match table.get("mode")?.as_str()? {
+        "overlay" => Some(Mode::Overlay),
+        "shadow" => Some(Mode::Shadow),
+        _ => None,
+    }
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Overlay => "overlay",
+        Mode::Shadow => "shadow",
     }
 }
 
@@ -2223,6 +2602,7 @@ fn rebuilt_index(
                 seed: p.value.clone(),
                 rule: p.rule.to_string(),
                 readonly: p.readonly,
+                mode: None,
             },
             None => IndexEntry {
                 source: Source::Written,
@@ -2233,6 +2613,7 @@ fn rebuilt_index(
                     .ok()
                     .flatten()
                     .is_some_and(|st| st.st_mode & 0o222 == 0),
+                mode: None,
             },
         };
         out.insert(rel.clone(), entry);

@@ -444,7 +444,7 @@ mod tests {
             "[entries]\n\n\"kernel/panic\" = { value = \"1\", rule = \"intt\" }\n",
         )
         .unwrap_err();
-        assert_eq!(e.to_string(), "profile my.toml line 3: value rule \"intt\" unknown (expected integer, range, ints, enum, text)");
+        assert_eq!(e.to_string(), "profile my.toml line 3: value rule \"intt\" unknown (expected integer, range, urange, ulong, ints, bitmap, enum, text)");
         let e =
             Profile::parse_toml("my.toml", "[entries]\n\"a/b\" = { value = \"x\" }\n").unwrap_err();
         assert!(

@@ -218,7 +218,7 @@ fn a_bad_profile_fails_before_anything_is_created() {
     let err = FakeFs::open(o).err().unwrap();
     assert!(
         err.to_string().ends_with(
-            "line 2: value rule \"intt\" unknown (expected integer, range, ints, enum, text)"
+            "line 2: value rule \"intt\" unknown (expected integer, range, urange, ulong, ints, bitmap, enum, text)"
         ),
         "{err}"
     );
@@ -450,12 +450,14 @@ fn overlay_an_entry_k3shim_takes_writes_for_stats_0644_though_the_real_one_says_
         Outcome::Real,
         "the live value is read"
     );
-    for op in [Op::Stat, Op::Access { mode: libc::W_OK }] {
-        let st = fs::symlink_metadata(backing(&f.decide(path, op))).unwrap();
-        assert!(st.is_file());
-        assert_eq!(st.permissions().mode() & 0o777, 0o644, "{op:?}");
-        assert_eq!(st.len(), 0, "procfs files have size 0");
-    }
+    let st = fs::symlink_metadata(backing(&f.decide(path, Op::Stat))).unwrap();
+    assert!(st.is_file());
+    assert_eq!(st.permissions().mode() & 0o777, 0o644);
+    assert_eq!(st.len(), 0, "procfs files have size 0");
+    assert_eq!(
+        f.decide(path, Op::Access { mode: libc::W_OK }),
+        Outcome::Done
+    );
     // Nothing was copied: the entry is still the real one.
     assert!(f
         .entries()
@@ -491,7 +493,7 @@ fn shadow_fakes_every_entry_seeded_from_real_values_then_the_profile() {
     assert_eq!(fs::read_to_string(backing(&real)).unwrap(), "1\n");
     let prof = f.decide(p("/proc/sys/vm/panic_on_oom"), Op::Read);
     assert_eq!(fs::read_to_string(backing(&prof)).unwrap(), "0\n");
-    let only_real = f.decide(p("/proc/sys/kernel/hostname"), Op::Stat);
+    let only_real = f.decide(p("/proc/sys/kernel/hostname"), Op::Read);
     assert_eq!(fs::read_to_string(backing(&only_real)).unwrap(), "host\n");
     // Writes never reach the real tree, even with write_through.
     let mut o = opts(&e, Mode::Shadow);
@@ -594,14 +596,43 @@ fn write_at_a_nonzero_offset_is_ignored_but_reports_success() {
     assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "1\n");
 }
 
+/// Linux (do_proc_dointvec) takes as many numbers as the entry holds and
+/// leaves the rest unread: write(2) returns the bytes it took, and a libc
+/// retry of the rest lands at a non-zero position, which is ignored.
+#[test]
+fn a_write_with_more_than_the_entry_holds_stores_the_first_and_returns_what_was_taken() {
+    let e = env();
+    let mut f = open(&e, Mode::Overlay);
+    let o = f.decide(p("/proc/sys/kernel/panic"), WRITE);
+    assert_eq!(f.write(token(&o), 9, "sh", 0, b"1 2"), Ok(2));
+    assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "1\n");
+    assert_eq!(f.write(token(&o), 9, "sh", 2, b"2"), Ok(1));
+    assert_eq!(f.write(token(&o), 9, "sh", 0, b"3\n4"), Ok(2));
+    assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "3\n");
+    assert_eq!(f.write(token(&o), 9, "sh", 0, b"0x10"), Ok(4));
+    assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "16\n");
+    assert_eq!(f.write(token(&o), 9, "sh", 0, b"+1"), Err(libc::EINVAL));
+    let journal = f.drain_journal();
+    let stored: Vec<&str> = journal
+        .iter()
+        .filter(|j| j.accepted)
+        .map(|j| j.new.as_str())
+        .collect();
+    assert_eq!(
+        stored,
+        ["1", "3", "16"],
+        "the ignored write is not journaled"
+    );
+}
+
 #[test]
 fn multi_integer_values_are_stored_tab_separated() {
     let e = env();
     let mut f = open(&e, Mode::Overlay);
     let o = f.decide(p("/proc/sys/net/ipv4/ping_group_range"), WRITE);
     assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "1\t0\n");
-    f.write(token(&o), 9, "runc", 0, b"0 2147483647").unwrap();
-    assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "0\t2147483647\n");
+    f.write(token(&o), 9, "runc", 0, b"0 4294967294").unwrap();
+    assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "0\t4294967294\n");
     let o = f.decide(p("/proc/sys/net/ipv4/ip_local_port_range"), WRITE);
     assert_eq!(
         f.write(token(&o), 9, "sh", 0, b"1024 70000"),
@@ -633,83 +664,330 @@ fn real_only_entries_get_a_rule_inferred_from_their_value() {
 
 // ----- what cannot be done under /proc/sys -----
 
+/// Linux's procfs refuses a missing name in its lookup, also one about to
+/// be created: ENOENT whether or not the directory exists (this gVisor says
+/// EPERM where it does).
 #[test]
-fn creating_under_proc_sys_is_eperm_or_enoent_and_leaves_no_trace() {
+fn creating_under_proc_sys_is_enoent_as_on_linux_and_leaves_no_trace() {
     let e = env();
     let mut o = opts(&e, Mode::Overlay);
     o.profiles = vec!["none".into()];
     let mut f = FakeFs::open(o).unwrap();
     let before = tree(&e.state);
-    assert_eq!(
-        f.decide(p("/proc/sys/kernel/zzz"), Op::CreateFile),
-        Outcome::Error(libc::EPERM)
-    );
-    assert_eq!(
-        f.decide(p("/proc/sys/kernel/zzz"), Op::Mkdir),
-        Outcome::Error(libc::EPERM)
-    );
-    assert_eq!(
-        f.decide(p("/proc/sys/net/bridge/zzz"), Op::CreateFile),
-        Outcome::Error(libc::ENOENT)
-    );
-    assert_eq!(
-        f.decide(p("/proc/sys/net/bridge/zzz"), Op::Mkdir),
-        Outcome::Error(libc::ENOENT)
-    );
-    assert_eq!(
-        f.decide(p("/proc/sys/kernel/zzz"), WRITE),
-        Outcome::Error(libc::ENOENT)
-    );
-    assert_eq!(
-        f.decide(p("/proc/sys/kernel/zzz"), Op::Read),
-        Outcome::Error(libc::ENOENT)
-    );
-    assert_eq!(
-        f.decide(p("/proc/sys/kernel"), Op::Mkdir),
-        Outcome::Error(libc::EEXIST)
-    );
-    assert_eq!(tree(&e.state), before);
-}
-
-#[test]
-fn o_creat_of_an_existing_entry_opens_it_for_writing() {
-    let e = env();
-    let mut f = open(&e, Mode::Overlay);
-    let o = f.decide(p("/proc/sys/vm/panic_on_oom"), Op::CreateFile);
-    assert_eq!(f.write(token(&o), 1, "go", 0, b"1"), Ok(1));
-}
-
-#[test]
-fn unlink_rename_link_chmod_and_truncate_are_eperm_and_missing_is_enoent() {
-    let e = env();
-    let mut f = open(&e, Mode::Overlay);
-    for path in [
-        "/proc/sys/vm/panic_on_oom",
-        "/proc/sys/kernel/panic",
-        "/proc/sys/kernel",
-    ] {
-        for op in [Op::Remove, Op::Rename, Op::Link, Op::Modify] {
+    for path in ["/proc/sys/kernel/zzz", "/proc/sys/net/bridge/zzz"] {
+        for op in [
+            CREATE,
+            Op::CreateFile { excl: true },
+            Op::Mkdir,
+            WRITE,
+            Op::Read,
+        ] {
             assert_eq!(
                 f.decide(p(path), op),
-                Outcome::Error(libc::EPERM),
+                Outcome::Error(libc::ENOENT),
                 "{path} {op:?}"
             );
         }
     }
     assert_eq!(
-        f.decide(p("/proc/sys/vm/panic_on_oom"), Op::Truncate),
-        Outcome::Error(libc::EPERM)
+        f.decide(p("/proc/sys/kernel"), Op::Mkdir),
+        Outcome::Error(libc::EEXIST)
     );
-    for op in [Op::Remove, Op::Rename, Op::Link] {
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/panic"), Op::CreateFile { excl: true }),
+        Outcome::Error(libc::EEXIST)
+    );
+    assert_eq!(tree(&e.state), before);
+}
+
+const CREATE: Op = Op::CreateFile { excl: false };
+
+#[test]
+fn o_creat_of_an_existing_entry_opens_it_for_writing() {
+    let e = env();
+    let mut f = open(&e, Mode::Overlay);
+    let o = f.decide(p("/proc/sys/vm/panic_on_oom"), CREATE);
+    assert_eq!(f.write(token(&o), 1, "go", 0, b"1"), Ok(1));
+}
+
+const UNLINK: Op = Op::Remove {
+    rmdir: Some(false),
+    slash: false,
+};
+const RMDIR: Op = Op::Remove {
+    rmdir: Some(true),
+    slash: false,
+};
+
+/// What Linux answers (measured natively on net/ entries in a private
+/// network namespace): removing is EACCES (the directories are 0555 to
+/// everyone) but `unlink("dir/")` is EISDIR and rmdir of /proc/sys is EPERM
+/// for root; chmod and chown are EPERM; truncate and utime by root succeed
+/// and change nothing; xattrs are EOPNOTSUPP; a rename or link is the
+/// kernel's (EXDEV across filesystems) unless the directory is not real.
+#[test]
+fn changes_inside_the_tree_get_linuxs_errnos() {
+    let e = env();
+    let mut f = open(&e, Mode::Overlay);
+    let err = |e| Outcome::Error(e);
+    for path in [
+        "/proc/sys/vm/panic_on_oom",
+        "/proc/sys/kernel/panic",
+        "/proc/sys/kernel",
+    ] {
+        for (op, want) in [
+            (UNLINK, err(libc::EACCES)),
+            (RMDIR, err(libc::EACCES)),
+            (Op::Chmod, err(libc::EPERM)),
+            (Op::Utime, Outcome::Done),
+            (Op::Xattr { write: false }, err(libc::EOPNOTSUPP)),
+        ] {
+            assert_eq!(f.decide(p(path), op), want, "{path} {op:?}");
+        }
+    }
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/panic"), Op::Xattr { write: true }),
+        err(libc::EOPNOTSUPP)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel"), Op::Xattr { write: true }),
+        err(libc::EACCES),
+        "a directory is not writable"
+    );
+    assert_eq!(
+        f.decide(
+            p("/proc/sys/kernel"),
+            Op::Remove {
+                rmdir: Some(false),
+                slash: true
+            }
+        ),
+        err(libc::EISDIR)
+    );
+    assert_eq!(f.decide(p("/proc/sys"), RMDIR), err(libc::EPERM));
+    assert_eq!(f.decide(p("/proc/sys"), UNLINK), err(libc::EISDIR));
+    assert_eq!(
+        f.decide(p("/proc/sys/vm/panic_on_oom"), Op::Truncate),
+        Outcome::Done
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel"), Op::Truncate),
+        err(libc::EISDIR)
+    );
+    // The fake "real" tree has kernel/ and vm/ but no net/bridge/.
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/panic"), Op::Rename),
+        Outcome::Real
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/zzz"), Op::Rename),
+        Outcome::Real
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/panic"), Op::Link),
+        Outcome::Real
+    );
+    assert_eq!(
+        f.decide(
+            p("/proc/sys/net/bridge/bridge-nf-call-iptables"),
+            Op::Rename
+        ),
+        err(libc::EXDEV)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/vm/panic_on_oom"), Op::Link),
+        err(libc::EXDEV),
+        "an entry the real tree lacks"
+    );
+    for op in [UNLINK, RMDIR, Op::Link, Op::Chmod, Op::Utime] {
         assert_eq!(
             f.decide(p("/proc/sys/kernel/zzz"), op),
-            Outcome::Error(libc::ENOENT)
+            err(libc::ENOENT),
+            "{op:?}"
         );
     }
+    assert_eq!(
+        f.decide(p("/proc/sys/nosuchdir/zzz"), Op::Rename),
+        err(libc::ENOENT)
+    );
     assert_eq!(
         fs::read_to_string(e.state.join("values/vm/panic_on_oom")).unwrap(),
         "0\n"
     );
+}
+
+fn nobody() -> Caller {
+    Caller {
+        euid: 65534,
+        egid: 65534,
+        groups: vec![65534],
+        cap_eff: 0,
+    }
+}
+
+/// proc_sys_permission: the caller's effective uid and groups against the
+/// entry's mode, no capability override; CAP_NET_ADMIN holders get the
+/// owner's bits on net.* entries.
+#[test]
+fn permission_checks_follow_the_callers_credentials_as_procfs_does() {
+    let e = env();
+    let mut f = open(&e, Mode::Shadow);
+    let as_ = |f: &mut FakeFs, c: Caller, path: &str, op: Op| {
+        f.decide_as(p(path), op, &mut || Some(c.clone()))
+    };
+    let err = |e| Outcome::Error(e);
+    let panic_on_oom = "/proc/sys/vm/panic_on_oom";
+    assert_eq!(
+        as_(&mut f, nobody(), panic_on_oom, WRITE),
+        err(libc::EACCES)
+    );
+    assert_eq!(
+        as_(&mut f, nobody(), panic_on_oom, Op::ReadWrite),
+        err(libc::EACCES)
+    );
+    assert_eq!(
+        as_(&mut f, nobody(), panic_on_oom, CREATE),
+        err(libc::EACCES)
+    );
+    assert_eq!(
+        as_(&mut f, nobody(), panic_on_oom, Op::Truncate),
+        err(libc::EACCES)
+    );
+    assert_eq!(
+        as_(&mut f, nobody(), panic_on_oom, Op::Utime),
+        err(libc::EACCES)
+    );
+    assert_eq!(
+        as_(&mut f, nobody(), panic_on_oom, Op::Xattr { write: true }),
+        err(libc::EACCES)
+    );
+    assert_eq!(
+        as_(
+            &mut f,
+            nobody(),
+            panic_on_oom,
+            Op::Access { mode: libc::W_OK }
+        ),
+        err(libc::EACCES)
+    );
+    assert_eq!(
+        as_(
+            &mut f,
+            nobody(),
+            panic_on_oom,
+            Op::Access { mode: libc::R_OK }
+        ),
+        Outcome::Done
+    );
+    backing(&as_(&mut f, nobody(), panic_on_oom, Op::Read));
+    assert_eq!(as_(&mut f, nobody(), "/proc/sys", RMDIR), err(libc::EACCES));
+    // Root's group gets the group's bits (r--): no write either.
+    let mut wheel = nobody();
+    wheel.groups.push(0);
+    assert_eq!(as_(&mut f, wheel, panic_on_oom, WRITE), err(libc::EACCES));
+    // Root without capabilities is still the owner: procfs looks at the uid.
+    let mut bare_root = Caller::root();
+    bare_root.cap_eff = 0;
+    token(&as_(&mut f, bare_root.clone(), panic_on_oom, WRITE));
+    // No capability makes a read-only entry writable, even to root.
+    assert_eq!(
+        as_(&mut f, Caller::root(), "/proc/sys/kernel/yama_ro", WRITE),
+        err(libc::EACCES)
+    );
+    // net.*: CAP_NET_ADMIN gives the owner's bits.
+    let mut netadmin = nobody();
+    netadmin.cap_eff = 1 << 12;
+    token(&as_(
+        &mut f,
+        netadmin.clone(),
+        "/proc/sys/net/core/somaxconn",
+        WRITE,
+    ));
+    assert_eq!(
+        as_(&mut f, netadmin, panic_on_oom, WRITE),
+        err(libc::EACCES)
+    );
+    // A 0600 entry copied from the kernel: only root reads it, and it stats 0600.
+    fs::write(e.proc.join("kernel/cad_pid"), "1\n").unwrap();
+    fs::set_permissions(
+        e.proc.join("kernel/cad_pid"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    assert_eq!(
+        as_(&mut f, nobody(), "/proc/sys/kernel/cad_pid", Op::Read),
+        err(libc::EACCES)
+    );
+    backing(&as_(
+        &mut f,
+        bare_root,
+        "/proc/sys/kernel/cad_pid",
+        Op::Read,
+    ));
+    let st = backing(&f.decide(p("/proc/sys/kernel/cad_pid"), Op::Stat));
+    assert_eq!(mode_of(&st), 0o600);
+    assert_eq!(fs::metadata(&st).unwrap().len(), 0);
+}
+
+/// The caller is looked at only when the answer depends on it.
+#[test]
+fn credentials_are_read_only_when_the_others_bits_do_not_decide() {
+    let e = env();
+    let mut f = open(&e, Mode::Shadow);
+    let asked = std::cell::Cell::new(0);
+    let mut count = || {
+        asked.set(asked.get() + 1);
+        Some(Caller::root())
+    };
+    f.decide_as(p("/proc/sys/vm/panic_on_oom"), Op::Read, &mut count);
+    f.decide_as(p("/proc/sys/vm/panic_on_oom"), Op::Stat, &mut count);
+    f.decide_as(p("/proc/sys/vm"), Op::OpenDir, &mut count);
+    assert_eq!(asked.get(), 0);
+    f.decide_as(p("/proc/sys/vm/panic_on_oom"), WRITE, &mut count);
+    assert_eq!(asked.get(), 1);
+}
+
+#[test]
+fn o_direct_is_einval_after_the_permission_check() {
+    let e = env();
+    let mut f = open(&e, Mode::Overlay);
+    let d = |read, write| Op::Direct { read, write };
+    assert_eq!(
+        f.decide(p("/proc/sys/vm/panic_on_oom"), d(true, false)),
+        Outcome::Error(libc::EINVAL)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/kernel/panic"), d(true, true)),
+        Outcome::Error(libc::EINVAL)
+    );
+    assert_eq!(
+        f.decide(p("/proc/sys/vm"), d(true, false)),
+        Outcome::Error(libc::EINVAL)
+    );
+    assert_eq!(
+        f.decide_as(
+            p("/proc/sys/vm/panic_on_oom"),
+            d(false, true),
+            &mut || Some(nobody())
+        ),
+        Outcome::Error(libc::EACCES)
+    );
+}
+
+/// stat by name reports what procfs does for a file: size 0, the entry's
+/// mode (fstat of an open fd still shows the value file).
+#[test]
+fn a_fake_entry_stats_with_size_zero() {
+    let e = env();
+    let mut f = open(&e, Mode::Overlay);
+    let st = backing(&f.decide(p("/proc/sys/vm/panic_on_oom"), Op::Stat));
+    let m = fs::metadata(&st).unwrap();
+    assert_eq!((m.len(), m.permissions().mode() & 0o777), (0, 0o644));
+    let st = backing(&f.decide(p("/proc/sys/kernel/cap_last_cap"), Op::Stat));
+    assert_eq!(mode_of(&st), 0o444);
+    let mut f = open(&e, Mode::Shadow);
+    let st = backing(&f.decide(p("/proc/sys/kernel/panic"), Op::Stat));
+    assert_eq!(fs::metadata(&st).unwrap().len(), 0);
 }
 
 #[test]
@@ -730,12 +1008,15 @@ fn files_and_directories_answer_like_procfs() {
         f.decide(p(file), Op::Access { mode: libc::X_OK }),
         Outcome::Error(libc::EACCES)
     );
-    backing(&f.decide(
-        p(file),
-        Op::Access {
-            mode: libc::R_OK | libc::W_OK,
-        },
-    ));
+    assert_eq!(
+        f.decide(
+            p(file),
+            Op::Access {
+                mode: libc::R_OK | libc::W_OK,
+            },
+        ),
+        Outcome::Done
+    );
     assert_eq!(
         f.decide(p("/proc/sys/vm/panic_on_oom/x"), Op::Read),
         Outcome::Error(libc::ENOTDIR)
@@ -768,7 +1049,12 @@ fn directory_views_merge_real_and_fake_entries_with_procfs_modes() {
     assert!(v.starts_with(f.state_dir()));
     assert_eq!(
         listing(&v),
-        vec!["max_map_count", "overcommit_memory", "panic_on_oom"]
+        vec![
+            "max_map_count",
+            "overcommit_memory",
+            "panic_on_oom",
+            "swappiness"
+        ]
     );
     assert_eq!(mode_of(&v), 0o555);
     assert_eq!(mode_of(&v.join("panic_on_oom")), 0o644);
@@ -1166,7 +1452,7 @@ fn set_get_diff_and_reset_work_like_the_commands_promise() {
     );
     assert_eq!(
         find("/proc/sys/net/ipv4/ping_group_range").rule,
-        "ints 2 0 2147483647"
+        "ints 2 0 4294967294"
     );
     assert!(find("/proc/sys/kernel/cap_last_cap").readonly);
     assert_eq!(find("/dev/kmsg").value, "");
@@ -1217,4 +1503,16 @@ fn a_change_made_by_another_instance_is_seen_on_the_next_decision() {
     b.set("kernel/panic", "7").unwrap();
     let o = a.decide(p("/proc/sys/kernel/panic"), Op::Read);
     assert_eq!(fs::read_to_string(backing(&o)).unwrap(), "7\n");
+}
+
+#[test]
+fn sysctl_names_become_paths_as_procps_reads_them() {
+    assert_eq!(sysctl_name_to_path("vm.panic_on_oom"), "vm/panic_on_oom");
+    assert_eq!(
+        sysctl_name_to_path("net.ipv4.conf.eth0/1.forwarding"),
+        "net/ipv4/conf/eth0.1/forwarding"
+    );
+    assert_eq!(sysctl_name_to_path("vm/panic_on_oom"), "vm/panic_on_oom");
+    // A leading dot starts no dotted name (a proptest found ".-" turned into "/-").
+    assert_eq!(sysctl_name_to_path(".-"), ".-");
 }

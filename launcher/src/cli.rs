@@ -101,8 +101,9 @@ pub struct StateArgs {
     #[arg(long = "profile", value_name = "NAME")]
     pub profiles: Vec<String>,
     /// overlay: real entries that exist and work are used, the rest is fake; shadow: every /proc/sys access is fake
-    #[arg(long, value_enum, default_value = "overlay")]
-    pub mode: ModeArg,
+    /// [default: overlay for run and trace; for fakefs commands, the mode the state directory was last run with]
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
     /// Overlay: send writes of real, writable entries to the kernel (changes the machine!)
     #[arg(long)]
     pub write_through: bool,

@@ -20,12 +20,30 @@ pub fn state_dir(a: &StateArgs) -> Result<PathBuf> {
 }
 
 /// fakefs options for the shared state flags (binds are added by run).
+/// Without --mode: overlay (run's default, the CLI contract's).
 pub fn fakefs_options(a: &StateArgs) -> Result<fakefs::Options> {
+    fakefs_options_or(a, |_| fakefs::Mode::Overlay)
+}
+
+/// As [`fakefs_options`]; without --mode, the mode the state directory was
+/// last opened with for writing (so `fakefs show` shows what the last run
+/// saw), else overlay.
+pub fn fakefs_options_recorded(a: &StateArgs) -> Result<fakefs::Options> {
+    fakefs_options_or(a, |dir| {
+        fakefs::recorded_mode(dir).unwrap_or(fakefs::Mode::Overlay)
+    })
+}
+
+fn fakefs_options_or(
+    a: &StateArgs,
+    default: impl FnOnce(&std::path::Path) -> fakefs::Mode,
+) -> Result<fakefs::Options> {
     let mut o = fakefs::Options::new(state_dir(a)?);
     o.profiles = a.profiles.clone();
     o.mode = match a.mode {
-        ModeArg::Overlay => fakefs::Mode::Overlay,
-        ModeArg::Shadow => fakefs::Mode::Shadow,
+        Some(ModeArg::Overlay) => fakefs::Mode::Overlay,
+        Some(ModeArg::Shadow) => fakefs::Mode::Shadow,
+        None => default(&o.state),
     };
     o.write_through = a.write_through;
     if let Some(root) = std::env::var_os("K3SHIM_PROC_SYS_ROOT") {

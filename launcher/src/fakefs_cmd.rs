@@ -78,7 +78,7 @@ fn open_existing(common: &FakefsCommon, how: How) -> Result<(fakefs::FakeFs, Pat
 }
 
 fn open(common: &FakefsCommon, how: How) -> Result<fakefs::FakeFs> {
-    let o = config::fakefs_options(&common.state)?;
+    let o = config::fakefs_options_recorded(&common.state)?;
     match how {
         How::Write => config::open_fakefs(o),
         How::ReadOnly => fakefs::FakeFs::open_read_only(o).map_err(anyhow::Error::from),
@@ -88,6 +88,11 @@ fn open(common: &FakefsCommon, how: How) -> Result<fakefs::FakeFs> {
 
 fn io(r: std::io::Result<()>) -> Result<()> {
     r.context("cannot write to standard output")
+}
+
+/// "1 entry", "2 entries".
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn mode_name(m: fakefs::Mode) -> &'static str {
@@ -114,7 +119,7 @@ fn init(common: &FakefsCommon, out: &mut dyn Write) -> Result<i32> {
     };
     io(writeln!(
         out,
-        "{} state directory {} (profile {profiles}, {} mode, {} entries)",
+        "{} state directory {} (profile {profiles}, {} mode, {})",
         if existed {
             "opened existing"
         } else {
@@ -122,7 +127,7 @@ fn init(common: &FakefsCommon, out: &mut dyn Write) -> Result<i32> {
         },
         fs.state_dir().display(),
         mode_name(fs.mode()),
-        entries.len()
+        plural(entries.len(), "entry", "entries")
     ))?;
     Ok(0)
 }
@@ -223,8 +228,8 @@ fn show(common: &FakefsCommon, json: bool, out: &mut dyn Write) -> Result<i32> {
     ))?;
     io(writeln!(
         out,
-        "{} entries in {} ({} mode): {} real, {} profile, {} written{}",
-        entries.len(),
+        "{} in {} ({} mode): {} real, {} profile, {} written{}",
+        plural(entries.len(), "entry", "entries"),
         fs.state_dir().display(),
         mode_name(fs.mode()),
         count(fakefs::Source::Real),
@@ -261,20 +266,26 @@ fn get(common: &FakefsCommon, path: &str, out: &mut dyn Write) -> Result<i32> {
 
 fn set(common: &FakefsCommon, path: &str, value: &str, out: &mut dyn Write) -> Result<i32> {
     let (check, dir) = open_existing(common, How::ReadOnly)?;
-    let ctx = || {
-        format!(
-            "fakefs set {path} (state {}); nothing was changed",
-            dir.display()
-        )
+    // Says once that nothing was changed (fakefs's refusals of a damaged or
+    // corrupt directory already do).
+    let refused = |e: anyhow::Error| {
+        let head = format!("fakefs set {path} (state {})", dir.display());
+        if format!("{e:#}").contains("nothing was changed") {
+            e.context(head)
+        } else {
+            e.context(format!("{head}; nothing was changed"))
+        }
     };
     // Everything that can refuse the value, before the directory is opened
     // for writing (which may bring it in line with the profile).
-    let old = check.get(path).with_context(ctx)?;
-    check.check_set(path, value).with_context(ctx)?;
+    let old = check.get(path).map_err(|e| refused(e.into()))?;
+    check
+        .check_set(path, value)
+        .map_err(|e| refused(e.into()))?;
     drop(check);
-    let mut fs = open(common, How::Write).with_context(ctx)?;
-    fs.set(path, value).with_context(ctx)?;
-    let new = fs.get(path).with_context(ctx)?;
+    let mut fs = open(common, How::Write).map_err(refused)?;
+    fs.set(path, value).map_err(|e| refused(e.into()))?;
+    let new = fs.get(path).map_err(|e| refused(e.into()))?;
     io(writeln!(
         out,
         "{path}: {} -> {}",
@@ -310,8 +321,12 @@ fn diff(common: &FakefsCommon, json: bool, out: &mut dyn Write) -> Result<i32> {
         }
         io(writeln!(
             out,
-            "{} damaged things in {} were not compared: see `k3shim fakefs show --state {}`",
-            fs.damaged().len(),
+            "{} in {} not compared: see `k3shim fakefs show --state {}`",
+            plural(
+                fs.damaged().len(),
+                "damaged thing was",
+                "damaged things were"
+            ),
             fs.state_dir().display(),
             fs.state_dir().display()
         ))
@@ -338,8 +353,8 @@ fn diff(common: &FakefsCommon, json: bool, out: &mut dyn Write) -> Result<i32> {
     io(write!(out, "{}", table(&["PATH", "PROFILE", "NOW"], &rows)))?;
     io(writeln!(
         out,
-        "{} entries changed relative to the profile in {}",
-        changes.len(),
+        "{} relative to the profile in {}",
+        plural(changes.len(), "entry changed", "entries changed"),
         fs.state_dir().display()
     ))?;
     damaged_note(out)?;
@@ -365,9 +380,13 @@ fn reset(common: &FakefsCommon, yes: bool, out: &mut dyn Write) -> Result<i32> {
         .with_context(|| format!("fakefs reset (state {})", dir.display()))?;
     io(writeln!(
         out,
-        "reset {}: {} written entries restored to the profile's values (journal kept)",
+        "reset {}: {} to the profile's values (journal kept)",
         fs.state_dir().display(),
-        written
+        plural(
+            written,
+            "written entry restored",
+            "written entries restored"
+        )
     ))?;
     Ok(0)
 }
@@ -429,8 +448,8 @@ fn reset_preview(common: &FakefsCommon, out: &mut dyn Write) -> Result<i32> {
             .collect();
         io(writeln!(
             out,
-            "reset would restore {} written entries in {}:",
-            written.len(),
+            "reset would restore {} in {}:",
+            plural(written.len(), "written entry", "written entries"),
             dir.display()
         ))?;
         io(write!(

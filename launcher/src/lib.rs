@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_upstream;
+pub mod caller;
 pub mod cli;
 pub mod config;
 pub mod doctor;

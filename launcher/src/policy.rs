@@ -61,17 +61,26 @@ impl ShimPolicy {
     }
 }
 
-/// The engine's view of an operation, in fakefs terms.
-pub fn fakefs_op(op: PathOp) -> Op {
+/// The engine's view of an operation, in fakefs terms. `syscall` and `raw`
+/// (the path as given) tell apart what procfs answers differently: rmdir and
+/// unlink, chmod and utime, xattrs, symlink (a new name), a trailing slash.
+pub fn fakefs_op(op: PathOp, syscall: &str, raw: &[u8]) -> Op {
     match op {
         PathOp::Open { flags, .. } => {
             let acc = flags & libc::O_ACCMODE;
             if flags & libc::O_CREAT != 0 {
-                Op::CreateFile
+                Op::CreateFile {
+                    excl: flags & libc::O_EXCL != 0,
+                }
             } else if flags & libc::O_DIRECTORY != 0 && acc == libc::O_RDONLY {
                 Op::OpenDir
             } else if flags & libc::O_PATH != 0 {
                 Op::Stat
+            } else if flags & libc::O_DIRECT != 0 {
+                Op::Direct {
+                    read: acc != libc::O_WRONLY,
+                    write: acc != libc::O_RDONLY,
+                }
             } else if acc == libc::O_WRONLY {
                 Op::Write {
                     trunc: flags & libc::O_TRUNC != 0,
@@ -82,17 +91,34 @@ pub fn fakefs_op(op: PathOp) -> Op {
                 Op::Read
             }
         }
-        PathOp::Stat { .. } => Op::Stat,
+        PathOp::Stat { .. } => match syscall {
+            "getxattr" | "lgetxattr" => Op::Xattr { write: false },
+            _ => Op::Stat,
+        },
         PathOp::Access { mode } => Op::Access { mode },
         PathOp::Readlink => Op::Readlink,
         PathOp::Exec => Op::Exec,
         PathOp::Chdir => Op::OpenDir,
         PathOp::Truncate => Op::Truncate,
         PathOp::Create => Op::Mkdir,
-        PathOp::Link => Op::Link,
-        PathOp::Remove => Op::Remove,
+        PathOp::Link => match syscall {
+            "symlink" | "symlinkat" => Op::Mkdir,
+            _ => Op::Link,
+        },
+        PathOp::Remove => Op::Remove {
+            rmdir: match syscall {
+                "rmdir" => Some(true),
+                "unlink" => Some(false),
+                _ => None,
+            },
+            slash: raw.len() > 1 && raw.ends_with(b"/"),
+        },
         PathOp::Rename => Op::Rename,
-        PathOp::Modify => Op::Modify,
+        PathOp::Modify => match syscall {
+            "utime" | "utimes" | "utimensat" | "futimesat" => Op::Utime,
+            s if s.contains("xattr") => Op::Xattr { write: true },
+            _ => Op::Chmod,
+        },
     }
 }
 
@@ -121,9 +147,16 @@ impl Policy for ShimPolicy {
         if !self.fs.covers(req.path) {
             return Decision::Pass;
         }
-        match self.fs.decide(req.path, fakefs_op(req.op)) {
+        let op = fakefs_op(req.op, req.syscall, req.raw);
+        let tid = req.tid;
+        match self
+            .fs
+            .decide_as(req.path, op, &mut || crate::caller::of_thread(tid))
+        {
             Outcome::Real => Decision::Pass,
             Outcome::Error(e) => Decision::Fail(e),
+            // The engine skips a failed syscall and returns -errno: -0 is success.
+            Outcome::Done => Decision::Fail(0),
             Outcome::Fake {
                 backing,
                 add_flags,
@@ -270,15 +303,62 @@ mod tests {
 
     #[test]
     fn open_flags_map_to_fakefs_operations() {
-        let o = |flags| fakefs_op(PathOp::Open { flags, mode: 0 });
+        let o = |flags| fakefs_op(PathOp::Open { flags, mode: 0 }, "openat", b"x");
         assert_eq!(o(libc::O_RDONLY), Op::Read);
         assert_eq!(o(libc::O_WRONLY | libc::O_TRUNC), Op::Write { trunc: true });
         assert_eq!(
             o(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC),
-            Op::CreateFile
+            Op::CreateFile { excl: false }
+        );
+        assert_eq!(
+            o(libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL),
+            Op::CreateFile { excl: true }
         );
         assert_eq!(o(libc::O_RDONLY | libc::O_DIRECTORY), Op::OpenDir);
         assert_eq!(o(libc::O_RDWR), Op::ReadWrite);
-        assert_eq!(fakefs_op(PathOp::Chdir), Op::OpenDir);
+        assert_eq!(
+            o(libc::O_WRONLY | libc::O_DIRECT),
+            Op::Direct {
+                read: false,
+                write: true
+            }
+        );
+        assert_eq!(o(libc::O_PATH | libc::O_DIRECT), Op::Stat);
+        assert_eq!(fakefs_op(PathOp::Chdir, "chdir", b"x"), Op::OpenDir);
+    }
+
+    #[test]
+    fn syscalls_procfs_answers_differently_are_told_apart() {
+        let f = |op, sys: &str, raw: &[u8]| fakefs_op(op, sys, raw);
+        assert_eq!(
+            f(PathOp::Remove, "unlink", b"/proc/sys/vm/"),
+            Op::Remove {
+                rmdir: Some(false),
+                slash: true
+            }
+        );
+        assert_eq!(
+            f(PathOp::Remove, "unlinkat", b"vm"),
+            Op::Remove {
+                rmdir: None,
+                slash: false
+            }
+        );
+        assert_eq!(f(PathOp::Link, "symlinkat", b"x"), Op::Mkdir);
+        assert_eq!(f(PathOp::Link, "linkat", b"x"), Op::Link);
+        assert_eq!(f(PathOp::Modify, "utimensat", b"x"), Op::Utime);
+        assert_eq!(f(PathOp::Modify, "fchownat", b"x"), Op::Chmod);
+        assert_eq!(
+            f(PathOp::Modify, "lremovexattr", b"x"),
+            Op::Xattr { write: true }
+        );
+        assert_eq!(
+            f(PathOp::Stat { nofollow: false }, "getxattr", b"x"),
+            Op::Xattr { write: false }
+        );
+        assert_eq!(
+            f(PathOp::Stat { nofollow: false }, "listxattr", b"x"),
+            Op::Stat
+        );
     }
 }

@@ -257,7 +257,7 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         None => None,
     };
     let matches = Arc::new(parse_log_matches(&a.log_matches)?);
-    if a.state.write_through && a.state.mode == crate::cli::ModeArg::Shadow {
+    if a.state.write_through && a.state.mode == Some(crate::cli::ModeArg::Shadow) {
         bail!("--write-through needs --mode overlay: in shadow mode no /proc/sys access reaches the kernel");
     }
     for (flag, p) in [

@@ -552,6 +552,9 @@ impl Lane<'_> {
         y + h + 14.0
     }
 
+    /// Redirects as a cumulative step line and a density strip, writes as
+    /// markers: aggregated per pixel column, so that the page stays the same
+    /// size however many events a run has (a column's title says how many).
     fn redirects(&mut self, y: f64, a: &Analysis, run: Option<usize>) -> f64 {
         let g = self.geo;
         let h = 40.0;
@@ -559,52 +562,55 @@ impl Lane<'_> {
         self.label(y, h, &lane_name("redirects", run), &sub, run);
         if !a.redirects.is_empty() {
             let total = a.redirects.len() as f64;
+            let cols = columns(g, a.redirects.iter().map(|(t, p)| (*t, p.as_str())));
+            let most = cols.iter().map(|c| c.count).max().unwrap_or(1) as f64;
             let mut pts = format!("{:.1},{:.1}", g.left, y + h);
-            let mut last_px = i64::MIN;
-            let mut ticks = String::new();
-            for (k, (t, p)) in a.redirects.iter().enumerate() {
-                let px = g.x(*t);
-                let y1 = y + h - h * ((k + 1) as f64 / total);
+            let mut done = 0usize;
+            let mut strip = String::new();
+            for c in &cols {
+                let px = c.px as f64;
+                let before = y + h - h * (done as f64 / total);
+                done += c.count;
+                let after = y + h - h * (done as f64 / total);
+                let _ = write!(pts, " {px:.1},{before:.1} {px:.1},{after:.1}");
+                // Bar height: at least a tick, the busiest column 8 px.
+                let bh = 2.0 + 6.0 * (c.count as f64 / most);
                 let _ = write!(
-                    pts,
-                    " {px:.1},{:.1} {px:.1},{y1:.1}",
-                    y + h - h * (k as f64 / total)
+                    strip,
+                    r##"<rect class="redirect" x="{:.1}" y="{:.1}" width="1" height="{bh:.1}"><title>{}</title></rect>"##,
+                    px - 0.5,
+                    y + h + 1.0,
+                    esc(&c.title("redirect", "redirects"))
                 );
-                if px.round() as i64 != last_px {
-                    last_px = px.round() as i64;
-                    let _ = write!(
-                        ticks,
-                        r##"<line class="redirect" x1="{px:.1}" x2="{px:.1}" y1="{:.1}" y2="{:.1}"><title>{} s redirect {}</title></line>"##,
-                        y + h + 1.0,
-                        y + h + 5.0,
-                        secs(*t),
-                        esc(p)
-                    );
-                }
             }
             let _ = write!(pts, " {:.1},{y:.1}", g.x(a.end_t));
             let _ = write!(
                 self.out,
-                r##"<polyline class="redirects" points="{pts}"><title>{} redirected paths (first time per path)</title></polyline>{ticks}"##,
+                r##"<polyline class="redirects" points="{pts}"><title>{} redirected paths (first time per path)</title></polyline>{strip}"##,
                 a.redirects.len()
             );
         }
-        let mut last_px = (i64::MIN, false);
-        for (t, p, ok) in &a.writes {
-            let px = g.x(*t);
-            if last_px == (px.round() as i64, *ok) {
-                continue;
+        for ok in [true, false] {
+            let writes = a
+                .writes
+                .iter()
+                .filter(|w| w.2 == ok)
+                .map(|(t, p, _)| (*t, p.as_str()));
+            for c in columns(g, writes) {
+                let what = if ok {
+                    ("write", "writes")
+                } else {
+                    ("refused write", "refused writes")
+                };
+                let _ = write!(
+                    self.out,
+                    r##"<path class="write {}" d="M{}.0,{:.1} l-4.5,-8 h9 z"><title>{}</title></path>"##,
+                    if ok { "write-ok" } else { "write-failed" },
+                    c.px,
+                    y + 9.0,
+                    esc(&c.title(what.0, what.1))
+                );
             }
-            last_px = (px.round() as i64, *ok);
-            let _ = write!(
-                self.out,
-                r##"<path class="write {}" d="M{px:.1},{:.1} l-4.5,-8 h9 z"><title>{} s write {}{}</title></path>"##,
-                if *ok { "write-ok" } else { "write-failed" },
-                y + 9.0,
-                secs(*t),
-                esc(p),
-                if *ok { "" } else { " (refused)" }
-            );
         }
         y + h + 20.0
     }
@@ -646,6 +652,57 @@ impl Lane<'_> {
         self.out.insert_str(0, &grid);
         bottom + 22.0
     }
+}
+
+/// The events that fall in one pixel column of the chart.
+struct Column<'a> {
+    px: i64,
+    count: usize,
+    t0: u64,
+    t1: u64,
+    first: &'a str,
+}
+
+impl Column<'_> {
+    /// "3 redirects, 1.200–1.250 s: /proc/sys/vm/panic_on_oom, …"
+    fn title(&self, one: &str, many: &str) -> String {
+        let when = if self.t0 == self.t1 {
+            format!("{} s", secs(self.t0))
+        } else {
+            format!("{}–{} s", secs(self.t0), secs(self.t1))
+        };
+        if self.count == 1 {
+            format!("{when} {one} {}", self.first)
+        } else {
+            format!("{} {many}, {when}: {}, …", self.count, self.first)
+        }
+    }
+}
+
+/// Groups time-ordered events by the pixel column they fall in: at most one
+/// group per column of the plot, whatever the number of events.
+fn columns<'a>(g: Geo, events: impl Iterator<Item = (u64, &'a str)>) -> Vec<Column<'a>> {
+    let mut events: Vec<(u64, &str)> = events.collect();
+    events.sort_by_key(|e| e.0);
+    let mut out: Vec<Column> = Vec::new();
+    for (t, what) in events {
+        let px = g.x(t).round() as i64;
+        match out.last_mut() {
+            Some(c) if c.px == px => {
+                c.count += 1;
+                c.t0 = c.t0.min(t);
+                c.t1 = c.t1.max(t);
+            }
+            _ => out.push(Column {
+                px,
+                count: 1,
+                t0: t,
+                t1: t,
+                first: what,
+            }),
+        }
+    }
+    out
 }
 
 fn lane_name(kind: &str, run: Option<usize>) -> String {
@@ -889,6 +946,10 @@ fn legend(compare: bool) -> String {
         item(
             r##"<polyline points="1,13 7,13 7,8 14,8 14,2 21,2" class="redirects"/>"##,
             "redirected paths (cumulative)",
+        ),
+        item(
+            r##"<rect x="4" y="8" width="2" height="6" class="redirect"/><rect x="10" y="11" width="2" height="3" class="redirect"/><rect x="16" y="6" width="2" height="8" class="redirect"/>"##,
+            "redirects per moment (taller: more)",
         ),
         item(
             r##"<path d="M11,11 l-4.5,-8 h9 z" class="write-ok"/>"##,
@@ -1248,7 +1309,7 @@ svg text{font-family:inherit}
 .probe-ok{fill:#2ca02c}.probe-bad{fill:#f28e2b}.probe-err{fill:#d62728}
 .hold{fill:#8c6bb1}.hold.hold-open{fill:#e15759}
 .hook-ok{fill:#2ca02c}.hook-failed{fill:#d62728}.hook-killed{fill:#7f7f7f}.hook-running{fill:#bab0ac}
-.redirects{fill:none;stroke:#4e79a7;stroke-width:2}.redirect{stroke:#4e79a7;stroke-opacity:.4}
+.redirects{fill:none;stroke:#4e79a7;stroke-width:2}.redirect{fill:#4e79a7;fill-opacity:.55}
 .write-ok{fill:#59a14f}.write-failed{fill:#d62728}
 .legend{font-size:12px;color:#444;margin:8px 0 0;display:flex;flex-wrap:wrap;gap:4px 14px}
 .legend span{white-space:nowrap;display:inline-flex;align-items:center;gap:5px}

@@ -789,3 +789,137 @@ fn read_only_commands_work_for_a_user_who_cannot_write_the_state_directory() {
     assert!(err.contains("nothing was changed"), "{err}");
     assert_eq!(snapshot(&e.state), before);
 }
+
+/// README: `get` refuses a damaged entry. In overlay mode a traced read of
+/// an entry whose real one works reaches the kernel, but the fake value is
+/// damaged all the same (a write would fail with EIO, `show` says damaged).
+#[test]
+fn get_refuses_a_damaged_entry_in_either_mode() {
+    let e = env();
+    ok(&fakefs(&e, "init", &[]));
+    std::fs::write(e.state.join("values/vm/overcommit_memory"), b"garbage\0\n").unwrap();
+    let err = one_line_error(&fakefs(&e, "get", &["vm/overcommit_memory"])).to_string();
+    assert!(
+        err.contains("cannot be served") && err.contains("fakefs init"),
+        "{err}"
+    );
+    let e = env();
+    ok(&fakefs(&e, "init", &["--mode", "shadow"]));
+    std::fs::write(e.state.join("values/vm/panic_on_oom"), "1\n2\n").unwrap();
+    for mode in [&[][..], &["--mode", "overlay"][..]] {
+        let mut args = vec!["vm.panic_on_oom"];
+        args.extend_from_slice(mode);
+        let err = one_line_error(&fakefs(&e, "get", &args)).to_string();
+        assert!(err.contains("not one line of text"), "{mode:?}: {err}");
+    }
+}
+
+/// A state directory whose k3shim-state.toml was lost but which still holds
+/// index.json and values/ is told apart from a foreign one: the commands
+/// that only look say how to repair it, `init` and `reset --yes` repair it.
+#[test]
+fn a_state_directory_that_lost_its_marker_is_repaired_not_refused_as_foreign() {
+    let e = env();
+    ok(&fakefs(&e, "init", &[]));
+    ok(&fakefs(&e, "set", &["kernel/panic", "10"]));
+    std::fs::remove_file(e.state.join("k3shim-state.toml")).unwrap();
+    let before = snapshot(&e.state);
+    let err = one_line_error(&fakefs(&e, "show", &[])).to_string();
+    assert!(
+        err.contains("no k3shim-state.toml")
+            && err.contains("index.json and values/")
+            && err.contains("fakefs init"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&e.state), before, "show changed nothing");
+    let out = fakefs(&e, "init", &[]);
+    assert!(
+        ok(&out).contains("repaired: k3shim-state.toml was missing"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        ok(&fakefs(&e, "get", &["kernel/panic"])),
+        "10\n",
+        "values kept"
+    );
+    std::fs::remove_file(e.state.join("k3shim-state.toml")).unwrap();
+    let out = fakefs(&e, "reset", &["--yes"]);
+    assert!(
+        ok(&out).contains("repaired: k3shim-state.toml was missing"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(ok(&fakefs(&e, "get", &["kernel/panic"])), "0\n");
+    // Without index.json and values/ it is someone else's directory.
+    let e = env();
+    std::fs::create_dir_all(e.state.join("values")).unwrap();
+    std::fs::write(e.state.join("notes.txt"), "mine\n").unwrap();
+    let err = one_line_error(&fakefs(&e, "reset", &["--yes"])).to_string();
+    assert!(err.contains("not a k3shim state directory"), "{err}");
+}
+
+/// `show` shows what the last run saw: the mode a state directory was last
+/// opened with for writing, unless --mode says otherwise.
+#[test]
+fn show_says_the_mode_the_directory_was_last_used_with() {
+    let e = env();
+    let summary = |args: &[&str]| -> String {
+        let out = fakefs(&e, "show", args);
+        ok(&out).lines().last().unwrap_or("").to_string()
+    };
+    ok(&fakefs(&e, "init", &["--mode", "shadow"]));
+    assert!(summary(&[]).contains("(shadow mode)"), "{}", summary(&[]));
+    assert!(summary(&["--mode", "overlay"]).contains("(overlay mode)"));
+    ok(&fakefs(&e, "set", &["kernel/panic", "3"]));
+    assert!(summary(&[]).contains("(shadow mode)"), "set keeps the mode");
+    ok(&fakefs(&e, "init", &["--mode", "overlay"]));
+    assert!(summary(&[]).contains("(overlay mode)"), "{}", summary(&[]));
+}
+
+#[test]
+fn a_refused_set_says_nothing_was_changed_once() {
+    let e = env();
+    ok(&fakefs(&e, "init", &[]));
+    // A damaged top level that no entry lies under: tmp/ is a symlink. The
+    // value passes the checks; opening the directory to write refuses it.
+    let outside = e.state.parent().unwrap().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::remove_dir_all(e.state.join("tmp")).unwrap();
+    std::os::unix::fs::symlink(&outside, e.state.join("tmp")).unwrap();
+    for (path, value) in [("kernel/panic", "1"), ("kernel/panic", "x")] {
+        let err = one_line_error(&fakefs(&e, "set", &[path, value])).to_string();
+        assert_eq!(err.matches("nothing was changed").count(), 1, "{err}");
+    }
+    assert!(std::fs::read_dir(&outside).unwrap().next().is_none());
+    let e = env();
+    ok(&fakefs(&e, "init", &[]));
+    let err = one_line_error(&fakefs(&e, "set", &["vm/panic_on_oom", "7"])).to_string();
+    assert_eq!(err.matches("nothing was changed").count(), 1, "{err}");
+}
+
+#[test]
+fn counts_of_one_are_singular() {
+    let e = env();
+    ok(&fakefs(&e, "init", &[]));
+    ok(&fakefs(&e, "set", &["kernel/panic", "10"]));
+    let out = fakefs(&e, "diff", &[]);
+    assert!(
+        ok(&out).contains("1 entry changed relative to the profile"),
+        "{}",
+        out.stdout
+    );
+    let out = fakefs(&e, "reset", &[]);
+    assert!(
+        out.stdout
+            .contains("reset would restore 1 written entry in"),
+        "{}",
+        out.stdout
+    );
+    let out = fakefs(&e, "reset", &["--yes"]);
+    assert!(
+        ok(&out).contains(": 1 written entry restored to the profile's values"),
+        "{}",
+        out.stdout
+    );
+}

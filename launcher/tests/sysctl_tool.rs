@@ -11,8 +11,9 @@ mod sandbox;
 use sandbox::*;
 
 /// The settings of the sysctl.d files that kubeadm's and k3s's docs,
-/// kubespray, kind and the CIS hardening guides (90-kubelet.conf) install.
-const SETTINGS: [(&str, &str); 20] = [
+/// kubespray, kind and the CIS hardening guides (90-kubelet.conf) install,
+/// and common node tuning (rp_filter for Calico/Cilium, keepalives, swap).
+const SETTINGS: [(&str, &str); 28] = [
     ("net.bridge.bridge-nf-call-iptables", "1"),
     ("net.bridge.bridge-nf-call-ip6tables", "1"),
     ("net.ipv4.ip_forward", "1"),
@@ -36,16 +37,28 @@ const SETTINGS: [(&str, &str); 20] = [
     ),
     ("net.ipv4.neigh.default.gc_thresh3", "8192"),
     ("net.ipv4.conf.all.forwarding", "1"),
+    ("net.ipv4.conf.all.rp_filter", "1"),
+    ("net.ipv4.conf.default.rp_filter", "2"),
+    ("fs.file-max", "2097152"),
+    ("vm.swappiness", "0"),
+    ("net.ipv4.tcp_keepalive_time", "600"),
+    // kubespray: the NodePort range; read back as the kernel prints it.
+    ("net.ipv4.ip_local_reserved_ports", "30000-32767"),
+    ("net.ipv4.ip_nonlocal_bind", "1"),
+    ("net.ipv4.ip_local_port_range", "1024\t65000"),
 ];
 
 /// Entries whose mode procps checks before writing: this gVisor's real ones
 /// say 0444, the others are fake.
-const STAT_BEFORE: [&str; 5] = [
+const STAT_BEFORE: [&str; 8] = [
     "vm/overcommit_memory",
     "net/core/somaxconn",
     "net/ipv4/ip_forward",
     "vm/max_map_count",
     "fs/inotify/max_user_watches",
+    "net/ipv4/ip_local_reserved_ports",
+    "net/ipv4/ip_nonlocal_bind",
+    "net/ipv4/tcp_keepalive_time",
 ];
 
 fn conf() -> String {

@@ -336,3 +336,57 @@ fn milestone_labels_never_overlap_and_each_milestone_has_one_number_everywhere()
         }
     }
 }
+
+/// A run with 200,000 redirects and 20,000 writes: the page is aggregated per
+/// pixel column (a cumulative step line, a density strip, one write marker
+/// per column and result), so it is about the size of a small run's.
+#[test]
+fn a_run_with_200k_redirects_makes_a_page_of_bounded_size() {
+    use serde_json::json;
+    let base = fixture_run(1.0);
+    let small = timeline_report::html(&base, None);
+    let mut big = base.clone();
+    let end = base.last().unwrap()["t_ms"].as_u64().unwrap();
+    for i in 0..200_000u64 {
+        big.push(json!({"t_ms": 1 + i * end / 200_000, "kind": "redirect", "pid": 9, "tid": 9,
+            "syscall": "openat", "path": format!("/proc/sys/net/ipv4/conf/veth{i}/rp_filter"), "backing": "/s/x"}));
+    }
+    for i in 0..20_000u64 {
+        big.push(
+            json!({"t_ms": 1 + i * end / 20_000, "kind": "write", "pid": 9, "comm": "cni",
+            "path": "/proc/sys/net/ipv4/ip_forward", "old": "0", "new": "1",
+            "result": if i % 2 == 0 { "ok" } else { "EINVAL" }}),
+        );
+    }
+    big.sort_by_key(|e| e["t_ms"].as_u64().unwrap());
+    let t0 = Instant::now();
+    let page = timeline_report::html(&big, None);
+    let took = t0.elapsed();
+    assert!(
+        page.len() < small.len() + 1_000_000,
+        "{} bytes for 220k events against {} for the fixture",
+        page.len(),
+        small.len()
+    );
+    // Two layouts (1200 and 740 px wide): at most one bar per pixel column each.
+    let bars = count(&page, r#"<rect class="redirect""#);
+    assert!(bars > 100 && bars <= 1200 + 740, "{bars} redirect bars");
+    let markers = count(&page, r#"<path class="write "#);
+    assert!(markers <= 2 * (1200 + 740), "{markers} write markers");
+    let redirects = count(&big_text(&big), r#""kind":"redirect""#);
+    let writes = count(&big_text(&big), r#""kind":"write""#);
+    assert!(
+        page.contains(&format!(">{redirects} paths"))
+            && page.contains(&format!("{writes} writes<")),
+        "every event is counted in the lane's label"
+    );
+    assert!(
+        page.contains(" redirects, "),
+        "a column's title says how many"
+    );
+    eprintln!("220k events: {} bytes in {took:?}", page.len());
+}
+
+fn big_text(events: &[serde_json::Value]) -> String {
+    events.iter().map(|e| e.to_string()).collect()
+}
