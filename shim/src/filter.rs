@@ -214,6 +214,11 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
     ))
 }
 
+/// fd numbers one per-fd filter covers when a multi-threaded process has no
+/// room left in the fd range: as many as keep its program (with the other
+/// ABIs' guards) within the two pages of scratch memory it is placed in.
+pub const FD_FILTER_BLOCK: i32 = 7;
+
 /// A filter the engine adds at run time to a process (with an injected
 /// seccomp(2)) for emulated fds outside the range, when stepping the process
 /// is not possible or has gone on too long: it stops the fd syscalls of
@@ -272,15 +277,18 @@ fn guard_other_abis(x86_64: BpfProgram, paths: bool, fds: (u64, u64)) -> BpfProg
     }
     let fds = (fds.0 as u32, fds.1 as u32);
     let section = |path_nrs: Vec<u32>, fd_nrs: Vec<(u32, AbiFdArgs)>, errno: i32| {
-        let refuse = stmt(RET_K, RET_ERRNO | errno as u32);
-        let mut v = Vec::new();
-        v.push(stmt(LD_W_ABS, OFF_NR));
-        if paths {
-            for nr in path_nrs {
-                v.push(jump(JEQ_K, nr, 0, 1));
-                v.push(refuse.clone());
-            }
+        // One comparison per syscall number jumping to a shared block (the
+        // refusal, or the check of its fd arguments), so that a per-fd filter
+        // stays small: its program must fit two pages of scratch memory.
+        #[derive(Clone, Copy)]
+        enum To {
+            Refuse,
+            First,
+            Either,
+            Dupfd,
         }
+        let refuse = stmt(RET_K, RET_ERRNO | errno as u32);
+        let allow = stmt(RET_K, RET_ALLOW);
         // One fd argument: refused when fds.0 <= arg < fds.1 (low 32 bits).
         let check = |i: u32| {
             vec![
@@ -290,25 +298,49 @@ fn guard_other_abis(x86_64: BpfProgram, paths: bool, fds: (u64, u64)) -> BpfProg
                 refuse.clone(),
             ]
         };
-        for (nr, how) in fd_nrs {
-            let block: Vec<sock_filter> = match how {
-                AbiFdArgs::First => check(0),
-                AbiFdArgs::FirstOrSecond => [check(0), check(1)].concat(),
-                AbiFdArgs::Dupfd => [
-                    vec![
-                        stmt(LD_W_ABS, off_arg(1)),
-                        jump(JEQ_K, libc::F_DUPFD as u32, 1, 0),
-                        jump(JEQ_K, libc::F_DUPFD_CLOEXEC as u32, 0, 4),
-                    ],
-                    check(0),
-                ]
-                .concat(),
-            };
-            v.push(stmt(LD_W_ABS, OFF_NR));
-            v.push(jump(JEQ_K, nr, 0, block.len() as u8));
-            v.extend(block);
+        let first = [check(0), vec![allow.clone()]].concat();
+        let either = [check(0), check(1), vec![allow.clone()]].concat();
+        let dupfd = [
+            vec![
+                stmt(LD_W_ABS, off_arg(1)),
+                jump(JEQ_K, libc::F_DUPFD as u32, 1, 0),
+                jump(JEQ_K, libc::F_DUPFD_CLOEXEC as u32, 0, 4),
+            ],
+            check(0),
+            vec![allow.clone()],
+        ]
+        .concat();
+        let mut to: Vec<(u32, To)> = Vec::new();
+        if paths {
+            to.extend(path_nrs.into_iter().map(|nr| (nr, To::Refuse)));
         }
-        v.push(stmt(RET_K, RET_ALLOW));
+        to.extend(fd_nrs.into_iter().map(|(nr, how)| {
+            let t = match how {
+                AbiFdArgs::First => To::First,
+                AbiFdArgs::FirstOrSecond => To::Either,
+                AbiFdArgs::Dupfd => To::Dupfd,
+            };
+            (nr, t)
+        }));
+        // Layout: load nr, the comparisons, allow, refuse, first, either, dupfd.
+        let n = to.len();
+        let at = |t: To| match t {
+            To::Refuse => n + 2,
+            To::First => n + 3,
+            To::Either => n + 3 + first.len(),
+            To::Dupfd => n + 3 + first.len() + either.len(),
+        };
+        let mut v = vec![stmt(LD_W_ABS, OFF_NR)];
+        for (k, (nr, t)) in to.into_iter().enumerate() {
+            // Comparison k sits at k + 1; a jump counts from the next one.
+            let off = u8::try_from(at(t) - (k + 2)).expect("an ABI section under 256 entries");
+            v.push(jump(JEQ_K, nr, off, 0));
+        }
+        v.push(allow);
+        v.push(refuse);
+        v.extend(first);
+        v.extend(either);
+        v.extend(dupfd);
         v
     };
     let mut i386 = vec![
@@ -396,9 +428,11 @@ mod tests {
             plain.len() < 4096,
             "BPF programs are limited to 4096 instructions"
         );
-        // A block of eight fds must fit the two pages the engine gives it.
-        let eight = build_for_fds(&[0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
-        assert!(eight.len() * 8 <= 2 * 4096, "{} instructions", eight.len());
+        // A block of FD_FILTER_BLOCK fds, the widest span, must fit the two
+        // pages the engine gives it.
+        let block: Vec<i32> = (0..FD_FILTER_BLOCK).map(|i| i * 100_000).collect();
+        let b = build_for_fds(&block).unwrap();
+        assert!(b.len() * 8 <= 2 * 4096, "{} instructions", b.len());
     }
 
     #[test]

@@ -33,9 +33,7 @@ use std::time::Instant;
 const MAX_WRITE: usize = 1 << 20;
 /// The kernel's UIO_MAXIOV.
 const MAX_IOV: u64 = 1024;
-/// fd numbers one per-fd filter covers when a multi-threaded process has no
-/// room left in the fd range.
-const FILTER_BLOCK: i32 = 8;
+use crate::filter::FD_FILTER_BLOCK as FILTER_BLOCK;
 
 fn is_restart(rax: u64) -> bool {
     (-516..=-512).contains(&(rax as i64))
