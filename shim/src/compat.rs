@@ -48,6 +48,10 @@ const I386_ONLY_PATHS: &[&str] = &[
     "uselib",
 ];
 
+/// Syscalls refused in every ABI besides the path syscalls: io_uring's
+/// operations open and write files with no syscall the engine sees.
+const NOT_PATHS: &[&str] = &["io_uring_setup", "io_uring_enter", "io_uring_register"];
+
 /// Numbers of the i386 syscalls that take a path (refused).
 pub fn i386_path_nrs() -> Vec<u32> {
     let mut v: Vec<u32> = PATH_SYSCALLS
@@ -56,6 +60,7 @@ pub fn i386_path_nrs() -> Vec<u32> {
         .chain(
             I386_ONLY_PATHS
                 .iter()
+                .chain(NOT_PATHS)
                 .map(|n| syscalls::x86::Sysno::from_str(n).expect("an i386 syscall name")),
         )
         .map(|s| s.id() as u32)
@@ -107,6 +112,12 @@ pub fn x32_path_nrs() -> Vec<u32> {
     let mut v: Vec<u32> = PATH_SYSCALLS
         .iter()
         .map(|e| e.sysno.id() as u32 | X32_BIT)
+        .chain(NOT_PATHS.iter().map(|n| {
+            syscalls::Sysno::from_str(n)
+                .expect("an x86_64 syscall name")
+                .id() as u32
+                | X32_BIT
+        }))
         .chain([520 | X32_BIT, 545 | X32_BIT])
         .collect();
     v.sort_unstable();

@@ -1124,6 +1124,14 @@ impl Tracer {
                     return self.refuse(tid, regs, work, errno, policy);
                 }
             }
+            if crate::filter::IO_URING.iter().any(|s| s.id() as i64 == nr) {
+                // Step mode (--filter none, a stepped process): as the filter does.
+                if let Some(r) = work.rec.as_mut() {
+                    r.args = decode::raw_args(&args);
+                    r.action = Action::Emulated;
+                }
+                return self.refuse(tid, regs, work, libc::ENOSYS, policy);
+            }
         }
         if let Some(call) = crate::filter::fd_call(nr) {
             if self.on_fd_call(tid, tgid, call, &regs, &mut work, policy) {
@@ -1187,7 +1195,18 @@ impl Tracer {
         let resolve_flags = open_how
             .map(|b| u64::from_ne_bytes(b[16..24].try_into().expect("8")))
             .unwrap_or(0);
-        if (resolve_flags != 0 || how_tail) && !self.facts.openat2_resolve {
+        // An open_how the kernel refuses before it looks at the path: a path the
+        // engine redirects or fails gets the same errno (the replacement's
+        // open_how is the engine's own).
+        let how_errno = if how_tail {
+            Some(libc::E2BIG)
+        } else {
+            open_how.and_then(|b| {
+                let word = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().expect("8"));
+                crate::scope::open_how_errno(word(0), word(8), word(16))
+            })
+        };
+        if (resolve_flags != 0 || how_errno.is_some()) && !self.facts.openat2_resolve {
             // This kernel's openat2 knows no RESOLVE_* flags (this gVisor has no
             // openat2 at all): its own answer is the one to give.
             return self.finish_entry(tid, work, None, policy);
@@ -1226,7 +1245,7 @@ impl Tracer {
                 Some(fd) if fd != libc::AT_FDCWD => Base::Fd(fd),
                 _ => Base::Cwd,
             };
-            let follow_last = sysent::follows_last(entry, i, &args, op);
+            let last = sysent::last(entry, i, &args, op);
             let (resolved, translated, walk) = {
                 let mut lk = ProcLookup {
                     policy: &*policy,
@@ -1237,7 +1256,7 @@ impl Tracer {
                         .then(|| crate::scope::WalkFacts::new(&self.proc_mount)),
                 };
                 let in_root = resolve_flags & crate::scope::RESOLVE_IN_ROOT != 0;
-                let r = resolve::resolve_in(&raw, base, tgid, tid, follow_last, in_root, &mut lk);
+                let r = resolve::resolve_in(&raw, base, tgid, tid, last, in_root, &mut lk);
                 (r, lk.translated, lk.walk)
             };
             if let Some(r) = work.rec.as_mut() {
@@ -1253,7 +1272,7 @@ impl Tracer {
                     // A file or missing name walked through with `.`/`..`/a trailing slash.
                     decisions[i] = Some((
                         pa.path as usize,
-                        Decision::Fail(errno),
+                        Decision::Fail(how_errno.unwrap_or(errno)),
                         PathBuf::from(OsStr::from_bytes(&raw)),
                     ));
                     continue;
@@ -1326,8 +1345,8 @@ impl Tracer {
             if d != Decision::Pass {
                 // The kernel will not see the program's open_how and path: its size
                 // and RESOLVE_* rules are applied here, as Linux would.
-                if how_tail {
-                    d = Decision::Fail(libc::E2BIG);
+                if let Some(errno) = how_errno {
+                    d = Decision::Fail(errno);
                 } else if let Some(errno) =
                     walk.and_then(|w| w.verdict(resolve_flags, raw.first() == Some(&b'/')))
                 {
