@@ -191,3 +191,86 @@ fn removals_and_renames_never_follow_the_last_name_even_with_a_trailing_slash_in
         assert_eq!(shim, kernel, "under k3shim (left) vs gVisor (right)");
     }
 }
+
+// ------------------------------------------------------------ a write-open raced against a swap
+
+/// One thread swaps a symlink between a plain file and the entry while
+/// another opens it for writing: whatever k3shim decided at the open's
+/// entry, no fd on the real entry is ever handed to the program (checked at
+/// the open's exit: closed, EACCES, one warning).
+#[test]
+fn an_open_for_writing_raced_against_a_symlink_swap_never_gets_the_real_entry_natively() {
+    let before = host_sysctls();
+    let st = scratch("escapes-race");
+    let o = native(&format!(
+        "{} run --mode shadow --state {} -- {} race /proc/sys/vm panic_on_oom {} 3",
+        k(),
+        st.join("s").display(),
+        prog(),
+        st.display()
+    ));
+    assert_ok(&o, "escapes race under k3shim");
+    assert_eq!(stdout(&o), "race: escapes 0\n", "{}", stderr(&o));
+    assert!(
+        raced_both_ways(&stderr(&o)),
+        "the swap never raced: {}",
+        stderr(&o)
+    );
+    assert_eq!(host_sysctls(), before, "the host's sysctls changed");
+}
+
+/// "race: N opens, P of the plain file, ...": the plain file was opened, and not always.
+fn raced_both_ways(stderr: &str) -> bool {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(" opens, "))
+        .unwrap_or("");
+    let n: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    matches!(n.as_slice(), [opens, plains, ..] if *plains > 0 && plains < opens)
+}
+
+/// In gVisor on vm/overcommit_memory, a real entry whose writes k3shim takes
+/// (overlay mode): the same.
+#[test]
+fn an_open_for_writing_raced_against_a_symlink_swap_never_gets_the_real_entry_in_gvisor() {
+    if !have_gvisor() {
+        return;
+    }
+    let o = gvisor(&format!(
+        "mkdir -p /tmp/r && {} run --state /tmp/s -- {} race /proc/sys/vm overcommit_memory /tmp/r 3",
+        k(),
+        prog()
+    ));
+    assert_ok(&o, "escapes race in gVisor");
+    assert_eq!(stdout(&o), "race: escapes 0\n", "{}", stderr(&o));
+    assert!(raced_both_ways(&stderr(&o)), "{}", stderr(&o));
+}
+
+// ------------------------------------------------------------ a cwd deeper than PATH_MAX
+
+/// chdir step by step below PATH_MAX's depth (getcwd: ERANGE), then `..` up
+/// to the entry, a symlink to its directory, a plain file, from the cwd and
+/// from a dirfd: each reaches what the kernel reaches, and the entry is the
+/// fake one.
+#[test]
+fn paths_from_a_cwd_deeper_than_path_max_reach_the_fake_entry_natively() {
+    let before = host_sysctls();
+    let (kernel, shim) = native_pair("deep");
+    assert!(
+        kernel.contains("deep cwd, .. up to the entry: ok "),
+        "{kernel}"
+    );
+    assert_same_lines_and_fake_values(&kernel, &shim, fake_value());
+    assert_eq!(host_sysctls(), before, "the host's sysctls changed");
+}
+
+/// gVisor names a cwd deeper than a page, but no path syscall takes that name.
+#[test]
+fn paths_from_a_cwd_deeper_than_path_max_reach_the_fake_entry_in_gvisor() {
+    if let Some((kernel, shim)) = gvisor_pair("deep") {
+        assert_same_lines_and_fake_values(&kernel, &shim, "2");
+    }
+}
