@@ -274,3 +274,50 @@ fn paths_from_a_cwd_deeper_than_path_max_reach_the_fake_entry_in_gvisor() {
         assert_same_lines_and_fake_values(&kernel, &shim, "2");
     }
 }
+
+// ------------------------------------------------------------ trace --all
+
+/// `k3shim trace --all` decodes the common calls that take no path as
+/// strace does (fds, sizes, PROT_*/MAP_* flags) and names i386 syscalls
+/// (`int $0x80`) from i386's own table: i386 getpid (20) and close (6) are
+/// never shown as x86_64's writev and lstat.
+#[test]
+fn trace_all_decodes_common_arguments_and_names_i386_syscalls_from_their_own_table() {
+    let st = scratch("escapes-trace");
+    let out = st.join("trace.txt");
+    let o = native(&format!(
+        "{} trace --all -o {} --mode shadow --state {} -- {} int80 x y",
+        k(),
+        out.display(),
+        st.join("s").display(),
+        prog()
+    ));
+    assert_ok(&o, "trace --all");
+    assert_eq!(
+        stdout(&o),
+        "i386 getpid: ok\ni386 close(-1): -9\n",
+        "{}",
+        stderr(&o)
+    );
+    let t = std::fs::read_to_string(&out).unwrap();
+    let has = |p: &str| t.lines().any(|l| l.contains(p));
+    assert!(
+        has("] getpid(0x0, ") && has("/* i386 */) = "),
+        "i386 getpid:\n{t}"
+    );
+    assert!(
+        has("] close(0xffffffff, 0x0, 0x0, ... /* i386 */) = -1 EBADF"),
+        "{t}"
+    );
+    assert!(!has("] writev(") && !has("] lstat("), "x86_64 names: {t}");
+    assert!(
+        has("] mmap(NULL, ") && has("PROT_READ") && has("MAP_PRIVATE"),
+        "{t}"
+    );
+    assert!(
+        t.lines()
+            .any(|l| l.contains("] mmap(") && l.contains(") = 0x")),
+        "addresses in hex: {t}"
+    );
+    assert!(has("] close(3) = 0"), "{t}");
+}

@@ -466,6 +466,24 @@ fn real_proc_sys_path(tid: i32, fd: i64) -> Option<PathBuf> {
         .then(|| PathBuf::from(OsStr::from_bytes(&target)))
 }
 
+/// A trace record for an i386 or x32 syscall: its own ABI's name, and its
+/// argument registers (i386: ebx, ecx, edx, esi, edi, ebp) in hex.
+fn abi_record(r: &mut SyscallRecord, i386: bool, regs: &Regs) {
+    r.name = crate::compat::abi_name(i386, regs.orig_rax);
+    let a = if i386 {
+        [regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp].map(|v| v & 0xffff_ffff)
+    } else {
+        args_of(regs)
+    };
+    r.args = format!(
+        "{:#x}, {:#x}, {:#x}, ... /* {} */",
+        a[0],
+        a[1],
+        a[2],
+        if i386 { "i386" } else { "x32" }
+    );
+}
+
 fn is_stop_signal(sig: i32) -> bool {
     matches!(
         sig,
@@ -1183,17 +1201,15 @@ impl Tracer {
             // not x86_64 ones there, so they must not be decoded as such.
             match self.other_abi(tid, &regs) {
                 None => {}
-                Some(None) => {
+                Some((i386, None)) => {
                     if let Some(r) = work.rec.as_mut() {
-                        r.name = "(i386/x32 syscall)";
-                        r.args = format!("nr {}, ...", regs.orig_rax);
+                        abi_record(r, i386, &regs);
                     }
                     return self.finish_entry(tid, work, None, policy);
                 }
-                Some(Some(errno)) => {
+                Some((i386, Some(errno))) => {
                     if let Some(r) = work.rec.as_mut() {
-                        r.name = "(i386/x32 syscall)";
-                        r.args = format!("nr {}, ...", regs.orig_rax);
+                        abi_record(r, i386, &regs);
                         r.action = Action::Emulated;
                     }
                     return self.refuse(tid, regs, work, errno, policy);
@@ -1241,7 +1257,7 @@ impl Tracer {
         }
         let Some(entry) = sysent::lookup(nr) else {
             if let Some(r) = work.rec.as_mut() {
-                r.args = decode::raw_args(&args);
+                r.args = decode::call_args(nr, &args);
             }
             return self.finish_entry(tid, work, None, policy);
         };
@@ -1701,9 +1717,10 @@ impl Tracer {
     }
 
     /// Step mode: None for an x86_64 syscall at this entry stop; for an i386 or
-    /// x32 one, Some(Some(errno)) when the filter would have refused it
-    /// (compat.rs), else Some(None): it runs, and is not decoded as x86_64.
-    fn other_abi(&mut self, tid: i32, regs: &Regs) -> Option<Option<i32>> {
+    /// x32 one, Some((is i386, Some(errno))) when the filter would have refused
+    /// it (compat.rs), else Some((is i386, None)): it runs, and is not decoded
+    /// as x86_64.
+    fn other_abi(&mut self, tid: i32, regs: &Regs) -> Option<(bool, Option<i32>)> {
         use crate::compat;
         let args = [regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp];
         let range = (crate::filter::FD_TRAP_BASE, crate::filter::FD_TRAP_END);
@@ -1722,14 +1739,14 @@ impl Tracer {
         };
         if i386 {
             let refused = compat::refused(true, regs.orig_rax, &args, range);
-            return Some(refused.then_some(compat::REFUSED_I386));
+            return Some((true, refused.then_some(compat::REFUSED_I386)));
         }
         let nr = regs.orig_rax;
         if nr & u64::from(compat::X32_BIT) == 0 || nr >> 32 != 0 {
             return None;
         }
         let refused = compat::refused(false, nr, &args_of(regs), range);
-        Some(refused.then_some(compat::REFUSED_X32))
+        Some((false, refused.then_some(compat::REFUSED_X32)))
     }
 
     /// Fails the syscall at this entry stop with `errno` without running it: its
