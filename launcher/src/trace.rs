@@ -313,8 +313,11 @@ impl TraceSink {
 /// One line as strace -T writes it, with what k3shim did as a comment:
 /// `[pid 12/13 sysctl] openat(AT_FDCWD, "/proc/sys/vm/x", O_RDONLY) = -1 ENOENT (No such file or directory) /* emulated */ <0.000041>`
 pub fn format_line(r: &SyscallRecord) -> String {
-    let ret = if r.ret < 0 {
+    let ret = if r.ret < 0 && r.ret > -4096 {
         format!("-1 {} ({})", errno_name(-r.ret), errno_text(-r.ret))
+    } else if matches!(r.name, "mmap" | "mremap" | "brk" | "shmat") {
+        // Addresses, in hex as strace prints them.
+        format!("{:#x}", r.ret as u64)
     } else {
         r.ret.to_string()
     };

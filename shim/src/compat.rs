@@ -48,6 +48,10 @@ const I386_ONLY_PATHS: &[&str] = &[
     "uselib",
 ];
 
+/// Syscalls refused in every ABI besides the path syscalls: io_uring's
+/// operations open and write files with no syscall the engine sees.
+const NOT_PATHS: &[&str] = &["io_uring_setup", "io_uring_enter", "io_uring_register"];
+
 /// Numbers of the i386 syscalls that take a path (refused).
 pub fn i386_path_nrs() -> Vec<u32> {
     let mut v: Vec<u32> = PATH_SYSCALLS
@@ -56,6 +60,7 @@ pub fn i386_path_nrs() -> Vec<u32> {
         .chain(
             I386_ONLY_PATHS
                 .iter()
+                .chain(NOT_PATHS)
                 .map(|n| syscalls::x86::Sysno::from_str(n).expect("an i386 syscall name")),
         )
         .map(|s| s.id() as u32)
@@ -107,14 +112,20 @@ pub fn x32_path_nrs() -> Vec<u32> {
     let mut v: Vec<u32> = PATH_SYSCALLS
         .iter()
         .map(|e| e.sysno.id() as u32 | X32_BIT)
+        .chain(NOT_PATHS.iter().map(|n| {
+            syscalls::Sysno::from_str(n)
+                .expect("an x86_64 syscall name")
+                .id() as u32
+                | X32_BIT
+        }))
         .chain([520 | X32_BIT, 545 | X32_BIT])
         .collect();
     v.sort_unstable();
     v
 }
 
-/// x32 numbers of the fd syscalls (x32 has its own writev (516) and pwritev
-/// (534) and pwritev2 (547)).
+/// x32 numbers of the fd syscalls (x32 has its own writev (516), pwritev
+/// (535) and pwritev2 (547)).
 pub fn x32_fd_nrs() -> Vec<(u32, FdArgs)> {
     let mut v: Vec<(u32, FdArgs)> = FD_CALLS
         .iter()
@@ -124,10 +135,72 @@ pub fn x32_fd_nrs() -> Vec<(u32, FdArgs)> {
                 .map(|s| (s.id() as u32 | X32_BIT, *a))
         })
         .collect();
-    for n in [516, 534, 547] {
+    for n in [516, 535, 547] {
         v.push((n | X32_BIT, FdArgs::First));
     }
     v
+}
+
+/// x32's own syscalls (512..=547), by number.
+const X32_OWN: [&str; 36] = [
+    "rt_sigaction",
+    "rt_sigreturn",
+    "ioctl",
+    "readv",
+    "writev",
+    "recvfrom",
+    "sendmsg",
+    "recvmsg",
+    "execve",
+    "ptrace",
+    "rt_sigpending",
+    "rt_sigtimedwait",
+    "rt_sigqueueinfo",
+    "sigaltstack",
+    "timer_create",
+    "mq_notify",
+    "kexec_load",
+    "waitid",
+    "set_robust_list",
+    "get_robust_list",
+    "vmsplice",
+    "move_pages",
+    "preadv",
+    "pwritev",
+    "rt_tgsigqueueinfo",
+    "recvmmsg",
+    "sendmmsg",
+    "process_vm_readv",
+    "process_vm_writev",
+    "setsockopt",
+    "getsockopt",
+    "io_setup",
+    "io_submit",
+    "execveat",
+    "preadv2",
+    "pwritev2",
+];
+
+/// The name of syscall `nr` of an ABI (i386 when `i386`, else x32, bit 30
+/// included), from that ABI's own table (x32 shares x86_64's numbers below
+/// 512 and has its own above): never an x86_64 name for an i386 number.
+pub fn abi_name(i386: bool, nr: u64) -> &'static str {
+    if i386 {
+        return usize::try_from(nr)
+            .ok()
+            .and_then(syscalls::x86::Sysno::new)
+            .map(|s| s.name())
+            .unwrap_or("unknown");
+    }
+    let n = nr & !u64::from(X32_BIT);
+    match n {
+        512..=547 => X32_OWN[(n - 512) as usize],
+        _ => usize::try_from(n)
+            .ok()
+            .and_then(syscalls::Sysno::new)
+            .map(|s| s.name())
+            .unwrap_or("unknown"),
+    }
 }
 
 /// Is syscall `nr` of an ABI (i386 when `i386`, else x32) refused with these
@@ -181,6 +254,15 @@ mod tests {
             nrs.len() >= PATH_SYSCALLS.len(),
             "every path syscall has an i386 twin"
         );
+    }
+
+    #[test]
+    fn other_abis_syscalls_are_named_from_their_own_tables() {
+        assert_eq!(abi_name(true, 5), "open");
+        assert_eq!(abi_name(true, 20), "getpid");
+        assert_eq!(abi_name(false, 2 | u64::from(X32_BIT)), "open");
+        assert_eq!(abi_name(false, 516 | u64::from(X32_BIT)), "writev");
+        assert_eq!(abi_name(false, 535 | u64::from(X32_BIT)), "pwritev");
     }
 
     #[test]

@@ -165,6 +165,200 @@ fn access_mode(m: u64) -> String {
     p.join("|")
 }
 
+fn prot(p: u64) -> String {
+    if p == 0 {
+        return "PROT_NONE".into();
+    }
+    let mut v: Vec<&str> = Vec::new();
+    for (b, n) in [
+        (libc::PROT_READ, "PROT_READ"),
+        (libc::PROT_WRITE, "PROT_WRITE"),
+        (libc::PROT_EXEC, "PROT_EXEC"),
+    ] {
+        if p as i32 & b != 0 {
+            v.push(n);
+        }
+    }
+    let rest = p as i32 & !(libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC);
+    let mut s = v.join("|");
+    if rest != 0 {
+        s.push_str(&format!("|{rest:#x}"));
+    }
+    s
+}
+
+fn map_flags(f: u64) -> String {
+    let f = f as i32;
+    let mut v: Vec<String> = vec![match f & 0x3 {
+        libc::MAP_SHARED => "MAP_SHARED".into(),
+        libc::MAP_PRIVATE => "MAP_PRIVATE".into(),
+        o => format!("{o:#x}"),
+    }];
+    let mut rest = f & !0x3;
+    for (b, n) in [
+        (libc::MAP_FIXED, "MAP_FIXED"),
+        (libc::MAP_ANONYMOUS, "MAP_ANONYMOUS"),
+        (libc::MAP_NORESERVE, "MAP_NORESERVE"),
+        (libc::MAP_POPULATE, "MAP_POPULATE"),
+        (libc::MAP_STACK, "MAP_STACK"),
+        (libc::MAP_FIXED_NOREPLACE, "MAP_FIXED_NOREPLACE"),
+        (libc::MAP_GROWSDOWN, "MAP_GROWSDOWN"),
+        (libc::MAP_DENYWRITE, "MAP_DENYWRITE"),
+    ] {
+        if rest & b == b {
+            v.push(n.into());
+            rest &= !b;
+        }
+    }
+    if rest != 0 {
+        v.push(format!("{rest:#x}"));
+    }
+    v.join("|")
+}
+
+fn addr(a: u64) -> String {
+    if a == 0 {
+        "NULL".into()
+    } else {
+        format!("{a:#x}")
+    }
+}
+
+fn fd(v: u64) -> String {
+    (v as i32).to_string()
+}
+
+fn signal(v: u64) -> String {
+    let n = v as i32;
+    let name = match n {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGCHLD => "SIGCHLD",
+        libc::SIGCONT => "SIGCONT",
+        libc::SIGSTOP => "SIGSTOP",
+        libc::SIGTSTP => "SIGTSTP",
+        libc::SIGURG => "SIGURG",
+        0 => "0",
+        _ => return n.to_string(),
+    };
+    name.into()
+}
+
+/// The arguments of a syscall that takes no path, strace style for the
+/// common ones (fds, sizes and offsets as numbers, PROT_*/MAP_*/SEEK_*/F_*
+/// and signal names), the first three in hex for the others.
+pub fn call_args(nr: i64, a: &[u64; 6]) -> String {
+    let sz = |v: u64| v.to_string();
+    let off = |v: u64| (v as i64).to_string();
+    match nr {
+        libc::SYS_read | libc::SYS_write => format!("{}, {:#x}, {}", fd(a[0]), a[1], sz(a[2])),
+        libc::SYS_pread64 | libc::SYS_pwrite64 => {
+            format!("{}, {:#x}, {}, {}", fd(a[0]), a[1], sz(a[2]), off(a[3]))
+        }
+        libc::SYS_readv | libc::SYS_writev => {
+            format!("{}, {:#x}, {}", fd(a[0]), a[1], a[2] as i32)
+        }
+        libc::SYS_close
+        | libc::SYS_fsync
+        | libc::SYS_fdatasync
+        | libc::SYS_dup
+        | libc::SYS_fchdir
+        | libc::SYS_syncfs => fd(a[0]),
+        libc::SYS_dup2 => format!("{}, {}", fd(a[0]), fd(a[1])),
+        libc::SYS_dup3 => format!(
+            "{}, {}, {}",
+            fd(a[0]),
+            fd(a[1]),
+            if a[2] as i32 & libc::O_CLOEXEC != 0 {
+                "O_CLOEXEC".to_string()
+            } else {
+                (a[2] as i32).to_string()
+            }
+        ),
+        libc::SYS_fstat | libc::SYS_fstatfs => format!("{}, {:#x}", fd(a[0]), a[1]),
+        libc::SYS_lseek => {
+            let whence = match a[2] as i32 {
+                libc::SEEK_SET => "SEEK_SET".to_string(),
+                libc::SEEK_CUR => "SEEK_CUR".to_string(),
+                libc::SEEK_END => "SEEK_END".to_string(),
+                libc::SEEK_DATA => "SEEK_DATA".to_string(),
+                libc::SEEK_HOLE => "SEEK_HOLE".to_string(),
+                w => w.to_string(),
+            };
+            format!("{}, {}, {whence}", fd(a[0]), off(a[1]))
+        }
+        libc::SYS_mmap => format!(
+            "{}, {}, {}, {}, {}, {:#x}",
+            addr(a[0]),
+            sz(a[1]),
+            prot(a[2]),
+            map_flags(a[3]),
+            fd(a[4]),
+            a[5]
+        ),
+        libc::SYS_munmap => format!("{}, {}", addr(a[0]), sz(a[1])),
+        libc::SYS_mprotect => format!("{}, {}, {}", addr(a[0]), sz(a[1]), prot(a[2])),
+        libc::SYS_brk => addr(a[0]),
+        libc::SYS_ioctl => format!("{}, {:#x}, {:#x}", fd(a[0]), a[1], a[2]),
+        libc::SYS_fcntl => {
+            let cmd = match a[1] as i32 {
+                libc::F_DUPFD => "F_DUPFD",
+                libc::F_DUPFD_CLOEXEC => "F_DUPFD_CLOEXEC",
+                libc::F_GETFD => "F_GETFD",
+                libc::F_SETFD => "F_SETFD",
+                libc::F_GETFL => "F_GETFL",
+                libc::F_SETFL => "F_SETFL",
+                libc::F_SETLK => "F_SETLK",
+                libc::F_SETLKW => "F_SETLKW",
+                libc::F_GETLK => "F_GETLK",
+                _ => "",
+            };
+            let cmd = if cmd.is_empty() {
+                (a[1] as i32).to_string()
+            } else {
+                cmd.to_string()
+            };
+            format!("{}, {cmd}, {:#x}", fd(a[0]), a[2])
+        }
+        libc::SYS_exit | libc::SYS_exit_group => (a[0] as i32).to_string(),
+        libc::SYS_kill => format!("{}, {}", a[0] as i32, signal(a[1])),
+        libc::SYS_tgkill => format!("{}, {}, {}", a[0] as i32, a[1] as i32, signal(a[2])),
+        libc::SYS_tkill => format!("{}, {}", a[0] as i32, signal(a[1])),
+        libc::SYS_wait4 => format!(
+            "{}, {}, {:#x}, {}",
+            a[0] as i32,
+            addr(a[1]),
+            a[2] as i32,
+            addr(a[3])
+        ),
+        libc::SYS_pipe2 => format!("{:#x}, {:#o}", a[0], a[1] as i32),
+        libc::SYS_socket => format!("{}, {:#x}, {}", a[0] as i32, a[1] as i32, a[2] as i32),
+        libc::SYS_getpid
+        | libc::SYS_getppid
+        | libc::SYS_gettid
+        | libc::SYS_getuid
+        | libc::SYS_geteuid
+        | libc::SYS_getgid
+        | libc::SYS_getegid
+        | libc::SYS_getpgrp
+        | libc::SYS_setsid
+        | libc::SYS_sched_yield
+        | libc::SYS_pause
+        | libc::SYS_fork
+        | libc::SYS_vfork
+        | libc::SYS_sync
+        | libc::SYS_rt_sigreturn => String::new(),
+        _ => raw_args(a),
+    }
+}
+
 /// Arguments of a syscall the decoder does not know, as hex.
 pub fn raw_args(a: &[u64; 6]) -> String {
     format!("{:#x}, {:#x}, {:#x}, ...", a[0], a[1], a[2])
@@ -227,6 +421,32 @@ mod tests {
         assert_eq!(
             open_flags(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC),
             "O_WRONLY|O_CREAT|O_TRUNC"
+        );
+    }
+
+    #[test]
+    fn common_calls_without_a_path_read_like_strace() {
+        assert_eq!(
+            call_args(libc::SYS_write, &[1, 0x1000, 5, 0, 0, 0]),
+            "1, 0x1000, 5"
+        );
+        assert_eq!(call_args(libc::SYS_close, &[3, 0, 0, 0, 0, 0]), "3");
+        let m = [
+            0,
+            8192,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ];
+        assert_eq!(
+            call_args(libc::SYS_mmap, &m),
+            "NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0x0"
+        );
+        assert_eq!(call_args(libc::SYS_getpid, &[7; 6]), "");
+        assert_eq!(
+            call_args(libc::SYS_lseek, &[3, 0, libc::SEEK_END as u64, 0, 0, 0]),
+            "3, 0, SEEK_END"
         );
     }
 

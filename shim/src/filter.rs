@@ -208,10 +208,35 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
     }
     let filter = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Trace(0), arch())?;
     Ok(guard_other_abis(
-        filter.try_into()?,
+        refuse_io_uring(filter.try_into()?),
         true,
         (FD_TRAP_BASE, FD_TRAP_END),
     ))
+}
+
+/// The io_uring syscalls: their operations open, read and write files with
+/// no syscall a filter sees, so a ring could reach the real /proc/sys. They
+/// fail with ENOSYS, as on a kernel built without io_uring (Go's runtime,
+/// libuv and liburing users fall back to plain syscalls on it).
+pub const IO_URING: [Sysno; 3] = [
+    Sysno::io_uring_setup,
+    Sysno::io_uring_enter,
+    Sysno::io_uring_register,
+];
+
+/// Puts the io_uring refusal (SECCOMP_RET_ERRNO, no stop) in front of an
+/// x86_64 program: seccompiler gives one action to every matched rule.
+fn refuse_io_uring(x86_64: BpfProgram) -> BpfProgram {
+    let n = IO_URING.len();
+    let mut v = vec![stmt(LD_W_ABS, OFF_NR)];
+    for (k, s) in IO_URING.iter().enumerate() {
+        // Comparison k sits at k + 1; the refusal at n + 2.
+        v.push(jump(JEQ_K, s.id() as u32, (n - k) as u8, 0));
+    }
+    v.push(stmt(JA, 1));
+    v.push(stmt(RET_K, RET_ERRNO | libc::ENOSYS as u32));
+    v.extend(x86_64);
+    v
 }
 
 /// fd numbers one per-fd filter covers when a multi-threaded process has no

@@ -6,6 +6,7 @@
 
 pub mod compat;
 pub mod decode;
+pub mod deep;
 pub mod detranslate;
 pub mod dirents;
 pub mod elsewhere;

@@ -73,6 +73,29 @@ pub enum Base {
     Fd(i32),
 }
 
+/// What is done with a symlink (or magic link) in the last component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Last {
+    /// Followed (open, stat, ...).
+    Follow,
+    /// Not followed, except with a trailing slash, which makes the kernel's
+    /// lookup follow it (lstat, readlink, O_NOFOLLOW).
+    NoFollow,
+    /// Never followed, trailing slash or not: the syscall acts on the name
+    /// itself (unlink, rmdir, rename, mkdir, mknod, symlink, link's new name).
+    Never,
+}
+
+impl Last {
+    pub fn from_follow(follow: bool) -> Last {
+        if follow {
+            Last::Follow
+        } else {
+            Last::NoFollow
+        }
+    }
+}
+
 const MAX_MAGIC_HOPS: usize = 8;
 
 /// The kernel's limit on symlinks followed in one resolution (MAXSYMLINKS;
@@ -125,7 +148,15 @@ pub fn resolve(
     follow_last: bool,
     lk: &mut dyn Lookup,
 ) -> Option<Result<PathBuf, i32>> {
-    resolve_in(raw, base, pid, tid, follow_last, false, lk)
+    resolve_in(
+        raw,
+        base,
+        pid,
+        tid,
+        Last::from_follow(follow_last),
+        false,
+        lk,
+    )
 }
 
 /// The path as written, folded lexically (cwd or dirfd, `.`, `..`, `//`,
@@ -153,7 +184,7 @@ pub fn lexical(raw: &[u8], base: Base, pid: i32, tid: i32, lk: &mut dyn Lookup) 
         raw,
         pid,
         tid,
-        follow_last: true,
+        last: Last::Follow,
         root: 0,
     };
     // Served kinds are not asked (only names walked through are, and a missing
@@ -168,10 +199,11 @@ pub fn resolve_in(
     base: Base,
     pid: i32,
     tid: i32,
-    follow_last: bool,
+    last: Last,
     in_root: bool,
     lk: &mut dyn Lookup,
 ) -> Option<Result<PathBuf, i32>> {
+    let follow_last = last == Last::Follow;
     let mut start: Vec<Vec<u8>> = Vec::new();
     if raw.first() != Some(&b'/') || in_root {
         // The calling thread's cwd and fd table, not the leader's: they differ after
@@ -196,7 +228,7 @@ pub fn resolve_in(
         raw,
         pid,
         tid,
-        follow_last,
+        last,
         root,
     };
     let lexical = w.run(start.clone(), false, lk);
@@ -225,7 +257,7 @@ struct Walk<'a> {
     raw: &'a [u8],
     pid: i32,
     tid: i32,
-    follow_last: bool,
+    last: Last,
     /// Components of the start that are the root (RESOLVE_IN_ROOT), else 0.
     root: usize,
 }
@@ -239,8 +271,10 @@ impl Walk<'_> {
         fs: bool,
         lk: &mut dyn Lookup,
     ) -> Option<Result<PathBuf, i32>> {
-        let (comps, raw, pid, tid, follow_last) =
-            (self.comps, self.raw, self.pid, self.tid, self.follow_last);
+        let (comps, raw, pid, tid) = (self.comps, self.raw, self.pid, self.tid);
+        let follow_last = self.last == Last::Follow;
+        // A trailing slash makes a lookup follow the last name, never a removal's.
+        let slash_follows = self.last != Last::Never;
         let root: Vec<Vec<u8>> = out[..self.root].to_vec();
         let tell = lk.wants_walk();
         if tell {
@@ -266,7 +300,7 @@ impl Walk<'_> {
             let (must_dir, follow) = if fs {
                 (
                     !last || trailing_slash,
-                    !last || follow_last || trailing_slash,
+                    !last || follow_last || (trailing_slash && slash_follows),
                 )
             } else {
                 (walked_through, !last || follow_last)
@@ -742,6 +776,22 @@ mod tests {
             ok("/proc/sys/vm/panic_on_oom")
         );
         assert_eq!(w("/usr/lib/os-release", true), ok("/usr/lib/os-release"));
+    }
+
+    #[test]
+    fn a_trailing_slash_follows_the_last_link_for_a_lookup_but_never_for_a_removal() {
+        let r = |raw: &str, last: Last| {
+            resolve_in(raw.as_bytes(), Base::Cwd, 10, 10, last, false, &mut links())
+                .map(|r| r.map(|p| p.to_string_lossy().into_owned()))
+        };
+        let ok = |s: &str| Some(Ok(s.to_string()));
+        assert_eq!(r("/tmp/l/", Last::NoFollow), ok("/proc/sys/vm"));
+        assert_eq!(r("/tmp/l/", Last::Never), ok("/tmp/l"));
+        assert_eq!(r("/tmp/l//", Last::Never), ok("/tmp/l"));
+        assert_eq!(r("/tmp/f/", Last::Never), ok("/tmp/f"));
+        // Links before the last name are followed all the same.
+        assert_eq!(r("/tmp/l/x/", Last::Never), Some(Err(libc::ENOENT)));
+        assert_eq!(r("/proc/self/cwd/", Last::Never), ok("/proc/10/cwd"));
     }
 
     #[test]

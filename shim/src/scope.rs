@@ -19,6 +19,74 @@ pub const RESOLVE_BENEATH: u64 = 0x08;
 pub const RESOLVE_IN_ROOT: u64 = 0x10;
 pub const RESOLVE_CACHED: u64 = 0x20;
 
+/// The RESOLVE_* bits Linux knows (VALID_RESOLVE_FLAGS).
+pub const RESOLVE_VALID: u64 = 0x3f;
+
+/// The errno openat2 gives for its `struct open_how` before it looks at the
+/// path (fs/open.c build_open_flags), or None: unknown flags or resolve bits
+/// and mode bits outside 07777 are EINVAL, so are RESOLVE_BENEATH with
+/// RESOLVE_IN_ROOT, a mode without O_CREAT/O_TMPFILE, O_CREAT|O_DIRECTORY,
+/// an O_TMPFILE that is not O_TMPFILE|(O_WRONLY or O_RDWR) and O_PATH with
+/// other flags than O_DIRECTORY|O_NOFOLLOW|O_CLOEXEC; RESOLVE_CACHED with
+/// O_TRUNC, O_CREAT or O_TMPFILE is EAGAIN. Resolve bits unknown here are
+/// refused even where a newer kernel knows them: the engine cannot apply
+/// rules it does not know to a path it redirects.
+pub fn open_how_errno(flags: u64, mode: u64, resolve: u64) -> Option<i32> {
+    const O_TMPFILE_BIT: u64 = 0o20000000; // __O_TMPFILE
+    let valid = (libc::O_ACCMODE
+        | libc::O_CREAT
+        | libc::O_EXCL
+        | libc::O_NOCTTY
+        | libc::O_TRUNC
+        | libc::O_APPEND
+        | libc::O_NONBLOCK
+        | libc::O_SYNC
+        | libc::O_DSYNC
+        | libc::O_ASYNC
+        | libc::O_DIRECT
+        | libc::O_LARGEFILE
+        | libc::O_DIRECTORY
+        | libc::O_NOFOLLOW
+        | libc::O_NOATIME
+        | libc::O_CLOEXEC
+        | libc::O_PATH) as u32 as u64
+        | O_TMPFILE_BIT;
+    let flags = flags & !(libc::O_CLOEXEC as u64);
+    let has = |f: i32| flags & f as u32 as u64 != 0;
+    if flags & !valid != 0 || resolve & !RESOLVE_VALID != 0 {
+        return Some(libc::EINVAL);
+    }
+    if resolve & RESOLVE_BENEATH != 0 && resolve & RESOLVE_IN_ROOT != 0 {
+        return Some(libc::EINVAL);
+    }
+    let creates = has(libc::O_CREAT) || flags & O_TMPFILE_BIT != 0;
+    if (creates && mode & !0o7777 != 0) || (!creates && mode != 0) {
+        return Some(libc::EINVAL);
+    }
+    if has(libc::O_CREAT) && has(libc::O_DIRECTORY) {
+        return Some(libc::EINVAL);
+    }
+    if flags & O_TMPFILE_BIT != 0 {
+        let tmpfile = O_TMPFILE_BIT | libc::O_DIRECTORY as u64;
+        let tmpfile_mask = tmpfile | libc::O_CREAT as u64;
+        if flags & tmpfile_mask != tmpfile || flags & libc::O_ACCMODE as u64 == 0 {
+            return Some(libc::EINVAL);
+        }
+    }
+    if has(libc::O_PATH) {
+        let allowed = (libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_PATH) as u64;
+        if flags & !allowed != 0 {
+            return Some(libc::EINVAL);
+        }
+    }
+    if resolve & RESOLVE_CACHED != 0
+        && (has(libc::O_TRUNC) || has(libc::O_CREAT) || flags & O_TMPFILE_BIT != 0)
+    {
+        return Some(libc::EAGAIN);
+    }
+    None
+}
+
 /// What one walk went through.
 #[derive(Debug, Clone, Default)]
 pub struct WalkFacts {
@@ -140,6 +208,34 @@ mod tests {
             w.record(*e);
         }
         w
+    }
+
+    #[test]
+    fn an_invalid_open_how_is_refused_before_the_path_as_linux_does() {
+        let ro = libc::O_RDONLY as u64;
+        assert_eq!(open_how_errno(ro, 0, 0), None);
+        assert_eq!(open_how_errno(ro, 0, RESOLVE_VALID), Some(libc::EINVAL));
+        assert_eq!(open_how_errno(ro, 0, RESOLVE_BENEATH), None);
+        assert_eq!(open_how_errno(ro, 0, 0x40), Some(libc::EINVAL));
+        assert_eq!(open_how_errno(ro, 0, 1 << 63), Some(libc::EINVAL));
+        assert_eq!(open_how_errno(1 << 40, 0, 0), Some(libc::EINVAL));
+        assert_eq!(open_how_errno(ro, 0o644, 0), Some(libc::EINVAL));
+        let creat = libc::O_CREAT as u64 | libc::O_WRONLY as u64;
+        assert_eq!(open_how_errno(creat, 0o644, 0), None);
+        assert_eq!(open_how_errno(creat, 0o100644, 0), Some(libc::EINVAL));
+        assert_eq!(
+            open_how_errno(creat | libc::O_CLOEXEC as u64, 0o644, RESOLVE_CACHED),
+            Some(libc::EAGAIN)
+        );
+        let path = libc::O_PATH as u64;
+        assert_eq!(open_how_errno(path | libc::O_CLOEXEC as u64, 0, 0), None);
+        assert_eq!(
+            open_how_errno(path | libc::O_WRONLY as u64, 0, 0),
+            Some(libc::EINVAL)
+        );
+        let tmp = libc::O_TMPFILE as u32 as u64;
+        assert_eq!(open_how_errno(tmp, 0o600, 0), Some(libc::EINVAL));
+        assert_eq!(open_how_errno(tmp | libc::O_RDWR as u64, 0o600, 0), None);
     }
 
     #[test]

@@ -410,6 +410,35 @@ pub fn path_op(e: &Entry, args: &[u64; 6], openat2: Option<(u64, u64)>) -> PathO
     }
 }
 
+/// How path argument `i` of this syscall treats a symlink in its last
+/// component: as [`follows_last`] says, except that the calls that act on the
+/// name itself (remove, rename, create it) never follow it, even with a
+/// trailing slash (fs/namei.c: `unlink("link/")` is ENOTDIR, the link stays).
+pub fn last(e: &Entry, i: usize, args: &[u64; 6], op: PathOp) -> crate::resolve::Last {
+    use crate::resolve::Last;
+    let never = match e.sysno {
+        Sysno::unlink
+        | Sysno::unlinkat
+        | Sysno::rmdir
+        | Sysno::rename
+        | Sysno::renameat
+        | Sysno::renameat2
+        | Sysno::mkdir
+        | Sysno::mkdirat
+        | Sysno::mknod
+        | Sysno::mknodat
+        | Sysno::symlink
+        | Sysno::symlinkat => true,
+        Sysno::link | Sysno::linkat => i == 1,
+        _ => false,
+    };
+    if never {
+        Last::Never
+    } else {
+        Last::from_follow(follows_last(e, i, args, op))
+    }
+}
+
 /// Does path argument `i` of this syscall follow a symlink in its last
 /// component (as the kernel decides it: the syscall, its flags, O_NOFOLLOW,
 /// O_CREAT|O_EXCL)?
@@ -495,6 +524,24 @@ mod tests {
             0,
             [0, 0, libc::IN_DONT_FOLLOW as u64, 0, 0, 0]
         ));
+    }
+
+    #[test]
+    fn removals_renames_and_creations_never_follow_the_last_name() {
+        use crate::resolve::Last;
+        let l = |sys: Sysno, i: usize| {
+            let e = lookup(sys.id() as i64).unwrap();
+            last(e, i, &[0; 6], path_op(e, &[0; 6], None))
+        };
+        for s in [Sysno::unlink, Sysno::rmdir, Sysno::mkdir, Sysno::unlinkat] {
+            assert_eq!(l(s, 0), Last::Never, "{s}");
+        }
+        assert_eq!(l(Sysno::renameat2, 0), Last::Never);
+        assert_eq!(l(Sysno::renameat2, 1), Last::Never);
+        assert_eq!(l(Sysno::link, 0), Last::NoFollow);
+        assert_eq!(l(Sysno::link, 1), Last::Never);
+        assert_eq!(l(Sysno::lstat, 0), Last::NoFollow);
+        assert_eq!(l(Sysno::stat, 0), Last::Follow);
     }
 
     #[test]

@@ -54,6 +54,9 @@ struct Proc {
     step_only: bool,
     /// An fd could not be covered here, and a warning said so.
     warned: bool,
+    /// An open for writing that reached a real /proc/sys entry by a race was
+    /// refused here, and a warning said so (once: a racing loop repeats it).
+    raced: bool,
 }
 
 impl Proc {
@@ -67,6 +70,7 @@ impl Proc {
             convert: false,
             step_only: false,
             warned: false,
+            raced: false,
         }
     }
 }
@@ -120,6 +124,10 @@ struct ExitWork {
     /// An open turned into memfd_create (the thread's root cannot name the
     /// backing file): at the exit the new fd is filled with this file's content.
     fill: Option<PathBuf>,
+    /// An open for writing let through: at its exit the new fd is checked not to
+    /// be a real /proc/sys entry the policy would have served (a path swapped
+    /// between the decision and the kernel's walk). The op and syscall name.
+    verify_open: Option<(PathOp, &'static str)>,
 }
 
 impl ExitWork {
@@ -142,6 +150,7 @@ impl ExitWork {
             sync_nodes: false,
             roots_changed: false,
             fill: None,
+            verify_open: None,
         }
     }
 
@@ -295,9 +304,28 @@ struct ProcLookup<'a> {
     translated: bool,
     /// What the walk went through, when openat2's RESOLVE_* rules are to be applied.
     walk: Option<crate::scope::WalkFacts>,
+    /// A cwd or fd could not be named (ENAMETOOLONG: deeper than a page):
+    /// the walk is not what the kernel's will be.
+    too_long: bool,
 }
 
 impl ProcLookup<'_> {
+    fn link(&mut self, p: &str) -> Option<Vec<u8>> {
+        match std::fs::read_link(p) {
+            // gVisor names a directory deeper than a page, but no path syscall
+            // of k3shim's takes that name (ENAMETOOLONG): the same as no name.
+            Ok(t) if t.as_os_str().len() >= libc::PATH_MAX as usize => {
+                self.too_long = true;
+                None
+            }
+            Ok(t) => self.root.guest_path(t.into_os_string().into_vec()),
+            Err(e) => {
+                self.too_long |= e.raw_os_error() == Some(libc::ENAMETOOLONG);
+                None
+            }
+        }
+    }
+
     fn back(&mut self, b: Vec<u8>) -> Vec<u8> {
         match self.policy.untranslate(Path::new(OsStr::from_bytes(&b))) {
             Some(p) => {
@@ -311,13 +339,10 @@ impl ProcLookup<'_> {
 
 impl Lookup for ProcLookup<'_> {
     fn cwd(&mut self, pid: i32) -> Option<Vec<u8>> {
-        readlink_bytes(&format!("/proc/{pid}/cwd"))
-            .and_then(|b| self.root.guest_path(b))
-            .map(|b| self.back(b))
+        self.link(&format!("/proc/{pid}/cwd")).map(|b| self.back(b))
     }
     fn fd_path(&mut self, pid: i32, fd: i32) -> Option<Vec<u8>> {
-        readlink_bytes(&format!("/proc/{pid}/fd/{fd}"))
-            .and_then(|b| self.root.guest_path(b))
+        self.link(&format!("/proc/{pid}/fd/{fd}"))
             .map(|b| self.back(b))
     }
     fn kind(&mut self, path: &[u8]) -> Option<resolve::PathKind> {
@@ -389,6 +414,74 @@ fn changed_regs(orig: &Regs, m: &Regs) -> Vec<(u64, u64)> {
         .filter(|(_, a, b)| a != b)
         .map(|(off, a, _)| (*off as u64, *a))
         .collect()
+}
+
+/// Does an open with these flags write (or create, or truncate)? O_PATH opens nothing.
+fn opens_for_writing(flags: i32) -> bool {
+    flags & libc::O_PATH == 0
+        && (flags & libc::O_ACCMODE != libc::O_RDONLY
+            || flags & (libc::O_TRUNC | libc::O_CREAT) != 0)
+}
+
+fn statfs_type(p: &str) -> Option<i64> {
+    let c = std::ffi::CString::new(p).ok()?;
+    // SAFETY: zeroed is a valid statfs; statfs fills it from a NUL-terminated path.
+    let mut sf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above: a valid path pointer and a buffer we own.
+    (unsafe { libc::statfs(c.as_ptr(), &mut sf) } == 0).then_some(sf.f_type as i64)
+}
+
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+
+/// The /proc/sys path of fd `fd` of thread `tid` when the fd is a file of a
+/// procfs mount's sys/ (on any procfs mount, seen from k3shim's root), else
+/// None. One statfs for an fd that is not on procfs.
+fn real_proc_sys_path(tid: i32, fd: i64) -> Option<PathBuf> {
+    let link = format!("/proc/{tid}/fd/{fd}");
+    // (This gVisor's statfs fails on procfs files and on /proc/PID/fd/N: the
+    // name then tells.)
+    if statfs_type(&link).is_some_and(|t| t != PROC_SUPER_MAGIC) {
+        return None;
+    }
+    let target = readlink_bytes(&link)?;
+    let comps: Vec<&[u8]> = target
+        .split(|&c| c == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
+    // The mount point: the shortest prefix on procfs.
+    for i in 0..comps.len() {
+        let prefix = format!("/{}", String::from_utf8_lossy(&comps[..=i].join(&b'/')));
+        if statfs_type(&prefix) == Some(PROC_SUPER_MAGIC) {
+            let rest = &comps[i + 1..];
+            if rest.first() != Some(&&b"sys"[..]) {
+                return None;
+            }
+            let mut p = b"/proc/".to_vec();
+            p.extend_from_slice(&rest.join(&b'/'));
+            return Some(PathBuf::from(OsStr::from_bytes(&p)));
+        }
+    }
+    target
+        .starts_with(b"/proc/sys/")
+        .then(|| PathBuf::from(OsStr::from_bytes(&target)))
+}
+
+/// A trace record for an i386 or x32 syscall: its own ABI's name, and its
+/// argument registers (i386: ebx, ecx, edx, esi, edi, ebp) in hex.
+fn abi_record(r: &mut SyscallRecord, i386: bool, regs: &Regs) {
+    r.name = crate::compat::abi_name(i386, regs.orig_rax);
+    let a = if i386 {
+        [regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp].map(|v| v & 0xffff_ffff)
+    } else {
+        args_of(regs)
+    };
+    r.args = format!(
+        "{:#x}, {:#x}, {:#x}, ... /* {} */",
+        a[0],
+        a[1],
+        a[2],
+        if i386 { "i386" } else { "x32" }
+    );
 }
 
 fn is_stop_signal(sig: i32) -> bool {
@@ -1108,21 +1201,27 @@ impl Tracer {
             // not x86_64 ones there, so they must not be decoded as such.
             match self.other_abi(tid, &regs) {
                 None => {}
-                Some(None) => {
+                Some((i386, None)) => {
                     if let Some(r) = work.rec.as_mut() {
-                        r.name = "(i386/x32 syscall)";
-                        r.args = format!("nr {}, ...", regs.orig_rax);
+                        abi_record(r, i386, &regs);
                     }
                     return self.finish_entry(tid, work, None, policy);
                 }
-                Some(Some(errno)) => {
+                Some((i386, Some(errno))) => {
                     if let Some(r) = work.rec.as_mut() {
-                        r.name = "(i386/x32 syscall)";
-                        r.args = format!("nr {}, ...", regs.orig_rax);
+                        abi_record(r, i386, &regs);
                         r.action = Action::Emulated;
                     }
                     return self.refuse(tid, regs, work, errno, policy);
                 }
+            }
+            if crate::filter::IO_URING.iter().any(|s| s.id() as i64 == nr) {
+                // Step mode (--filter none, a stepped process): as the filter does.
+                if let Some(r) = work.rec.as_mut() {
+                    r.args = decode::raw_args(&args);
+                    r.action = Action::Emulated;
+                }
+                return self.refuse(tid, regs, work, libc::ENOSYS, policy);
             }
         }
         if let Some(call) = crate::filter::fd_call(nr) {
@@ -1158,7 +1257,7 @@ impl Tracer {
         }
         let Some(entry) = sysent::lookup(nr) else {
             if let Some(r) = work.rec.as_mut() {
-                r.args = decode::raw_args(&args);
+                r.args = decode::call_args(nr, &args);
             }
             return self.finish_entry(tid, work, None, policy);
         };
@@ -1187,7 +1286,18 @@ impl Tracer {
         let resolve_flags = open_how
             .map(|b| u64::from_ne_bytes(b[16..24].try_into().expect("8")))
             .unwrap_or(0);
-        if (resolve_flags != 0 || how_tail) && !self.facts.openat2_resolve {
+        // An open_how the kernel refuses before it looks at the path: a path the
+        // engine redirects or fails gets the same errno (the replacement's
+        // open_how is the engine's own).
+        let how_errno = if how_tail {
+            Some(libc::E2BIG)
+        } else {
+            open_how.and_then(|b| {
+                let word = |i: usize| u64::from_ne_bytes(b[i..i + 8].try_into().expect("8"));
+                crate::scope::open_how_errno(word(0), word(8), word(16))
+            })
+        };
+        if (resolve_flags != 0 || how_errno.is_some()) && !self.facts.openat2_resolve {
             // This kernel's openat2 knows no RESOLVE_* flags (this gVisor has no
             // openat2 at all): its own answer is the one to give.
             return self.finish_entry(tid, work, None, policy);
@@ -1226,7 +1336,8 @@ impl Tracer {
                 Some(fd) if fd != libc::AT_FDCWD => Base::Fd(fd),
                 _ => Base::Cwd,
             };
-            let follow_last = sysent::follows_last(entry, i, &args, op);
+            let last = sysent::last(entry, i, &args, op);
+            let mut deep_refused = false;
             let (resolved, translated, walk) = {
                 let mut lk = ProcLookup {
                     policy: &*policy,
@@ -1235,11 +1346,38 @@ impl Tracer {
                     translated: false,
                     walk: (resolve_flags != 0)
                         .then(|| crate::scope::WalkFacts::new(&self.proc_mount)),
+                    too_long: false,
                 };
                 let in_root = resolve_flags & crate::scope::RESOLVE_IN_ROOT != 0;
-                let r = resolve::resolve_in(&raw, base, tgid, tid, follow_last, in_root, &mut lk);
+                let mut r = resolve::resolve_in(&raw, base, tgid, tid, last, in_root, &mut lk);
+                if lk.too_long {
+                    // A cwd or dirfd (the base, or a /proc/PID/cwd on the way) deeper
+                    // than a page has no name: where the path leads is asked of the
+                    // kernel (deep.rs), and what that names is walked as any path.
+                    r = match crate::deep::locate(tid, base, &raw, last, &root) {
+                        crate::deep::Found::Path(abs) => {
+                            lk.too_long = false;
+                            resolve::resolve_in(&abs, Base::Cwd, tgid, tid, last, false, &mut lk)
+                        }
+                        crate::deep::Found::Kernel => None,
+                        crate::deep::Found::Refuse => {
+                            deep_refused = true;
+                            Some(Err(libc::EACCES))
+                        }
+                    };
+                }
                 (r, lk.translated, lk.walk)
             };
+            if deep_refused {
+                policy.on_event(&Event::Warning {
+                    pid: tgid,
+                    message: format!(
+                        "{} of {} from a directory deeper than PATH_MAX after chroot/pivot_root: k3shim cannot tell where it leads, refused with EACCES",
+                        entry.sysno.name(),
+                        String::from_utf8_lossy(&raw)
+                    ),
+                });
+            }
             if let Some(r) = work.rec.as_mut() {
                 if i == 0 {
                     r.args = decode::path_args(nr, &args, &raw, how_fl);
@@ -1253,7 +1391,7 @@ impl Tracer {
                     // A file or missing name walked through with `.`/`..`/a trailing slash.
                     decisions[i] = Some((
                         pa.path as usize,
-                        Decision::Fail(errno),
+                        Decision::Fail(how_errno.unwrap_or(errno)),
                         PathBuf::from(OsStr::from_bytes(&raw)),
                     ));
                     continue;
@@ -1299,6 +1437,7 @@ impl Tracer {
                         root: root.clone(),
                         translated: false,
                         walk: None,
+                        too_long: false,
                     };
                     resolve::lexical(&raw, base, tgid, tid, &mut lk)
                 };
@@ -1326,8 +1465,8 @@ impl Tracer {
             if d != Decision::Pass {
                 // The kernel will not see the program's open_how and path: its size
                 // and RESOLVE_* rules are applied here, as Linux would.
-                if how_tail {
-                    d = Decision::Fail(libc::E2BIG);
+                if let Some(errno) = how_errno {
+                    d = Decision::Fail(errno);
                 } else if let Some(errno) =
                     walk.and_then(|w| w.verdict(resolve_flags, raw.first() == Some(&b'/')))
                 {
@@ -1505,8 +1644,61 @@ impl Tracer {
             work.pokes = changed_regs(&regs, &m);
             return self.finish_entry(tid, work, Some(()), policy);
         }
-        let needs_exit = work.sync_nodes.then_some(());
+        if let PathOp::Open { flags, .. } = op {
+            if opens_for_writing(flags) {
+                work.verify_open = Some((op, entry.sysno.name()));
+            }
+        }
+        let needs_exit = (work.sync_nodes || work.verify_open.is_some()).then_some(());
         self.finish_entry(tid, work, needs_exit, policy)
+    }
+
+    /// At the exit of an open for writing that was let through: when the fd
+    /// is a real /proc/sys entry the policy would not have let through (the
+    /// path changed between the decision and the kernel's walk: a symlink
+    /// swapped, a directory renamed), the fd is closed in the tracee and the
+    /// open fails with EACCES, with a warning. Returns the result to give.
+    #[allow(clippy::too_many_arguments)]
+    fn verify_write_open(
+        &mut self,
+        tid: i32,
+        tgid: i32,
+        cur: &Regs,
+        fd: i64,
+        op: PathOp,
+        name: &'static str,
+        policy: &mut dyn Policy,
+    ) -> Result<i64, i32> {
+        let Some(path) = real_proc_sys_path(tid, fd) else {
+            return Ok(fd);
+        };
+        let req = PathRequest {
+            pid: tgid,
+            tid,
+            syscall: name,
+            op,
+            path: &path,
+            raw: path.as_os_str().as_bytes(),
+        };
+        if policy.on_path(&req) == Decision::Pass {
+            return Ok(fd);
+        }
+        let mut sigs = inject::Sigs::new();
+        let r = self.inject(tid, cur, libc::SYS_close, &[fd as u64], &mut sigs);
+        self.requeue(tid, &sigs);
+        r?;
+        let p = self.procs.entry(tgid).or_insert_with(Proc::new);
+        if std::mem::replace(&mut p.raced, true) {
+            return Ok(-(libc::EACCES as i64));
+        }
+        policy.on_event(&Event::Warning {
+            pid: tgid,
+            message: format!(
+                "{name} for writing reached the real {} (its path changed while k3shim looked at it): the fd was closed and the open fails with EACCES (said once per process)",
+                path.display()
+            ),
+        });
+        Ok(-(libc::EACCES as i64))
     }
 
     /// Resumes after entry handling; `needs_exit`: registers changed, take the exit stop.
@@ -1525,9 +1717,10 @@ impl Tracer {
     }
 
     /// Step mode: None for an x86_64 syscall at this entry stop; for an i386 or
-    /// x32 one, Some(Some(errno)) when the filter would have refused it
-    /// (compat.rs), else Some(None): it runs, and is not decoded as x86_64.
-    fn other_abi(&mut self, tid: i32, regs: &Regs) -> Option<Option<i32>> {
+    /// x32 one, Some((is i386, Some(errno))) when the filter would have refused
+    /// it (compat.rs), else Some((is i386, None)): it runs, and is not decoded
+    /// as x86_64.
+    fn other_abi(&mut self, tid: i32, regs: &Regs) -> Option<(bool, Option<i32>)> {
         use crate::compat;
         let args = [regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp];
         let range = (crate::filter::FD_TRAP_BASE, crate::filter::FD_TRAP_END);
@@ -1546,14 +1739,14 @@ impl Tracer {
         };
         if i386 {
             let refused = compat::refused(true, regs.orig_rax, &args, range);
-            return Some(refused.then_some(compat::REFUSED_I386));
+            return Some((true, refused.then_some(compat::REFUSED_I386)));
         }
         let nr = regs.orig_rax;
         if nr & u64::from(compat::X32_BIT) == 0 || nr >> 32 != 0 {
             return None;
         }
         let refused = compat::refused(false, nr, &args_of(regs), range);
-        Some(refused.then_some(compat::REFUSED_X32))
+        Some((false, refused.then_some(compat::REFUSED_X32)))
     }
 
     /// Fails the syscall at this entry stop with `errno` without running it: its
@@ -1760,6 +1953,7 @@ impl Tracer {
                 && w.saved.is_none()
                 && w.set_ret.is_none()
                 && !w.has_fd_work()
+                && w.verify_open.is_none()
                 && w.rec.is_none()
             {
                 w.release_slot();
@@ -1767,7 +1961,12 @@ impl Tracer {
                 return;
             }
         }
-        if !w.pokes.is_empty() && w.set_ret.is_none() && !w.has_fd_work() && w.rec.is_none() {
+        if !w.pokes.is_empty()
+            && w.set_ret.is_none()
+            && !w.has_fd_work()
+            && w.verify_open.is_none()
+            && w.rec.is_none()
+        {
             // The common redirect: put back the changed registers, keep the result.
             for (off, v) in &w.pokes {
                 ptrace_raw(libc::PTRACE_POKEUSER, tid, *off, *v);
@@ -1794,6 +1993,26 @@ impl Tracer {
             if w.saved.is_none() {
                 // Injections changed registers: put the syscall's own back.
                 w.saved = Some(cur);
+            }
+        }
+        if let Some((op, name)) = w.verify_open.take() {
+            if ret >= 0 {
+                match self.verify_write_open(tid, tgid, &cur, ret, op, name, policy) {
+                    Ok(r) if r != ret => {
+                        ret = r;
+                        // The injected close changed registers: the syscall's own go back.
+                        w.saved.get_or_insert(cur);
+                        if let Some(rec) = w.rec.as_mut() {
+                            rec.action = Action::Failed;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(st) => {
+                        w.release_slot();
+                        self.injection_failed(tid, st, policy);
+                        return;
+                    }
+                }
             }
         }
         let final_ret = w.set_ret.unwrap_or(ret);
