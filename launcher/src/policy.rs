@@ -162,12 +162,22 @@ fn noisy_signal(sig: i32) -> bool {
 
 impl Policy for ShimPolicy {
     fn on_path(&mut self, req: &PathRequest<'_>) -> Decision {
+        // The real tree's bind in the run directory is k3shim's way to the
+        // kernel's entries, not CMD's.
+        if self.mount.is_some()
+            && req.op.is_mutation()
+            && req.path.starts_with(crate::mount_backend::rundir::RUN_ROOT)
+        {
+            return Decision::Fail(libc::EACCES);
+        }
         if !self.fs.covers(req.path) {
             return Decision::Pass;
         }
         // Mount backend: what changes nothing is the kernel's, on the view
-        // (openat2 and creat stop whatever their flags).
-        if self.mount.is_some() && !req.op.is_mutation() {
+        // (openat2 and creat stop whatever their flags); access(W_OK) is
+        // fakefs's (the view is read-only).
+        let write_check = matches!(req.op, PathOp::Access { mode } if mode & libc::W_OK != 0);
+        if self.mount.is_some() && !req.op.is_mutation() && !write_check {
             return Decision::Pass;
         }
         let op = fakefs_op(req.op, req.syscall, req.raw);

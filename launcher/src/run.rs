@@ -492,7 +492,11 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
     let auto = choice.reason().starts_with("auto");
     let started = shim::Tracer::start(make_plan(stdio, namespace), facts.clone());
     let mut tracer = match started {
-        Ok(t) => t,
+        // The copies must go: CMD's output pumps end when every write end is closed.
+        Ok(t) => {
+            drop(spare);
+            t
+        }
         Err(shim::Error::Namespace(f)) => {
             let why = shim::Error::Namespace(f).to_string();
             if let Some(m) = mount_run.take() {

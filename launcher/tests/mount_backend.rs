@@ -211,7 +211,7 @@ cat {d}/err"#,
 const GV_KILL: &str = r#"
 K=__K__; D=__D__
 # auto: namespaces do not isolate here, so ptrace, and why.
-$K run --state $D/s --timeline $D/auto.jsonl -- cat /proc/sys/vm/panic_on_oom
+K3SHIM_BACKEND= $K run --state $D/s --timeline $D/auto.jsonl -- cat /proc/sys/vm/panic_on_oom
 # --backend mount: works, warns once, serves writes, removes its mounts.
 $K run --backend mount --state $D/s --timeline $D/mount.jsonl -- sh -c 'echo 1 > /proc/sys/vm/panic_on_oom; cat /proc/sys/vm/panic_on_oom' 2>$D/err
 echo "warnings=$(grep -c 'do not isolate' $D/err)"

@@ -167,8 +167,9 @@ pub enum PathTraps {
     /// Only those that may change something at the path: opens with write
     /// intent (the flag argument has O_WRONLY, O_RDWR, O_CREAT or O_TRUNC;
     /// openat2 and creat always, as their flags are not in a register),
-    /// creates, removes, renames, links, truncate, metadata changes, and exec.
-    /// Reads, stat, access, readlink, chdir and getcwd run untouched: for a
+    /// creates, removes, renames, links, truncate, metadata changes, exec,
+    /// and access checks for W_OK (a read-only mount would answer EROFS).
+    /// Reads, stat, other access checks, readlink, chdir and getcwd run untouched: for a
     /// policy whose files are already where the program looks (a mount).
     Mutations,
 }
@@ -177,10 +178,7 @@ pub enum PathTraps {
 pub fn stops(kind: crate::sysent::OpKind, traps: PathTraps) -> bool {
     use crate::sysent::OpKind as K;
     traps == PathTraps::All
-        || !matches!(
-            kind,
-            K::Stat { .. } | K::Access { .. } | K::Readlink | K::Chdir | K::StatLike
-        )
+        || !matches!(kind, K::Stat { .. } | K::Readlink | K::Chdir | K::StatLike)
 }
 
 /// The open flags that make an open a possible mutation.
@@ -211,6 +209,14 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
             continue;
         }
         if spec.paths == PathTraps::Mutations {
+            if let crate::sysent::OpKind::Access { mode } = e.kind {
+                let w = libc::W_OK as u64;
+                rules.insert(
+                    nr,
+                    vec![SeccompRule::new(vec![c(mode, Op::MaskedEq(w), w)])?],
+                );
+                continue;
+            }
             if let crate::sysent::OpKind::Open { flags, .. } = e.kind {
                 if flags != u8::MAX {
                     let mut r = Vec::new();

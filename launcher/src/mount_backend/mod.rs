@@ -110,17 +110,17 @@ impl MountRun {
         let run = rundir::RunDir::create()?;
         let tree = run.tree();
         let view = fs.write_view(&tree)?;
-        let write_through = fs.write_through();
         let sys = PathBuf::from("/proc/sys");
         let mut binds = Vec::new();
-        if !view.real.is_empty() || write_through {
-            std::fs::create_dir(run.real())?;
-            binds.push(Bind {
-                src: sys.clone(),
-                dst: run.real(),
-                readonly: !write_through,
-            });
-        }
+        // Writable: what fakefs leaves to the kernel (write-through, and a
+        // rename or link it cannot do) is redirected here; the policy refuses
+        // CMD's own mutations of paths in the run directory.
+        std::fs::create_dir(run.real())?;
+        binds.push(Bind {
+            src: sys.clone(),
+            dst: run.real(),
+            readonly: false,
+        });
         binds.push(Bind {
             src: tree.clone(),
             dst: sys.clone(),
