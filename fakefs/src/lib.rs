@@ -31,6 +31,7 @@ mod fsutil;
 mod integrity;
 pub mod profile;
 pub mod rules;
+pub mod view;
 
 pub use profile::{Dynamic, Profile, ProfileEntry};
 pub use rules::Rule;
@@ -993,6 +994,11 @@ impl FakeFs {
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// Overlay: writes to real, writable entries go to the kernel.
+    pub fn write_through(&self) -> bool {
+        self.write_through
     }
 
     /// Cheap check, called on every path syscall: is `guest` under /proc/sys,
@@ -2252,19 +2258,10 @@ impl FakeFs {
     /// a listing of /proc/sys/<rel> shows (real and fake merged; modes as
     /// procfs: files 0644/0444, directories 0555). Only names matter: the
     /// launcher resolves opens through a view back to /proc/sys paths.
-    fn build_view(&mut self, rel: &str) -> Result<PathBuf, i32> {
-        let path = if rel.is_empty() {
-            self.state.join("views")
-        } else {
-            self.state.join("views").join(rel)
-        };
-        if self.views_built.contains(rel) {
-            return Ok(path);
-        }
-        if !rel.is_empty() {
-            self.build_view(parent_of(rel))?;
-        }
-        // name -> Some(mode) for files, None for directories.
+    /// The names in directory `rel` of the fake tree: Some(mode) for files,
+    /// None for directories (the real directory's names, then the profile's
+    /// and the index's).
+    fn children_of(&self, rel: &str) -> BTreeMap<String, Option<u32>> {
         let mut children: BTreeMap<String, Option<u32>> = BTreeMap::new();
         if let Ok(rd) = std::fs::read_dir(self.proc_root.join(rel)) {
             for e in rd.flatten() {
@@ -2303,6 +2300,22 @@ impl FakeFs {
                 }
             }
         }
+        children
+    }
+
+    fn build_view(&mut self, rel: &str) -> Result<PathBuf, i32> {
+        let path = if rel.is_empty() {
+            self.state.join("views")
+        } else {
+            self.state.join("views").join(rel)
+        };
+        if self.views_built.contains(rel) {
+            return Ok(path);
+        }
+        if !rel.is_empty() {
+            self.build_view(parent_of(rel))?;
+        }
+        let children = self.children_of(rel);
         let vrel = if rel.is_empty() {
             "views".to_string()
         } else {

@@ -1516,3 +1516,22 @@ fn sysctl_names_become_paths_as_procps_reads_them() {
     // A leading dot starts no dotted name (a proptest found ".-" turned into "/-").
     assert_eq!(sysctl_name_to_path(".-"), ".-");
 }
+
+#[test]
+fn a_view_holds_what_reads_would_give_and_follows_writes() {
+    let e = env();
+    let mut f = open(&e, Mode::Overlay);
+    let dir = e.base.join("view");
+    let v = f.write_view(&dir).unwrap();
+    // Overlay: a live read-only entry is the kernel's; a writable live one is
+    // a copy; a profile entry missing here is fake.
+    assert!(v.real.contains(&"kernel/yama_ro".to_string()), "{v:?}");
+    assert_eq!(fs::read(dir.join("kernel/panic")).unwrap(), b"1\n");
+    assert_eq!(fs::read(dir.join("vm/panic_on_oom")).unwrap(), b"0\n");
+    assert_eq!(mode_of(&dir.join("vm")), 0o555);
+    let o = f.decide(p("/proc/sys/vm/panic_on_oom"), Op::Write { trunc: true });
+    f.write(token(&o), 1, "t", 0, b"1\n").unwrap();
+    f.update_view(&dir, "vm/panic_on_oom").unwrap();
+    assert_eq!(fs::read(dir.join("vm/panic_on_oom")).unwrap(), b"1\n");
+    assert_eq!(mode_of(&dir.join("vm/panic_on_oom")), 0o644);
+}

@@ -64,6 +64,16 @@ pub enum ModeArg {
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// mount where the probe shows a private mount namespace works, else ptrace (default).
+    Auto,
+    /// A private mount namespace serves /proc/sys; only mutations stop (needs CAP_SYS_ADMIN).
+    Mount,
+    /// Every path syscall stops and the tracer answers it.
+    Ptrace,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum FilterArg {
     /// Stop only path-taking syscalls (default).
     Paths,
@@ -167,6 +177,9 @@ pub struct RunArgs {
     /// Which syscalls stop: paths (default) or none (stop every syscall, as the seeds' interceptor did)
     #[arg(long, value_enum, default_value = "paths")]
     pub filter: FilterArg,
+    /// How /proc/sys is served: auto, mount (a private mount namespace; reads never stop) or ptrace [default: auto, or K3SHIM_BACKEND]; `trace` always uses ptrace
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub backend: Option<BackendArg>,
     /// Turn off a sandbox compatibility fix by name (see `k3shim doctor`)
     #[arg(long = "no-fix", value_name = "NAME")]
     pub no_fix: Vec<String>,

@@ -118,6 +118,17 @@ pub struct ShimRule {
     pub reason: String,
 }
 
+/// What `k3shim run --backend auto` would pick here, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendReport {
+    /// "mount" or "ptrace".
+    pub auto: String,
+    pub reason: String,
+    pub probe: crate::mount_backend::probe::Probe,
+    /// What a killed run had left and this doctor removed.
+    pub swept: Vec<String>,
+}
+
 /// The whole report (`k3shim doctor --json` prints it as one object).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -141,6 +152,7 @@ pub struct Report {
     pub fixes: Vec<Fix>,
     pub flags: Vec<Flag>,
     pub rules: Vec<ShimRule>,
+    pub backend: BackendReport,
 }
 
 /// Runs the checks and prints the report; 0 when k3shim can work here, 1 when something it needs is missing.
@@ -1052,6 +1064,19 @@ pub fn report() -> Report {
         fixes,
         flags,
         rules,
+        backend: backend_report(),
+    }
+}
+
+fn backend_report() -> BackendReport {
+    let swept = crate::mount_backend::rundir::sweep();
+    let probe = crate::mount_backend::probe::probe();
+    let (mount, _) = probe.auto_choice();
+    BackendReport {
+        auto: if mount { "mount" } else { "ptrace" }.into(),
+        reason: probe.detail.clone(),
+        probe,
+        swept,
     }
 }
 
@@ -1084,6 +1109,13 @@ pub fn render(r: &Report) -> String {
         }
     }
 
+    s.push_str(&format!(
+        "\nBackend\n  --backend auto picks {} here: {}\n",
+        r.backend.auto, r.backend.reason
+    ));
+    for l in &r.backend.swept {
+        s.push_str(&format!("  {l}\n"));
+    }
     s.push_str(&format!(
         "\n/proc/sys paths of the k3s profile ({} under {})\n",
         r.sysctl.len(),

@@ -15,6 +15,7 @@ pub mod holds;
 pub mod hooks;
 pub mod interrupt;
 pub mod log;
+pub mod mount_backend;
 pub mod policy;
 pub mod run;
 pub mod timeline;

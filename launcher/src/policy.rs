@@ -11,8 +11,18 @@ use shim::{Decision, Event, HoldRequest, PathOp, PathRequest, Policy, Redirect};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+/// Where the mount backend's files are, as k3shim sees them.
+pub struct MountView {
+    /// The view bound over /proc/sys (updated after each accepted write).
+    pub tree: PathBuf,
+    /// The real /proc/sys as bound in CMD's namespace.
+    pub real: PathBuf,
+}
+
 pub struct ShimPolicy {
     pub fs: FakeFs,
+    /// Set with the mount backend.
+    pub mount: Option<MountView>,
     pub holds: Vec<HoldRule>,
     /// Whether held syscalls may continue (gate, hooks, a signal for k3shim).
     pub release: Release,
@@ -34,6 +44,7 @@ impl ShimPolicy {
     ) -> Self {
         ShimPolicy {
             fs,
+            mount: None,
             holds,
             release,
             interrupt: None,
@@ -57,6 +68,13 @@ impl ShimPolicy {
                 j.errno.clone().unwrap_or_else(|| "error".into())
             };
             self.timeline.emit("write", json!({"pid": j.pid, "comm": j.comm, "path": j.path, "old": j.old, "new": j.new, "result": result}));
+            if let (Some(m), true) = (&self.mount, j.accepted) {
+                if let Some(rel) = j.path.strip_prefix("/proc/sys/") {
+                    if let Err(e) = self.fs.update_view(&m.tree, rel) {
+                        tracing::warn!("mount backend: {}: cannot update the view ({e}): reads show the old value", j.path);
+                    }
+                }
+            }
         }
     }
 }
@@ -144,7 +162,22 @@ fn noisy_signal(sig: i32) -> bool {
 
 impl Policy for ShimPolicy {
     fn on_path(&mut self, req: &PathRequest<'_>) -> Decision {
+        // The real tree's bind in the run directory is k3shim's way to the
+        // kernel's entries, not CMD's.
+        if self.mount.is_some()
+            && req.op.is_mutation()
+            && req.path.starts_with(crate::mount_backend::rundir::RUN_ROOT)
+        {
+            return Decision::Fail(libc::EACCES);
+        }
         if !self.fs.covers(req.path) {
+            return Decision::Pass;
+        }
+        // Mount backend: what changes nothing is the kernel's, on the view
+        // (openat2 and creat stop whatever their flags); access(W_OK) is
+        // fakefs's (the view is read-only).
+        let write_check = matches!(req.op, PathOp::Access { mode } if mode & libc::W_OK != 0);
+        if self.mount.is_some() && !req.op.is_mutation() && !write_check {
             return Decision::Pass;
         }
         let op = fakefs_op(req.op, req.syscall, req.raw);
@@ -153,7 +186,12 @@ impl Policy for ShimPolicy {
             .fs
             .decide_as(req.path, op, &mut || crate::caller::of_thread(tid))
         {
-            Outcome::Real => Decision::Pass,
+            // Under the mount backend /proc/sys is the view: what the real tree
+            // answers goes to the real tree's bind.
+            Outcome::Real => match (&self.mount, req.path.strip_prefix("/proc/sys")) {
+                (Some(m), Ok(rel)) => Decision::Redirect(Redirect::to(m.real.join(rel))),
+                _ => Decision::Pass,
+            },
             Outcome::Error(e) => Decision::Fail(e),
             // The engine skips a failed syscall and returns -errno: -0 is success.
             Outcome::Done => Decision::Fail(0),

@@ -238,6 +238,27 @@ fn pump(
     })
 }
 
+/// The backend for this run: `--backend`, else K3SHIM_BACKEND, else auto.
+fn choose_backend(a: &RunArgs, trace: bool) -> Result<crate::mount_backend::Choice> {
+    use crate::cli::BackendArg;
+    let mut asked =
+        crate::mount_backend::requested(a.backend).map_err(|e| fail(2, e.to_string()))?;
+    let blocker = if trace {
+        Some("k3shim trace stops every path syscall (seeing everything is its job): it uses ptrace")
+    } else if a.filter == FilterArg::None {
+        Some("--filter none stops every syscall: that is the ptrace backend")
+    } else if !a.binds.is_empty() {
+        Some("--bind is served by the ptrace backend only")
+    } else {
+        None
+    };
+    // K3SHIM_BACKEND=mount (test scripts) does not make trace or --bind fail.
+    if a.backend.is_none() && asked == BackendArg::Mount && blocker.is_some() {
+        asked = BackendArg::Auto;
+    }
+    crate::mount_backend::choose(asked, blocker).map_err(|e| fail(2, e))
+}
+
 /// Runs `k3shim run` (trace = None) or `k3shim trace`.
 pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
     // 1. Everything that can be wrong, before anything is launched.
@@ -279,7 +300,7 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         .iter()
         .map(|b| fakefs::parse_bind(b))
         .collect::<Result<Vec<_>, _>>()?;
-    let fs = crate::config::open_fakefs(fo)?;
+    let mut fs = crate::config::open_fakefs(fo)?;
     if let Some(w) = fs.damage_warning() {
         eprintln!("k3shim: warning: {w}");
     }
@@ -305,6 +326,37 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         ))),
         None => None,
     };
+    // What a killed run left (mounts where they are not private, run directories).
+    for line in crate::mount_backend::rundir::sweep() {
+        eprintln!("k3shim: {line}");
+    }
+    let choice = choose_backend(a, trace.is_some())?;
+    let mut mount_run = None;
+    let mut namespace = None;
+    let choice = match choice {
+        crate::mount_backend::Choice::Mount { isolated, reason } => {
+            match crate::mount_backend::MountRun::prepare(&mut fs, isolated) {
+                Ok((m, ns)) => {
+                    if !isolated {
+                        eprintln!("{}", crate::mount_backend::SANDBOX_WIDE);
+                    }
+                    mount_run = Some(m);
+                    namespace = Some(ns);
+                    crate::mount_backend::Choice::Mount { isolated, reason }
+                }
+                Err(e) if reason.starts_with("auto") => {
+                    eprintln!("k3shim: mount backend unavailable ({e:#}); using ptrace");
+                    crate::mount_backend::Choice::Ptrace {
+                        reason: format!(
+                            "auto: the mount backend's view could not be written: {e:#}"
+                        ),
+                    }
+                }
+                Err(e) => return Err(fail(2, format!("--backend mount: {e:#}"))),
+            }
+        }
+        c => c,
+    };
     let facts = shim::probe().map_err(|e| match e {
         shim::Error::AlreadyTraced(_) => fail(3, format!("cannot trace here: {e}")),
         _ => fail(3, format!("cannot trace here: {e}; run `k3shim doctor`")),
@@ -324,6 +376,10 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         }),
     )
     .with_context(|| format!("--timeline {}: cannot create", a.timeline.as_deref().unwrap_or(Path::new("")).display()))?;
+    timeline.emit(
+        "backend",
+        json!({"backend": choice.name(), "reason": choice.reason()}),
+    );
     // Without a gate nothing is held.
     let release = if prepared.is_some() {
         Release::new()
@@ -408,7 +464,7 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         caps::Capability::CAP_SYS_ADMIN,
     )
     .unwrap_or(false);
-    let plan = shim::Plan {
+    let make_plan = |stdio, namespace: Option<shim::spawn::Namespace>| shim::Plan {
         program: program.clone(),
         argv: a.cmd.clone(),
         env: None,
@@ -419,8 +475,54 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
         no_new_privs,
         stdio,
         fixes,
+        paths: if namespace.is_some() {
+            shim::filter::PathTraps::Mutations
+        } else {
+            shim::filter::PathTraps::All
+        },
+        namespace,
     };
-    let mut tracer = shim::Tracer::start(plan, facts).map_err(|e| fail(3, format!("{e}")))?;
+    // A copy of CMD's stdio in case the mount backend's setup fails and CMD
+    // is started again under ptrace.
+    let spare: [Option<OwnedFd>; 3] = if namespace.is_some() {
+        [0, 1, 2].map(|i| stdio[i].as_ref().and_then(|f| f.try_clone().ok()))
+    } else {
+        Default::default()
+    };
+    let auto = choice.reason().starts_with("auto");
+    let started = shim::Tracer::start(make_plan(stdio, namespace), facts.clone());
+    let mut tracer = match started {
+        // The copies must go: CMD's output pumps end when every write end is closed.
+        Ok(t) => {
+            drop(spare);
+            t
+        }
+        Err(shim::Error::Namespace(f)) => {
+            let why = shim::Error::Namespace(f).to_string();
+            if let Some(m) = mount_run.take() {
+                crate::mount_backend::undo(m, &timeline);
+            }
+            if !auto {
+                return Err(fail(
+                    2,
+                    format!("--backend mount: setting up the mount namespace failed: {why}"),
+                ));
+            }
+            eprintln!("k3shim: mount backend setup failed ({why}); using ptrace");
+            timeline.emit("backend", json!({"backend": "ptrace", "reason": format!("auto: the mount namespace setup failed: {why}")}));
+            shim::Tracer::start(make_plan(spare, None), facts)
+                .map_err(|e| fail(3, format!("{e}")))?
+        }
+        Err(e) => {
+            if let Some(m) = mount_run.take() {
+                crate::mount_backend::undo(m, &timeline);
+            }
+            return Err(fail(3, format!("{e}")));
+        }
+    };
+    if let Some(m) = mount_run.as_mut() {
+        m.watch_reads(timeline.clone());
+    }
     interrupt.launched(tracer.pid(), tracer.waker());
     release.set_waker(tracer.waker());
     timeline.emit("spawned", json!({"pid": tracer.pid(), "path": program}));
@@ -492,8 +594,17 @@ pub fn run(a: &RunArgs, trace: Option<&TraceArgs>) -> Result<i32> {
     let trace_sink = trace_opts.map(|o| TraceSink::new(o, trace_out.expect("set with trace")));
     let mut policy = ShimPolicy::new(fs, holds, release.clone(), timeline.clone(), trace_sink);
     policy.interrupt = Some(interrupt.clone());
+    policy.mount = mount_run.as_ref().map(|m| crate::policy::MountView {
+        tree: m.tree(),
+        real: m.real(),
+    });
     let result = tracer.run(&mut policy);
     drop(tracer);
+    if let Some(m) = mount_run.take() {
+        for f in m.finish(&timeline) {
+            eprintln!("k3shim: warning: could not remove a mount of this run: {f}; `k3shim doctor` retries");
+        }
+    }
 
     // 5. CMD is gone: collect output, stop hooks and the probe, and say how it ended.
     for p in pumps {

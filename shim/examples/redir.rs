@@ -77,6 +77,8 @@ fn main() {
         no_new_privs: false,
         stdio: Default::default(),
         fixes: Default::default(),
+        paths: Default::default(),
+        namespace: None,
     };
     let mut t = shim::Tracer::start(plan, facts).expect("start");
     let st = t.run(&mut P { dir, verbose }).expect("run");

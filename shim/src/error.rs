@@ -19,6 +19,19 @@ pub enum Error {
     /// A tracer already follows the process (strace -f, gdb, another k3shim).
     #[error("{0}")]
     AlreadyTraced(String),
+    /// The target's mount namespace could not be set up (see [`crate::spawn::Namespace`]).
+    #[error("{}", describe_setup(.0))]
+    Namespace(crate::spawn::SetupFailure),
+}
+
+fn describe_setup(f: &crate::spawn::SetupFailure) -> String {
+    let e = std::io::Error::from_raw_os_error(f.errno);
+    match f.stage {
+        b'U' => format!("unshare(CLONE_NEWNS) failed ({e}): no private mount namespace here (needs CAP_SYS_ADMIN)"),
+        b'P' => format!("mount(\"/\", MS_REC|MS_PRIVATE) failed ({e}): mounts would not stay private"),
+        b'B' => format!("bind mount number {} failed ({e})", f.step),
+        _ => format!("read-only remount of bind number {} failed ({e})", f.step),
+    }
 }
 
 impl Error {

@@ -157,9 +157,37 @@ pub fn traps(call: &FdCall, args: &[u64; 6], set: FdSet<'_>) -> bool {
     }
 }
 
+/// Which path-taking syscalls stop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathTraps {
+    /// Every one (the policy serves reads too).
+    #[default]
+    All,
+    /// Only those that may change something at the path: opens with write
+    /// intent (the flag argument has O_WRONLY, O_RDWR, O_CREAT or O_TRUNC;
+    /// openat2 and creat always, as their flags are not in a register),
+    /// creates, removes, renames, links, truncate, metadata changes, exec,
+    /// and access checks for W_OK (a read-only mount would answer EROFS).
+    /// Reads, stat, other access checks, readlink, chdir and getcwd run untouched: for a
+    /// policy whose files are already where the program looks (a mount).
+    Mutations,
+}
+
+/// Does `kind` stop under `traps`?
+pub fn stops(kind: crate::sysent::OpKind, traps: PathTraps) -> bool {
+    use crate::sysent::OpKind as K;
+    traps == PathTraps::All
+        || !matches!(kind, K::Stat { .. } | K::Readlink | K::Chdir | K::StatLike)
+}
+
+/// The open flags that make an open a possible mutation.
+pub const WRITE_INTENT: [i32; 4] = [libc::O_WRONLY, libc::O_RDWR, libc::O_CREAT, libc::O_TRUNC];
+
 /// What the filter traps besides path syscalls.
 #[derive(Debug, Clone, Default)]
 pub struct FilterSpec {
+    pub paths: PathTraps,
     pub connect: bool,
     /// Trap write-family syscalls, dup2/dup3/close and fcntl(F_DUPFD*) on the shim's fd range.
     pub write_fds: bool,
@@ -177,6 +205,30 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
     let at_empty = libc::AT_EMPTY_PATH as u64;
     for e in PATH_SYSCALLS {
         let nr = e.sysno.id() as i64;
+        if !stops(e.kind, spec.paths) {
+            continue;
+        }
+        if spec.paths == PathTraps::Mutations {
+            if let crate::sysent::OpKind::Access { mode } = e.kind {
+                let w = libc::W_OK as u64;
+                rules.insert(
+                    nr,
+                    vec![SeccompRule::new(vec![c(mode, Op::MaskedEq(w), w)])?],
+                );
+                continue;
+            }
+            if let crate::sysent::OpKind::Open { flags, .. } = e.kind {
+                if flags != u8::MAX {
+                    let mut r = Vec::new();
+                    for bit in WRITE_INTENT {
+                        let bit = bit as u64;
+                        r.push(SeccompRule::new(vec![c(flags, Op::MaskedEq(bit), bit)])?);
+                    }
+                    rules.insert(nr, r);
+                    continue;
+                }
+            }
+        }
         let r = match e.sysno {
             // fstat-by-fd (glibc fstat, Python's open) passes "" with AT_EMPTY_PATH: do not
             // stop for it. A non-empty path with AT_EMPTY_PATH is not looked at (documented).
@@ -197,8 +249,10 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
         rules.insert(Sysno::connect.id() as i64, vec![]);
     }
     // A cwd inside the fake tree is reported as the path the program chdir'ed to
-    // (detranslate.rs).
-    rules.insert(Sysno::getcwd.id() as i64, vec![]);
+    // (detranslate.rs); under a mount the kernel reports it itself.
+    if spec.paths == PathTraps::All {
+        rules.insert(Sysno::getcwd.id() as i64, vec![]);
+    }
     // A thread's root changes (roots.rs).
     for s in [Sysno::chroot, Sysno::pivot_root, Sysno::setns] {
         rules.insert(s.id() as i64, vec![]);
@@ -443,12 +497,20 @@ mod tests {
     fn filter_builds_with_and_without_extras() {
         let plain = build(&FilterSpec::default()).unwrap();
         let full = build(&FilterSpec {
+            paths: PathTraps::All,
             connect: true,
             write_fds: true,
             statx_no_automount: true,
         })
         .unwrap();
         assert!(full.len() > plain.len());
+        let mutations = build(&FilterSpec {
+            paths: PathTraps::Mutations,
+            write_fds: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(mutations.len() < full.len());
         assert!(
             plain.len() < 4096,
             "BPF programs are limited to 4096 instructions"

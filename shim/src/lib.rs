@@ -83,6 +83,10 @@ pub struct Plan {
     /// Replacement stdin/stdout/stderr for the target.
     pub stdio: [Option<OwnedFd>; 3],
     pub fixes: Fixes,
+    /// Which path syscalls stop (with FilterMode::Paths).
+    pub paths: filter::PathTraps,
+    /// Start the target in a private mount namespace with these binds.
+    pub namespace: Option<spawn::Namespace>,
 }
 
 /// How the target ended.

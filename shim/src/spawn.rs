@@ -82,8 +82,46 @@ fn inherited_signals() -> (u64, u64) {
     }
 }
 
+/// One bind mount the child makes in its new mount namespace before exec.
+#[derive(Debug, Clone)]
+pub struct Bind {
+    pub src: std::path::PathBuf,
+    pub dst: std::path::PathBuf,
+    /// Remount it read-only afterwards.
+    pub readonly: bool,
+}
+
+/// A private mount namespace for the target: the child unshares its mount
+/// namespace, makes every mount private (so nothing it mounts propagates
+/// back), then makes the binds in order, before it stops for the tracer.
+/// What the binds are is the caller's business.
+#[derive(Debug, Clone, Default)]
+pub struct Namespace {
+    pub binds: Vec<Bind>,
+    /// Fail when propagation cannot be made private or a read-only remount
+    /// fails (where namespaces isolate, both work; a sandbox where they do
+    /// not isolate refuses them, and the caller has chosen to accept that).
+    pub strict: bool,
+}
+
+/// Why the child's namespace setup failed: stage ('U' unshare, 'P'
+/// propagation, 'B' bind, 'R' read-only remount), errno, and the bind's index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetupFailure {
+    pub stage: u8,
+    pub errno: i32,
+    pub step: u32,
+}
+
+struct PreparedBind {
+    src: CString,
+    dst: CString,
+    readonly: bool,
+}
+
 /// What to run, prepared for the child.
 pub struct Prepared {
+    namespace: Option<(Vec<PreparedBind>, bool)>,
     program: CString,
     argv: Vec<CString>,
     envp: Option<Vec<CString>>,
@@ -120,7 +158,24 @@ impl Prepared {
             Some(c) => Some(cstr(c.as_os_str().as_bytes(), "working directory")?),
             None => None,
         };
+        let namespace = match &plan.namespace {
+            Some(ns) => Some((
+                ns.binds
+                    .iter()
+                    .map(|b| {
+                        Ok(PreparedBind {
+                            src: cstr(b.src.as_os_str().as_bytes(), "bind source")?,
+                            dst: cstr(b.dst.as_os_str().as_bytes(), "bind destination")?,
+                            readonly: b.readonly,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, Error>>()?,
+                ns.strict,
+            )),
+            None => None,
+        };
         Ok(Prepared {
+            namespace,
             program,
             argv,
             envp,
@@ -206,16 +261,69 @@ pub fn spawn(p: &Prepared, options: i64) -> Result<Child, Error> {
                     libc::dup2(*fd, i as i32);
                 }
             }
-            let fail = |stage: u8| -> ! {
+            let fail_at = |stage: u8, step: u32| -> ! {
                 let e = *libc::__errno_location();
-                let msg = [stage, (e & 0xff) as u8, ((e >> 8) & 0xff) as u8, 0];
-                libc::write(fds[1], msg.as_ptr().cast(), 4);
+                let s = step.to_le_bytes();
+                let msg = [
+                    stage,
+                    (e & 0xff) as u8,
+                    ((e >> 8) & 0xff) as u8,
+                    0,
+                    s[0],
+                    s[1],
+                    s[2],
+                    s[3],
+                ];
+                libc::write(fds[1], msg.as_ptr().cast(), msg.len());
                 libc::_exit(if stage == b'X' && e == libc::ENOENT {
                     127
                 } else {
                     126
                 });
             };
+            let fail = |stage: u8| -> ! { fail_at(stage, 0) };
+            if let Some((binds, strict)) = &p.namespace {
+                if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                    fail(b'U');
+                }
+                let none = std::ptr::null::<libc::c_char>();
+                let root = c"/".as_ptr();
+                if libc::mount(
+                    none,
+                    root,
+                    none,
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                    && *strict
+                {
+                    fail(b'P');
+                }
+                for (i, b) in binds.iter().enumerate() {
+                    if libc::mount(
+                        b.src.as_ptr(),
+                        b.dst.as_ptr(),
+                        none,
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ) != 0
+                    {
+                        fail_at(b'B', i as u32);
+                    }
+                    if b.readonly
+                        && libc::mount(
+                            none,
+                            b.dst.as_ptr(),
+                            none,
+                            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                            std::ptr::null(),
+                        ) != 0
+                        && *strict
+                    {
+                        fail_at(b'R', i as u32);
+                    }
+                }
+            }
             if let Some(c) = &p.cwd {
                 if libc::chdir(c.as_ptr()) != 0 {
                     fail(b'C');
@@ -251,6 +359,10 @@ pub fn spawn(p: &Prepared, options: i64) -> Result<Child, Error> {
     // SAFETY: waiting for our own child's stop.
     let r = unsafe { libc::waitpid(pid, &mut st, libc::WUNTRACED | libc::__WALL) };
     if r != pid || !libc::WIFSTOPPED(st) {
+        let c = Child { pid, exec_err };
+        if let Some(f) = setup_failure(&c) {
+            return Err(Error::Namespace(f));
+        }
         return Err(Error::Spawn(format!(
             "child {pid} did not stop before exec (status {st:#x}); see the exec-error pipe"
         )));
@@ -272,9 +384,22 @@ pub fn spawn(p: &Prepared, options: i64) -> Result<Child, Error> {
 
 /// Reads the exec-error pipe: Some((stage, errno)) if the child failed before exec.
 pub fn exec_error(c: &Child) -> Option<(u8, i32)> {
-    let mut b = [0u8; 4];
+    read_failure(c).map(|f| (f.stage, f.errno))
+}
+
+fn read_failure(c: &Child) -> Option<SetupFailure> {
+    let mut b = [0u8; 8];
     // SAFETY: reading into our own buffer from our own fd (the write end is closed by
     // exec or by _exit, so this never blocks once the child is gone).
-    let n = unsafe { libc::read(c.exec_err.as_raw_fd(), b.as_mut_ptr().cast(), 4) };
-    (n == 4).then(|| (b[0], i32::from(b[1]) | (i32::from(b[2]) << 8)))
+    let n = unsafe { libc::read(c.exec_err.as_raw_fd(), b.as_mut_ptr().cast(), b.len()) };
+    (n == 8).then(|| SetupFailure {
+        stage: b[0],
+        errno: i32::from(b[1]) | (i32::from(b[2]) << 8),
+        step: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+    })
+}
+
+/// The namespace setup's failure, if that is why the child ended before exec.
+fn setup_failure(c: &Child) -> Option<SetupFailure> {
+    read_failure(c).filter(|f| matches!(f.stage, b'U' | b'P' | b'B' | b'R'))
 }

@@ -497,6 +497,7 @@ impl Tracer {
         let statx_fix = plan.fixes.statx_no_automount && facts.statx_no_automount_broken;
         let filter = match plan.filter {
             FilterMode::Paths => Some(crate::filter::build(&crate::filter::FilterSpec {
+                paths: plan.paths,
                 connect: plan.trap_connect,
                 write_fds: true,
                 statx_no_automount: statx_fix,
