@@ -716,7 +716,12 @@ fn markdown(
         let tools: Vec<&str> = TOOLS
             .iter()
             .copied()
-            .filter(|t| ws.as_object().unwrap().values().any(|w| w.get(*t).is_some()))
+            .filter(|t| {
+                ws.as_object()
+                    .unwrap()
+                    .values()
+                    .any(|w| w.get(*t).is_some())
+            })
             .collect();
         md += "| workload | ";
         md += &tools.join(" | ");
