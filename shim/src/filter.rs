@@ -215,6 +215,12 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
     for e in PATH_SYSCALLS {
         let nr = e.sysno.id() as i64;
         if !stops(e.kind, spec.paths) {
+            // The statx fix must reach statx even where stat calls run untouched
+            // (gVisor refuses AT_NO_AUTOMOUNT on every path, mounted or not).
+            if e.sysno == Sysno::statx && spec.statx_no_automount {
+                let m = libc::AT_NO_AUTOMOUNT as u64;
+                rules.insert(nr, vec![SeccompRule::new(vec![c(2, Op::MaskedEq(m), m)])?]);
+            }
             continue;
         }
         if spec.paths == PathTraps::Mutations {
