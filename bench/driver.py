@@ -47,13 +47,22 @@ STATE_STANDIN = os.path.join(SCRATCH, "state-standin")
 PROOT_TREE = os.path.join(SCRATCH, "proot-sys")
 
 
+# Natively k3shim runs in shadow mode: the host's sysctls are never touched
+# (the stand-in writes what kubelet writes).
+MODE = ["--mode", "shadow"] if ENV == "native" else []
+
+
 def tool_prefix(tool, state=STATE):
     if tool == "native":
         return []
     if tool == "k3shim":
-        return [K3SHIM, "run", "--state", state, "--"]
+        return [K3SHIM, "run", "--backend", "ptrace", "--state", state, *MODE, "--"]
+    if tool == "k3shim-mount":
+        # In gVisor mount namespaces do not isolate: --backend mount binds
+        # sandbox-wide (one warning line); runs never overlap here.
+        return [K3SHIM, "run", "--backend", "mount", "--state", state, *MODE, "--"]
     if tool == "k3shim-none":
-        return [K3SHIM, "run", "--state", state, "--filter", "none", "--"]
+        return [K3SHIM, "run", "--backend", "ptrace", "--state", state, *MODE, "--filter", "none", "--"]
     if tool == "proot":
         return ["proot", "-b", f"{PROOT_TREE}:/proc/sys"]
     if tool == "strace":
@@ -61,7 +70,9 @@ def tool_prefix(tool, state=STATE):
     raise ValueError(tool)
 
 
-TOOLS = ["native", "k3shim", "k3shim-none", "proot", "strace"]
+ALL_TOOLS = ["native", "k3shim", "k3shim-mount", "k3shim-none", "proot", "strace"]
+# --tools: a subset, in this order (native always)
+TOOLS = [t for t in ALL_TOOLS if not cfg.get("tools") or t == "native" or t in cfg["tools"]]
 
 
 def real_fake_available():
@@ -74,14 +85,14 @@ def setup():
     notes = {}
     shutil.rmtree(STATE, ignore_errors=True)
     shutil.rmtree(STATE_STANDIN, ignore_errors=True)
-    subprocess.run([K3SHIM, "run", "--state", STATE_STANDIN, "--", "/bin/true"], capture_output=True, text=True)
-    r = subprocess.run([K3SHIM, "run", "--state", STATE, "--", "/bin/true"], capture_output=True, text=True)
+    subprocess.run(tool_prefix("k3shim", STATE_STANDIN) + ["/bin/true"], capture_output=True, text=True)
+    r = subprocess.run(tool_prefix("k3shim") + ["/bin/true"], capture_output=True, text=True)
     if r.returncode != 0:
         log(f"k3shim warm-up failed: {r.stderr.strip()[-400:]}")
         notes["k3shim_setup"] = r.stderr.strip()[-400:]
     shutil.rmtree(PROOT_TREE, ignore_errors=True)
     # the copy is what a program sees of /proc/sys under k3shim (real + fake entries)
-    r = subprocess.run([K3SHIM, "run", "--state", STATE, "--", PY, os.path.join(WORK, "workloads/copytree.py"), "/proc/sys", PROOT_TREE],
+    r = subprocess.run(tool_prefix("k3shim") + [PY, os.path.join(WORK, "workloads/copytree.py"), "/proc/sys", PROOT_TREE],
                        capture_output=True, text=True)
     n = r.stdout.strip()
     if r.returncode != 0 or not os.path.exists(os.path.join(PROOT_TREE, "vm/panic_on_oom")):
@@ -236,7 +247,7 @@ def workloads():
         # fd the write went through: under k3shim those writes must not stop.
         script = f"echo abc 2>/dev/null >{FAKE}; dd bs=1 count={s['dd_bytes']} if=/dev/zero 2>/dev/null >/dev/null"
         return ["/bin/sh", "-c", f"{script}; true"], {"timeout": 600}, None
-    ws.append(("dd-after-fake-write", ["native", "k3shim"], dd_after_write))
+    ws.append(("dd-after-fake-write", [t for t in TOOLS if t in ("native", "k3shim", "k3shim-mount")], dd_after_write))
 
     if FIX:
         standin = os.path.join(FIX, "standin")
@@ -259,7 +270,7 @@ def workloads():
 
         def standin_agent(tool):
             return standin_cmd(tool, True), {"timeout": 300, "ready_re": r'"Successfully registered node"', "state": STATE_STANDIN}, None
-        ws.append(("standin-agent", ["k3shim", "k3shim-none"], standin_agent))
+        ws.append(("standin-agent", [t for t in TOOLS if t in ("k3shim", "k3shim-mount", "k3shim-none")], standin_agent))
 
         def current(tool, rel):
             """The value the tool shows for /proc/sys/REL (sysstress wants the first VALUE; not timed)."""
@@ -298,12 +309,14 @@ def floor_and_syscall_cost(rep):
     loops = [("open-real", "open", REAL), ("stat", "stat", stat_path),
              ("open-fake", "open", FAKE), ("stat-held", "stat", stat_path)]
     for name, op, path in loops:
-        for tool in ("native", "k3shim"):
+        for tool in [t for t in TOOLS if t in ("native", "k3shim", "k3shim-mount")]:
             if tool == "native" and path == FAKE and not real_fake_available():
                 path_used = REAL
             else:
                 path_used = path
             loop = [os.path.join(WORK, "sysloop"), str(n), op, path_used]
+            if name == "stat-held" and tool == "k3shim-mount":
+                continue  # holds are measured with the ptrace backend
             if name == "stat-held" and tool == "k3shim":
                 cmd = held_while(loop)
             else:
@@ -321,7 +334,7 @@ def held_while(loop):
         os.remove(tl)
     script = ('/usr/bin/true & while ! grep -q \'"kind":"hold"\' "$1"; do sleep 0.01; done; '
               'shift; "$@"; s=$?; kill -9 $!; exit $s')
-    return [K3SHIM, "run", "--state", STATE, "--timeline", tl, "--gate-url", "http://127.0.0.1:9/",
+    return [K3SHIM, "run", "--backend", "ptrace", "--state", STATE, *MODE, "--timeline", tl, "--gate-url", "http://127.0.0.1:9/",
             "--gate-timeout", "0", "--hold", "exec:/usr/bin/true", "--", "/bin/sh", "-c", script, "sh", tl] + loop
 
 
@@ -329,7 +342,7 @@ def main():
     notes = setup()
     notes["statwalk_roots"] = statwalk_roots()
     notes["fake_entry_native"] = real_fake_available()
-    tools_avail = {t: (t in ("native", "k3shim", "k3shim-none") or have(t)) for t in TOOLS}
+    tools_avail = {t: (t in ("native", "k3shim", "k3shim-mount", "k3shim-none") or have(t)) for t in TOOLS}
     emit({"kind": "env", "notes": notes, "tools": tools_avail})
     ws = workloads()
     for rep in range(REPS):

@@ -377,6 +377,11 @@ pub struct BenchArgs {
     /// Skip the inside-gVisor half
     #[arg(long)]
     pub native_only: bool,
+    /// Only these tools besides native (comma-separated; k3shim is the ptrace
+    /// backend, k3shim-mount the mount backend)
+    #[arg(long, value_delimiter = ',', value_name = "TOOLS",
+          value_parser = ["k3shim", "k3shim-mount", "k3shim-none", "proot", "strace"])]
+    pub tools: Vec<String>,
     /// Measure the real Kubernetes parts (tests/fixtures/k8s) in gVisor instead:
     /// control plane ready (bare, k3shim, --filter none; --reps up to 3) and the
     /// full server's steady state (tracer CPU and RSS, syscalls stopped per second)

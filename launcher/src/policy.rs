@@ -175,12 +175,14 @@ impl Policy for ShimPolicy {
         }
         // Mount backend: what changes nothing is the kernel's, on the view
         // (openat2 and creat stop whatever their flags); access(W_OK) is
-        // fakefs's (the view is read-only).
+        // fakefs's (the view is read-only), and so is O_DIRECT (procfs
+        // refuses it, the view's plain files would not).
+        let op = fakefs_op(req.op, req.syscall, req.raw);
         let write_check = matches!(req.op, PathOp::Access { mode } if mode & libc::W_OK != 0);
-        if self.mount.is_some() && !req.op.is_mutation() && !write_check {
+        let direct = matches!(op, Op::Direct { .. });
+        if self.mount.is_some() && !req.op.is_mutation() && !write_check && !direct {
             return Decision::Pass;
         }
-        let op = fakefs_op(req.op, req.syscall, req.raw);
         let tid = req.tid;
         match self
             .fs

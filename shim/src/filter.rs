@@ -166,7 +166,8 @@ pub enum PathTraps {
     All,
     /// Only those that may change something at the path: opens with write
     /// intent (the flag argument has O_WRONLY, O_RDWR, O_CREAT or O_TRUNC;
-    /// openat2 and creat always, as their flags are not in a register),
+    /// openat2 and creat always, as their flags are not in a register) or
+    /// with O_DIRECT (the policy may refuse what the mounted file allows),
     /// creates, removes, renames, links, truncate, metadata changes, exec,
     /// and access checks for W_OK (a read-only mount would answer EROFS).
     /// Reads, stat, other access checks, readlink, chdir and getcwd run untouched: for a
@@ -181,8 +182,16 @@ pub fn stops(kind: crate::sysent::OpKind, traps: PathTraps) -> bool {
         || !matches!(kind, K::Stat { .. } | K::Readlink | K::Chdir | K::StatLike)
 }
 
-/// The open flags that make an open a possible mutation.
-pub const WRITE_INTENT: [i32; 4] = [libc::O_WRONLY, libc::O_RDWR, libc::O_CREAT, libc::O_TRUNC];
+/// The open flags that make an open stop under `PathTraps::Mutations`: those
+/// of a possible mutation, and O_DIRECT, which procfs refuses (EINVAL) while
+/// a plain file mounted in its place may accept it.
+pub const TRAPPED_OPEN_FLAGS: [i32; 5] = [
+    libc::O_WRONLY,
+    libc::O_RDWR,
+    libc::O_CREAT,
+    libc::O_TRUNC,
+    libc::O_DIRECT,
+];
 
 /// What the filter traps besides path syscalls.
 #[derive(Debug, Clone, Default)]
@@ -206,6 +215,12 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
     for e in PATH_SYSCALLS {
         let nr = e.sysno.id() as i64;
         if !stops(e.kind, spec.paths) {
+            // The statx fix must reach statx even where stat calls run untouched
+            // (gVisor refuses AT_NO_AUTOMOUNT on every path, mounted or not).
+            if e.sysno == Sysno::statx && spec.statx_no_automount {
+                let m = libc::AT_NO_AUTOMOUNT as u64;
+                rules.insert(nr, vec![SeccompRule::new(vec![c(2, Op::MaskedEq(m), m)])?]);
+            }
             continue;
         }
         if spec.paths == PathTraps::Mutations {
@@ -220,7 +235,7 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
             if let crate::sysent::OpKind::Open { flags, .. } = e.kind {
                 if flags != u8::MAX {
                     let mut r = Vec::new();
-                    for bit in WRITE_INTENT {
+                    for bit in TRAPPED_OPEN_FLAGS {
                         let bit = bit as u64;
                         r.push(SeccompRule::new(vec![c(flags, Op::MaskedEq(bit), bit)])?);
                     }
