@@ -18,7 +18,7 @@ mod watch;
 
 use crate::cli::BackendArg;
 use crate::timeline::Timeline;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use fakefs::FakeFs;
 use serde_json::json;
 use shim::spawn::{Bind, Namespace};
@@ -101,6 +101,8 @@ pub struct MountRun {
     run: rundir::RunDir,
     isolated: bool,
     watch: Option<watch::Watch>,
+    /// Empty files made for a stand-in to cover (sandbox-wide only), removed at the end.
+    created: Vec<PathBuf>,
 }
 
 impl MountRun {
@@ -133,28 +135,59 @@ impl MountRun {
                 readonly: true,
             });
         }
-        // Stand-ins (/dev/kmsg) are the state directory's own files: bound
-        // only where the mount is private and read-only, and where the path
-        // exists (a mount needs something to cover).
-        if isolated {
-            for e in fs.entries() {
-                if e.rule == "file"
-                    && !e.path.starts_with("/proc/sys")
-                    && Path::new(&e.path).exists()
-                {
-                    binds.push(Bind {
-                        src: fs.state_dir().join("files").join(&e.path[1..]),
-                        dst: PathBuf::from(&e.path),
-                        readonly: true,
-                    });
-                }
+        // Stand-ins (/dev/kmsg: kubelet dies without it) are the state
+        // directory's own files, bound read-only where the mount is private.
+        // Where it is sandbox-wide, other processes could write the state
+        // directory through such a bind, so a copy in the run directory is
+        // bound instead (removed with it). A mount needs something to cover:
+        // natively only existing paths are covered.
+        let mut created = Vec::new();
+        for e in fs.entries() {
+            if e.rule != "file" || e.path.starts_with("/proc/sys") {
+                continue;
             }
+            let dst = Path::new(&e.path);
+            if !dst.exists() {
+                // Sandbox-wide (gVisor has no /dev/kmsg): an empty file to
+                // cover, made for this run and removed at its end.
+                let made = !isolated
+                    && dst.parent().is_some_and(|d| d.is_dir())
+                    && std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(dst)
+                        .is_ok();
+                if !made {
+                    continue;
+                }
+                created.push(dst.to_path_buf());
+            }
+            let own = fs.state_dir().join("files").join(&e.path[1..]);
+            let src = if isolated {
+                own
+            } else {
+                let copy = run.path().join("files").join(&e.path[1..]);
+                if let Some(dir) = copy.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
+                }
+                std::fs::copy(&own, &copy).with_context(|| {
+                    format!("cannot copy {} to {}", own.display(), copy.display())
+                })?;
+                copy
+            };
+            binds.push(Bind {
+                src,
+                dst: PathBuf::from(&e.path),
+                readonly: true,
+            });
         }
         Ok((
             MountRun {
                 run,
                 isolated,
                 watch: None,
+                created,
             },
             Namespace {
                 binds,
@@ -206,6 +239,10 @@ impl MountRun {
             );
             if !failed.is_empty() {
                 self.run.keep();
+            } else {
+                for f in &self.created {
+                    let _ = std::fs::remove_file(f);
+                }
             }
         }
         failed
@@ -213,7 +250,7 @@ impl MountRun {
 }
 
 /// The one line printed where mounts are seen by the whole sandbox.
-pub const SANDBOX_WIDE: &str = "k3shim: warning: --backend mount: mount namespaces do not isolate here, so every process of this sandbox sees the fake /proc/sys (read-only copies of the fake values) until this run ends; the mounts are removed at the end (or by the next run or `k3shim doctor` if k3shim is killed)";
+pub const SANDBOX_WIDE: &str = "k3shim: warning: --backend mount: mount namespaces do not isolate here, so every process of this sandbox sees the fake /proc/sys (read-only copies of the fake values) and the profile's stand-in files (such as /dev/kmsg) until this run ends; the mounts are removed at the end (or by the next run or `k3shim doctor` if k3shim is killed)";
 
 /// A namespace setup that failed part-way: what the child left mounted
 /// (only visible here where namespaces do not isolate) is removed.
