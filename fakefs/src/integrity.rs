@@ -524,8 +524,10 @@ pub(crate) fn scan_standins<'a>(
     Ok(out)
 }
 
-/// A stored value must be what a write could have stored: text without NUL,
-/// one line ending in a newline, that the entry's rule accepts. Returns the
+/// A stored value must be what a write (or shadow mode's copy of the kernel's
+/// entry) could have stored: text without NUL, one line ending in a newline
+/// (several for free text, as read-only entries print lists), that the
+/// entry's rule accepts. Returns the
 /// value without its newline, or what is wrong.
 pub(crate) fn check_value(bytes: &[u8], rule: &Rule) -> Result<String, String> {
     let bad = |why: &str| format!("holding \"{}\", {why}", escape(bytes));
@@ -533,7 +535,15 @@ pub(crate) fn check_value(bytes: &[u8], rule: &Rule) -> Result<String, String> {
         return Err(bad("without the newline every value ends with"));
     };
     let text = std::str::from_utf8(body).map_err(|_| bad("which is not text"))?;
-    if text.contains(['\n', '\0']) {
+    if text.contains('\0') {
+        return Err(bad("which is not text"));
+    }
+    if text.contains('\n') {
+        // A read-only text entry prints one item a line (Linux 6.x's
+        // kernel/core_modes: "file\npipe\nsocket\n"), and shadow mode copies it.
+        if *rule == Rule::Text {
+            return Ok(text.to_string());
+        }
         return Err(bad("which is not one line of text"));
     }
     rule.normalize(text)
@@ -618,6 +628,11 @@ mod tests {
             assert!(check_value(bad, &int).is_err(), "{bad:?}");
         }
         assert!(check_value(b"a\0b\n", &Rule::Text).is_err());
+        assert!(check_value(b"a\nb\0\n", &Rule::Text).is_err());
+        assert_eq!(
+            check_value(b"file\npipe\nsocket\n", &Rule::Text),
+            Ok("file\npipe\nsocket".into())
+        );
         assert_eq!(
             check_value(b"garbage\0\xff\n", &int).unwrap_err(),
             "holding \"garbage\\0\\xff\\n\", which is not text"

@@ -160,7 +160,7 @@ fn real_location(path: &Path) -> PathBuf {
 
 /// k3shim opens its own output files itself, untraced: one under /proc/sys
 /// would write the machine's real entry. Refused before anything is launched.
-fn refuse_proc_sys(flag: &str, path: &Path) -> Result<()> {
+pub(crate) fn refuse_proc_sys(flag: &str, path: &Path) -> Result<()> {
     let real = real_location(path);
     if real.starts_with("/proc/sys") {
         let via = if real.as_path() != path {

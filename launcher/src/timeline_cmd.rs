@@ -17,6 +17,10 @@ fn load(path: &Path) -> Result<Vec<Value>> {
 }
 
 pub fn run(a: &TimelineArgs) -> Result<i32> {
+    if let Some(out) = &a.html {
+        // Written by k3shim itself: never a real /proc/sys entry.
+        crate::run::refuse_proc_sys("--html", out)?;
+    }
     let ev = load(&a.file)?;
     let other = match &a.compare {
         Some(p) => Some(load(p)?),

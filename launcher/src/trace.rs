@@ -124,6 +124,9 @@ impl TraceOpts {
                 !(shim::sysent::PATH_SYSCALLS
                     .iter()
                     .any(|e| e.sysno.name() == n.as_str())
+                    || shim::filter::ALSO_STOPPED
+                        .iter()
+                        .any(|s| s.name() == n.as_str())
                     || (trap_connect && n.as_str() == "connect"))
             })
             .cloned()

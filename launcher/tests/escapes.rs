@@ -321,3 +321,48 @@ fn trace_all_decodes_common_arguments_and_names_i386_syscalls_from_their_own_tab
     );
     assert!(has("] close(3) = 0"), "{t}");
 }
+
+// ------------------------------------------------------------ roots inside /proc, cwds outside the root
+
+/// After chroot("/proc") the program's "/sys/vm/panic_on_oom" is the host's
+/// /proc/sys/vm/panic_on_oom (and after chroot("/proc/sys/vm"), its
+/// "/panic_on_oom"): served from the fake tree. A cwd or dirfd left outside
+/// the new root (chdir("/proc"), then chroot elsewhere) walks the host's
+/// tree, where no redirect can be named: a path from there into /proc/sys
+/// fails with EACCES (and a warning), never reaching the real entry.
+#[test]
+fn a_root_inside_proc_serves_the_fake_entry_and_a_cwd_outside_the_root_is_refused_natively() {
+    let before = host_sysctls();
+    let (kernel, shim) = native_pair("chroot");
+    assert_eq!(
+        split_values(&kernel).0,
+        [
+            "chroot parent, /leaf/entry: ok <value>",
+            "chroot target, /entry: ok <value>",
+            "cwd outside the root, leaf/entry: ok <value>",
+            "dirfd outside the root, leaf/entry: ok <value>",
+        ],
+        "{kernel}"
+    );
+    let fake = fake_value();
+    assert_eq!(
+        shim,
+        format!(
+            "chroot parent, /leaf/entry: ok {fake}\nchroot target, /entry: ok {fake}\n\
+             cwd outside the root, leaf/entry: EACCES\ndirfd outside the root, leaf/entry: EBADF\n"
+        )
+    );
+    assert_eq!(host_sysctls(), before, "the host's sysctls changed");
+}
+
+#[test]
+fn a_root_inside_proc_serves_the_fake_entry_and_a_cwd_outside_the_root_is_refused_in_gvisor() {
+    if let Some((kernel, shim)) = gvisor_pair("chroot") {
+        assert_eq!(split_values(&kernel).1, ["0", "0", "0", "0"], "{kernel}");
+        assert_eq!(
+            shim,
+            "chroot parent, /leaf/entry: ok 2\nchroot target, /entry: ok 2\n\
+             cwd outside the root, leaf/entry: EACCES\ndirfd outside the root, leaf/entry: EBADF\n"
+        );
+    }
+}

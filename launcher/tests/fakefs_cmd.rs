@@ -923,3 +923,43 @@ fn counts_of_one_are_singular() {
         out.stdout
     );
 }
+
+/// Linux 6.x's kernel/core_modes prints one item a line ("file\npipe\n
+/// socket\n"). Shadow mode copies it into the state directory at a traced
+/// read; the next opener must take that copy for what it is, not for damage
+/// (it said "not one line of text" and served EIO from the second run on).
+#[test]
+fn a_multi_line_read_only_entry_copied_by_shadow_mode_is_served_again_not_taken_for_damage() {
+    let e = env();
+    std::fs::create_dir_all(e.proc_root.join("kernel")).unwrap();
+    std::fs::write(
+        e.proc_root.join("kernel/core_modes"),
+        "file\npipe\nsocket\n",
+    )
+    .unwrap();
+    let state = e.state.to_str().unwrap().to_string();
+    for run in 1..=2 {
+        let o = k3shim(
+            &e,
+            &[
+                "run",
+                "--mode",
+                "shadow",
+                "--state",
+                &state,
+                "--",
+                "cat",
+                "/proc/sys/kernel/core_modes",
+            ],
+        );
+        assert_eq!(o.stdout, "file\npipe\nsocket\n", "run {run}: {}", o.stderr);
+        assert!(!o.stderr.contains("damaged"), "run {run}: {}", o.stderr);
+        assert_eq!(o.code, 0, "run {run}: {}", o.stderr);
+    }
+    let show = ok(&fakefs(&e, "show", &["--mode", "shadow"])).to_string();
+    assert!(!show.contains("damaged"), "{show}");
+    assert_eq!(
+        ok(&fakefs(&e, "get", &["kernel.core_modes"])),
+        "file\npipe\nsocket\n"
+    );
+}

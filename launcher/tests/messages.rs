@@ -395,3 +395,45 @@ fn help_says_the_default_gate_timeout_and_when_holds_are_released() {
     assert!(h.contains("[default: after-hooks]"), "{h}");
     assert!(h.contains("to --log FILE"), "where hooks' output goes: {h}");
 }
+
+/// `timeline FILE --html OUT` writes OUT itself, untraced, as --timeline and
+/// --log are written: OUT under /proc/sys (by name, through a symlink) is
+/// refused with one line before anything is read or written, so the host's
+/// entry is never opened (a text entry such as kernel/domainname would
+/// take the page's first bytes).
+#[test]
+fn timeline_html_refuses_an_output_path_under_proc_sys() {
+    let d = scratch("msghtml");
+    let tl = d.join("t.jsonl");
+    std::fs::write(
+        &tl,
+        "{\"t_ms\":0,\"kind\":\"launch\",\"argv\":[\"true\"]}\n",
+    )
+    .unwrap();
+    let link = d.join("sysvm");
+    std::os::unix::fs::symlink("/proc/sys/vm", &link).unwrap();
+    let before = host_sysctls();
+    for (out, says) in [
+        (
+            "/proc/sys/vm/panic_on_oom".to_string(),
+            "--html /proc/sys/vm/panic_on_oom: ",
+        ),
+        (
+            link.join("panic_on_oom").display().to_string(),
+            "(it is /proc/sys/vm/panic_on_oom)",
+        ),
+    ] {
+        let o = run(&["timeline", tl.to_str().unwrap(), "--html", &out]);
+        assert_eq!(o.status.code(), Some(2), "{out}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert_eq!(e.trim().lines().count(), 1, "{out}: one line: {e}");
+        assert!(
+            e.starts_with("k3shim: ")
+                && e.contains(says)
+                && e.contains("k3shim does not write its own output under /proc/sys"),
+            "{out}: {says:?} in {e}"
+        );
+        assert!(stdout(&o).is_empty(), "{out}: refused before the report");
+    }
+    assert_eq!(host_sysctls(), before, "the host's entries are untouched");
+}

@@ -395,3 +395,42 @@ fn strace_style_f_and_classes_work_and_a_class_the_path_filter_misses_is_traced_
     );
     assert_eq!(stderr(&o).lines().count(), 1);
 }
+
+/// getcwd, chroot, pivot_root and setns take no path but the path filter
+/// stops them too: `-e trace=getcwd,chroot` is traced without stopping
+/// every syscall, and `%file`'s line about what is not shown does not name
+/// them (it named chroot and getcwd).
+#[test]
+fn syscalls_the_path_filter_stops_without_a_path_are_never_said_to_be_missed() {
+    let d = scratch("trace-also-stopped");
+    let trace = |set: &str| {
+        std::process::Command::new(k3shim())
+            .args(["trace", "--mode", "shadow", "--state"])
+            .arg(d.join("state"))
+            .args(["-e", set, "--", "sh", "-c", "cd /proc/sys && pwd -P"])
+            .output()
+            .unwrap()
+    };
+    let o = trace("trace=getcwd,chroot");
+    assert_ok(&o, "k3shim trace -e trace=getcwd,chroot");
+    let e = stderr(&o);
+    assert!(!e.contains("every syscall is stopped"), "{e}");
+    assert!(
+        e.contains("] getcwd(") && e.contains("/* emulated */"),
+        "{e}"
+    );
+    assert_eq!(stdout(&o), "/proc/sys\n");
+    let o = trace("trace=%file");
+    assert_ok(&o, "k3shim trace -e trace=%file");
+    let e = stderr(&o);
+    let said = e
+        .lines()
+        .find(|l| l.contains("do not stop under the path filter"))
+        .unwrap_or_else(|| panic!("%file is stopped only partly: {e}"));
+    for n in ["getcwd", "chroot", "pivot_root", "setns"] {
+        assert!(
+            !said.contains(&format!(" {n},")) && !said.contains(&format!("({n},")),
+            "{n} in {said}"
+        );
+    }
+}

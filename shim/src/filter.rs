@@ -11,6 +11,17 @@ use seccompiler::{
 use std::collections::BTreeMap;
 use syscalls::Sysno;
 
+/// Syscalls without a path the path filter stops too: getcwd (a cwd inside
+/// the fake tree is reported as the path the program chdir'ed to,
+/// detranslate.rs), and chroot, pivot_root and setns (a thread's root
+/// changes, roots.rs).
+pub const ALSO_STOPPED: [Sysno; 4] = [
+    Sysno::getcwd,
+    Sysno::chroot,
+    Sysno::pivot_root,
+    Sysno::setns,
+];
+
 /// fds at or above this number (and below FD_TRAP_END) are the shim's: writes on
 /// them are trapped, so that writes to emulated entries can be checked. Only
 /// multi-threaded processes get their emulated fds moved here (see
@@ -263,13 +274,11 @@ pub fn build(spec: &FilterSpec) -> Result<BpfProgram, seccompiler::BackendError>
     if spec.connect {
         rules.insert(Sysno::connect.id() as i64, vec![]);
     }
-    // A cwd inside the fake tree is reported as the path the program chdir'ed to
-    // (detranslate.rs); under a mount the kernel reports it itself.
-    if spec.paths == PathTraps::All {
-        rules.insert(Sysno::getcwd.id() as i64, vec![]);
-    }
-    // A thread's root changes (roots.rs).
-    for s in [Sysno::chroot, Sysno::pivot_root, Sysno::setns] {
+    // Under a mount (PathTraps::Mutations) the kernel reports the cwd itself.
+    for s in ALSO_STOPPED {
+        if s == Sysno::getcwd && spec.paths != PathTraps::All {
+            continue;
+        }
         rules.insert(s.id() as i64, vec![]);
     }
     if spec.write_fds {

@@ -43,6 +43,22 @@ impl Root {
         }
     }
 
+    /// The host's name for the thread's absolute path `p`, when its root is a
+    /// directory other than "/" that the tracer can name: after chroot("/proc")
+    /// the thread's "/sys/vm/x" is the host's /proc/sys/vm/x.
+    pub fn host_view(&self, p: &[u8]) -> Option<Vec<u8>> {
+        match self {
+            Root::Other { host: Some(h), .. } if h.as_slice() != b"/" => {
+                let mut v = h.clone();
+                if p != b"/" {
+                    v.extend_from_slice(p);
+                }
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+
     /// A cwd or fd path as read by the tracer (host view) in the thread's view;
     /// None when it is outside the thread's root (the kernel decides then).
     pub fn guest_path(&self, host_view: Vec<u8>) -> Option<Vec<u8>> {
@@ -171,6 +187,9 @@ mod tests {
         assert_eq!(r.guest_path(b"/srv/rootfs2".to_vec()), None);
         assert_eq!(r.guest_path(b"/home".to_vec()), None);
         assert_eq!(r.tracer_path(b"/etc/x"), b"/proc/7/root/etc/x".to_vec());
+        assert_eq!(r.host_view(b"/etc/x"), Some(b"/srv/rootfs/etc/x".to_vec()));
+        assert_eq!(r.host_view(b"/"), Some(b"/srv/rootfs".to_vec()));
+        assert_eq!(Root::Same.host_view(b"/etc/x"), None);
         assert_eq!(Root::Same.tracer_path(b"/etc/x"), b"/etc/x".to_vec());
     }
 

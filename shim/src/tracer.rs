@@ -307,6 +307,9 @@ struct ProcLookup<'a> {
     /// A cwd or fd could not be named (ENAMETOOLONG: deeper than a page):
     /// the walk is not what the kernel's will be.
     too_long: bool,
+    /// A cwd or fd outside the thread's root (chdir, then chroot elsewhere):
+    /// the kernel walks from there in the host's tree, and so does the lookup.
+    outside_root: bool,
 }
 
 impl ProcLookup<'_> {
@@ -318,7 +321,16 @@ impl ProcLookup<'_> {
                 self.too_long = true;
                 None
             }
-            Ok(t) => self.root.guest_path(t.into_os_string().into_vec()),
+            Ok(t) => {
+                let t = t.into_os_string().into_vec();
+                match self.root.guest_path(t.clone()) {
+                    None if t.first() == Some(&b'/') && self.root.host_view(b"/").is_some() => {
+                        self.outside_root = true;
+                        Some(t)
+                    }
+                    g => g,
+                }
+            }
             Err(e) => {
                 self.too_long |= e.raw_os_error() == Some(libc::ENAMETOOLONG);
                 None
@@ -350,6 +362,7 @@ impl Lookup for ProcLookup<'_> {
     }
     fn lstat(&mut self, path: &[u8]) -> resolve::Node {
         match self.root {
+            _ if self.outside_root => crate::fsnode::lstat(path),
             Root::Same => self.nodes.lstat(path),
             // Another root: looked at through /proc/TID/root, not remembered.
             Root::Other { .. } => crate::fsnode::lstat(&self.root.tracer_path(path)),
@@ -1339,6 +1352,7 @@ impl Tracer {
             };
             let last = sysent::last(entry, i, &args, op);
             let mut deep_refused = false;
+            let mut outside_refused = false;
             let (resolved, translated, walk) = {
                 let mut lk = ProcLookup {
                     policy: &*policy,
@@ -1348,6 +1362,7 @@ impl Tracer {
                     walk: (resolve_flags != 0)
                         .then(|| crate::scope::WalkFacts::new(&self.proc_mount)),
                     too_long: false,
+                    outside_root: false,
                 };
                 let in_root = resolve_flags & crate::scope::RESOLVE_IN_ROOT != 0;
                 let mut r = resolve::resolve_in(&raw, base, tgid, tid, last, in_root, &mut lk);
@@ -1367,8 +1382,31 @@ impl Tracer {
                         }
                     };
                 }
+                if lk.outside_root {
+                    // The kernel walks this path in the host's tree from a base
+                    // outside the thread's root, where no redirect target can be
+                    // named: what leads into /proc/sys (or a fake directory) is refused.
+                    // Anything else is the kernel's to answer, as before.
+                    r = match r {
+                        Some(Ok(p)) if lk.translated || p.starts_with("/proc/sys") => {
+                            outside_refused = true;
+                            Some(Err(libc::EACCES))
+                        }
+                        _ => None,
+                    };
+                }
                 (r, lk.translated, lk.walk)
             };
+            if outside_refused {
+                policy.on_event(&Event::Warning {
+                    pid: tgid,
+                    message: format!(
+                        "{} of {} from a directory outside the caller's root (chdir, then chroot elsewhere) leads into /proc/sys: refused with EACCES",
+                        entry.sysno.name(),
+                        String::from_utf8_lossy(&raw)
+                    ),
+                });
+            }
             if deep_refused {
                 policy.on_event(&Event::Warning {
                     pid: tgid,
@@ -1439,6 +1477,7 @@ impl Tracer {
                         translated: false,
                         walk: None,
                         too_long: false,
+                        outside_root: false,
                     };
                     resolve::lexical(&raw, base, tgid, tid, &mut lk)
                 };
@@ -1458,6 +1497,20 @@ impl Tracer {
                 raw: &raw,
             };
             let mut d = policy.on_path(&req);
+            // A root inside /proc (chroot("/proc") or "/proc/sys"): the thread's
+            // "/sys/vm/x" is the host's /proc/sys/vm/x, served as that.
+            let host = (d == Decision::Pass)
+                .then(|| root.host_view(path.as_os_str().as_bytes()))
+                .flatten()
+                .map(|h| PathBuf::from(OsStr::from_bytes(&h)))
+                .filter(|h| h.starts_with("/proc/sys"));
+            let path = match host {
+                Some(host) => {
+                    d = policy.on_path(&PathRequest { path: &host, ..req });
+                    host
+                }
+                None => path,
+            };
             if d == Decision::Pass && translated {
                 // Relative to a fake directory (a view) or through a magic link to a
                 // backing file, "pass" must still reach the real path it stands for.
