@@ -1195,20 +1195,7 @@ impl Tracer {
         let args = args_of(&regs);
         let skip_enter = from_seccomp && self.facts.enter_stop_after_seccomp;
         let mut work = ExitWork::new(skip_enter, t0);
-        if self.report {
-            work.rec = Some(SyscallRecord {
-                pid: tgid,
-                tid,
-                comm: self.comm(tid),
-                name: sysent::name(nr),
-                args: String::new(),
-                path: None,
-                action: Action::Passed,
-                backing: None,
-                ret: 0,
-                dur_us: 0,
-            });
-        }
+        work.rec = self.record(tid, tgid, nr);
 
         if !from_seccomp {
             // Step mode: no filter refused i386/x32 syscalls; nr and arguments are

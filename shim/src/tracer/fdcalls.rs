@@ -197,7 +197,8 @@ impl Tracer {
         self.resume(tid, 0);
     }
 
-    fn record(&mut self, tid: i32, tgid: i32, nr: i64) -> Option<SyscallRecord> {
+    /// A trace record of a syscall passed as it is (filled in as it goes), when reporting.
+    pub(super) fn record(&mut self, tid: i32, tgid: i32, nr: i64) -> Option<SyscallRecord> {
         self.report.then(|| SyscallRecord {
             pid: tgid,
             tid,
