@@ -22,7 +22,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::timeline_report::{
-    analyze, hook_result, secs, shell_word, tables, union_keys, Analysis, Hold,
+    analyze, compare_rows, hook_result, secs, shell_word, tables, union_keys, Analysis, Hold,
 };
 
 pub(crate) fn esc(s: &str) -> String {
@@ -1199,37 +1199,15 @@ fn delta_cell(d: Option<i64>) -> String {
 /// `--compare`'s table), A's and B's bars on the shared axis, both times and
 /// the deltas B − A of the time and of the period.
 fn waterfall_compare(a: &Analysis, b: &Analysis, span: u64) -> String {
-    let keys = union_keys(a, b);
-    let at = |an: &Analysis, k: &str| an.milestones.iter().find(|m| m.key == k).map(|m| m.t);
     let mut o = String::new();
     let _ = write!(
         o,
         r#"<h2>Milestones, A and B</h2><p class="note">Δ = B − A. Δ t: how much later (+) or earlier (−) B reached the milestone; Δ period: how much longer (+) or shorter (−) B took since the last earlier milestone both runs have.</p><table class="wf cmp"><thead><tr><th class="num">#</th><th>milestone</th><th class="wf-col">{}</th><th class="num">A t (s)</th><th class="num">B t (s)</th><th class="num">Δ t (s)</th><th class="num">Δ period (s)</th></tr></thead><tbody>"#,
         scale_header(span)
     );
-    for (n, (k, label)) in keys.iter().enumerate() {
-        let (ta, tb) = (at(a, k), at(b, k));
-        let prev = keys[..n]
-            .iter()
-            .rev()
-            .map(|k| k.0)
-            .find(|pk| at(a, pk).is_some() && at(b, pk).is_some());
-        let (pa, pb) = match prev {
-            None => (None, None),
-            Some(pk) => (
-                ta.zip(at(a, pk)).map(|(x, y)| (y, x)),
-                tb.zip(at(b, pk)).map(|(x, y)| (y, x)),
-            ),
-        };
-        let lb = b
-            .milestones
-            .iter()
-            .find(|m| m.key == *k)
-            .map(|m| m.label.as_str());
-        let label = match lb {
-            Some(l) if l != *label && ta.is_some() => format!("{label} / B: {l}"),
-            _ => label.to_string(),
-        };
+    for r in compare_rows(a, b) {
+        let (n, k, label) = (r.n, r.key, &r.label);
+        let (ta, tb, pa, pb) = (r.ta, r.tb, r.span_a, r.span_b);
         let track = |t: Option<u64>, p: Option<(u64, u64)>, r: usize| match (t, p) {
             (_, Some((from, to))) => bar(from, to, span, RUN_COLOURS[r][0], "bar"),
             (Some(t), None) => bar(t, t, span, RUN_COLOURS[r][0], "bar"),
@@ -1245,7 +1223,7 @@ fn waterfall_compare(a: &Analysis, b: &Analysis, span: u64) -> String {
             r#"<tr data-ms="{}"><td class="num"><span class="ms-num" data-ms="{}">{n}</span></td><td class="ms-name">{}</td><td class="wf-col"><div class="track two"><div class="lane-a">{}</div><div class="lane-b">{}</div></div></td><td class="num">{}</td><td class="num">{}</td>{}{}</tr>"#,
             esc(k),
             esc(k),
-            esc(&label),
+            esc(label),
             track(ta, pa, 0),
             track(tb, pb, 1),
             f(ta),

@@ -755,6 +755,72 @@ pub fn table(events: &[Value]) -> String {
     out.trim_end().to_string() + "\n"
 }
 
+/// One milestone of a compare, as `--compare`'s table and the HTML page show it.
+pub(crate) struct CompareRow<'a> {
+    /// Its number (the same everywhere in a compare).
+    pub n: usize,
+    pub key: &'a str,
+    /// A's label, with B's after it where they differ.
+    pub label: String,
+    pub ta: Option<u64>,
+    pub tb: Option<u64>,
+    /// (from, to) of each run's period: from the last earlier milestone that
+    /// both runs have, so that A's and B's periods cover the same stretch.
+    pub span_a: Option<(u64, u64)>,
+    pub span_b: Option<(u64, u64)>,
+}
+
+impl CompareRow<'_> {
+    pub fn period_a(&self) -> Option<u64> {
+        self.span_a.map(|(from, to)| to.saturating_sub(from))
+    }
+    pub fn period_b(&self) -> Option<u64> {
+        self.span_b.map(|(from, to)| to.saturating_sub(from))
+    }
+}
+
+/// The milestones of two runs side by side (union_keys' order).
+pub(crate) fn compare_rows<'a>(a: &'a Analysis, b: &'a Analysis) -> Vec<CompareRow<'a>> {
+    let keys = union_keys(a, b);
+    let at = |an: &Analysis, k: &str| an.milestones.iter().find(|m| m.key == k).map(|m| m.t);
+    let mut rows = Vec::with_capacity(keys.len());
+    for (n, &(k, label)) in keys.iter().enumerate() {
+        let (ta, tb) = (at(a, k), at(b, k));
+        let prev = keys[..n]
+            .iter()
+            .rev()
+            .map(|k| k.0)
+            .find(|pk| at(a, pk).is_some() && at(b, pk).is_some());
+        let (span_a, span_b) = match prev {
+            None => (None, None),
+            Some(pk) => (
+                ta.zip(at(a, pk)).map(|(to, from)| (from, to)),
+                tb.zip(at(b, pk)).map(|(to, from)| (from, to)),
+            ),
+        };
+        // Labels differ between runs for the same key (gate open vs timeout, exit codes).
+        let lb = b
+            .milestones
+            .iter()
+            .find(|m| m.key == k)
+            .map(|m| m.label.as_str());
+        let label = match lb {
+            Some(l) if l != label && ta.is_some() => format!("{label} / B: {l}"),
+            _ => label.to_string(),
+        };
+        rows.push(CompareRow {
+            n,
+            key: k,
+            label,
+            ta,
+            tb,
+            span_a,
+            span_b,
+        });
+    }
+    rows
+}
+
 /// Milestone keys of both runs in one order: A's, then B's own in B's order.
 pub(crate) fn union_keys<'a>(a: &'a Analysis, b: &'a Analysis) -> Vec<(&'a str, &'a str)> {
     let mut keys: Vec<(&str, &str)> = a
@@ -791,40 +857,14 @@ fn compare_table(a: &Analysis, b: &Analysis) -> Table {
             ("Δ period B−A (s)", true),
         ],
     );
-    let keys = union_keys(a, b);
-    let at = |an: &Analysis, k: &str| an.milestones.iter().find(|m| m.key == k).map(|m| m.t);
-    for (n, (k, label)) in keys.iter().enumerate() {
-        let (ta, tb) = (at(a, k), at(b, k));
-        // The period runs from the last earlier milestone that both runs have,
-        // so that A's and B's periods cover the same stretch.
-        let prev = keys[..n]
-            .iter()
-            .rev()
-            .map(|k| k.0)
-            .find(|pk| at(a, pk).is_some() && at(b, pk).is_some());
-        let (pa, pb) = match prev {
-            None => (None, None),
-            Some(pk) => (
-                ta.zip(at(a, pk)).map(|(x, y)| x.saturating_sub(y)),
-                tb.zip(at(b, pk)).map(|(x, y)| x.saturating_sub(y)),
-            ),
-        };
-        // Labels differ between runs for the same key (gate open vs timeout, exit codes).
-        let lb = b
-            .milestones
-            .iter()
-            .find(|m| m.key == *k)
-            .map(|m| m.label.as_str());
-        let label = match lb {
-            Some(l) if l != *label && ta.is_some() => format!("{label} / B: {l}"),
-            _ => label.to_string(),
-        };
+    for r in compare_rows(a, b) {
+        let (pa, pb) = (r.period_a(), r.period_b());
         let f = |x: Option<u64>| x.map(secs).unwrap_or_else(|| "-".into());
         t.rows.push(vec![
-            n.to_string(),
-            label,
-            f(ta),
-            f(tb),
+            r.n.to_string(),
+            r.label,
+            f(r.ta),
+            f(r.tb),
             f(pa),
             f(pb),
             delta(pa, pb),
